@@ -1,1 +1,28 @@
-//! placeholder
+//! rqmgr-ipc: Postfix's attribute protocol and the client side of every
+//! service a queue manager talks to, plus the master(8) interface.
+//!
+//! Job: byte-exact interoperation with Postfix 3.7 daemons —
+//! trivial-rewrite ([`rewrite`]), delivery agents ([`deliver`]),
+//! bounce/defer/trace/verify/flush ([`bounce`]), master ([`master`]) and
+//! trigger clients ([`trigger`]) — over framed streams ([`stream`]) built on
+//! the attribute codec ([`attr`]).
+//!
+//! Invariants: no panics on bytes from sockets (malformed input is a typed
+//! [`error`]); every length is bounded; this crate never logs — errors carry
+//! Postfix's warning wording and the daemon logs them.  `unsafe` is denied
+//! except where inherited descriptors are adopted (see [`master`]).
+//! Limits: async I/O assumes a tokio runtime (current-thread is fine);
+//! nothing here is `Send`-dependent.
+
+#![deny(unsafe_code)]
+
+pub mod attr;
+pub mod bounce;
+pub mod deliver;
+pub mod error;
+pub mod master;
+pub mod rewrite;
+pub mod stream;
+pub mod trigger;
+
+pub use error::{ArgsError, AttrError, IpcError};

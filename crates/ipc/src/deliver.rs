@@ -1,0 +1,382 @@
+//! Client side of the delivery agent protocol (`private/<transport>`).
+//!
+//! Job: encode qmgr's delivery request exactly as Postfix 3.7 does, read the
+//! agent's reply, and hold the connection for one delivery.
+//!
+//! Invariants: the request is one list (message attributes, then
+//! `recipient_count`) followed by one list per recipient, in Postfix 3.7's
+//! order; the statistics travel as the 88-byte native `MSG_STATS` in base64
+//! under `time`.  The reply is read STRICT: the DSN's seven strings, then the
+//! int `status` (so `status` appears twice), then the terminator.
+//!
+//! How it fails: every malformed reply or disconnect is an
+//! [`IpcError`]; qmgr treats those as an agent crash.  Failures while
+//! connecting or sending surface from [`AgentConnection::wait_ready`] or
+//! [`AgentConnection::send_request`] so the caller can tell "transport
+//! unavailable" from "crash".
+//! Limits: the `MSG_STATS` layout is the LP64 Linux one (timeval = two
+//! 64-bit words); Postfix ≥ 3.10's `sendopts` rename is not spoken.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::attr::{AttrList, AttrWriter};
+use crate::error::{AttrError, IpcError};
+use crate::stream::AttrStream;
+
+/// Protocol a delivery agent announces.
+pub const PROTOCOL: &str = "delivery_request_protocol";
+
+/// Request flags (`DEL_REQ_FLAG_*`).
+pub mod flags {
+    /// Mark delivered recipients done.
+    pub const SUCCESS: i32 = 1 << 0;
+    /// Mark bounced recipients done.
+    pub const BOUNCE: i32 = 1 << 1;
+    /// The default: SUCCESS | BOUNCE.
+    pub const DEFAULT: i32 = SUCCESS | BOUNCE;
+    /// MTA-requested address probe.
+    pub const MTA_VRFY: i32 = 1 << 8;
+    /// User-requested address probe (sendmail -bv).
+    pub const USR_VRFY: i32 = 1 << 9;
+    /// Record and deliver (sendmail -v).
+    pub const RECORD: i32 = 1 << 10;
+    /// Consult the connection cache.
+    pub const CONN_LOAD: i32 = 1 << 11;
+    /// Update the connection cache.
+    pub const CONN_STORE: i32 = 1 << 12;
+    /// Record delayed deliveries.
+    pub const REC_DLY_SENT: i32 = 1 << 13;
+    /// Both connection-cache bits.
+    pub const CONN_MASK: i32 = CONN_LOAD | CONN_STORE;
+    /// Flags that ask for a delivery record (trace).
+    pub const TRACE_FLAGS_MASK: i32 = MTA_VRFY | USR_VRFY | RECORD | REC_DLY_SENT;
+    /// Flags meaning "probe only, do not deliver".
+    pub const TRACE_ONLY_MASK: i32 = MTA_VRFY | USR_VRFY;
+}
+
+/// Reply `status` value for "every recipient is final".
+pub const DEL_STAT_FINAL: i32 = 0;
+/// Reply `status` value for "something was deferred".
+pub const DEL_STAT_DEFER: i32 = -1;
+
+/// Size of the native `MSG_STATS` structure sent under `time`.
+pub const MSG_STATS_LEN: usize = 88;
+
+/// Postfix's `MSG_STATS`: timestamps as (seconds, microseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsgStats {
+    /// When the message entered the incoming queue.
+    pub incoming_arrival: (i64, i64),
+    /// When the message entered the active queue.
+    pub active_arrival: (i64, i64),
+    /// Agent hand-off (filled by agents).
+    pub agent_handoff: (i64, i64),
+    /// Connection set-up done (filled by agents).
+    pub conn_setup_done: (i64, i64),
+    /// Transmission done (filled by agents).
+    pub deliver_done: (i64, i64),
+    /// Connection reuse count (filled by agents).
+    pub reuse_count: i32,
+}
+
+/// A `struct timeval` for a wall-clock time (zero before the epoch).
+pub fn timeval(t: SystemTime) -> (i64, i64) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            i64::from(d.subsec_micros()),
+        ),
+        Err(_) => (0, 0),
+    }
+}
+
+impl MsgStats {
+    /// The native 88-byte image: five timevals, the reuse count, 4 pad bytes.
+    pub fn to_bytes(&self) -> [u8; MSG_STATS_LEN] {
+        let mut out = [0u8; MSG_STATS_LEN];
+        let tvs = [
+            self.incoming_arrival,
+            self.active_arrival,
+            self.agent_handoff,
+            self.conn_setup_done,
+            self.deliver_done,
+        ];
+        for (i, (sec, usec)) in tvs.iter().enumerate() {
+            out[i * 16..i * 16 + 8].copy_from_slice(&sec.to_ne_bytes());
+            out[i * 16 + 8..i * 16 + 16].copy_from_slice(&usec.to_ne_bytes());
+        }
+        out[80..84].copy_from_slice(&self.reuse_count.to_ne_bytes());
+        out
+    }
+
+    /// Parses the native image; `None` unless exactly 88 bytes.
+    pub fn from_bytes(b: &[u8]) -> Option<MsgStats> {
+        let b: &[u8; MSG_STATS_LEN] = b.try_into().ok()?;
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            i64::from_ne_bytes(w)
+        };
+        let tv = |i: usize| (word(i * 16), word(i * 16 + 8));
+        let mut rc = [0u8; 4];
+        rc.copy_from_slice(&b[80..84]);
+        Some(MsgStats {
+            incoming_arrival: tv(0),
+            active_arrival: tv(1),
+            agent_handoff: tv(2),
+            conn_setup_done: tv(3),
+            deliver_done: tv(4),
+            reuse_count: i32::from_ne_bytes(rc),
+        })
+    }
+}
+
+/// One recipient as sent to agents and bounce(8) (Postfix's `rcpt_print`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecipientOut {
+    /// `original_recipient`.
+    pub orig_rcpt: Vec<u8>,
+    /// `recipient`.
+    pub address: Vec<u8>,
+    /// `offset` of the recipient record in the queue file.
+    pub offset: i64,
+    /// `dsn_orig_rcpt`.
+    pub dsn_orig_rcpt: Vec<u8>,
+    /// `notify_flags`.
+    pub notify_flags: i32,
+}
+
+impl RecipientOut {
+    /// Appends the five recipient attributes (no terminator).
+    pub fn encode(&self, out: &mut AttrWriter) {
+        out.str("original_recipient", &self.orig_rcpt)
+            .str("recipient", &self.address)
+            .long("offset", self.offset)
+            .str("dsn_orig_rcpt", &self.dsn_orig_rcpt)
+            .int("notify_flags", self.notify_flags);
+    }
+}
+
+/// A delivery status notification (Postfix's `DSN`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dsn {
+    /// RFC 3463 status, e.g. `4.4.1`.
+    pub status: Vec<u8>,
+    /// Diagnostic type, e.g. `SMTP`.
+    pub diag_type: Vec<u8>,
+    /// Diagnostic text.
+    pub diag_text: Vec<u8>,
+    /// Remote MTA type, e.g. `dns`.
+    pub mta_type: Vec<u8>,
+    /// Remote MTA name.
+    pub mta_mname: Vec<u8>,
+    /// DSN action, e.g. `delayed`.
+    pub action: Vec<u8>,
+    /// Free text reason.
+    pub reason: Vec<u8>,
+}
+
+/// The DSN an agent reports for a destination-level problem.
+pub type DsnFailure = Dsn;
+
+impl Dsn {
+    /// A DSN with only status and reason, like Postfix's `DSN_SIMPLE`.
+    pub fn simple(status: &[u8], reason: &[u8]) -> Dsn {
+        Dsn {
+            status: status.to_vec(),
+            reason: reason.to_vec(),
+            ..Dsn::default()
+        }
+    }
+
+    /// Appends the seven DSN attributes (no terminator).
+    pub fn encode(&self, out: &mut AttrWriter) {
+        out.str("status", &self.status)
+            .str("diag_type", &self.diag_type)
+            .str("diag_text", &self.diag_text)
+            .str("mta_type", &self.mta_type)
+            .str("mta_mname", &self.mta_mname)
+            .str("action", &self.action)
+            .str("reason", &self.reason);
+    }
+}
+
+/// qmgr's request to a delivery agent (Postfix 3.7 field order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryRequest {
+    /// [`flags`] bits.
+    pub flags: i32,
+    /// Queue name, normally `active`.
+    pub queue_name: Vec<u8>,
+    /// Queue ID.
+    pub queue_id: Vec<u8>,
+    /// Offset of the message content (`offset`).
+    pub data_offset: i64,
+    /// Content length (`size`).
+    pub data_size: i64,
+    /// Next-hop destination.
+    pub nexthop: Vec<u8>,
+    /// Content encoding: empty, `7bit` or `8bit`.
+    pub encoding: Vec<u8>,
+    /// SMTPUTF8 flags.
+    pub smtputf8: i32,
+    /// Envelope sender (VERP already applied).
+    pub sender: Vec<u8>,
+    /// DSN envelope ID.
+    pub envelope_id: Vec<u8>,
+    /// DSN RET flags.
+    pub ret_flags: i32,
+    /// Timing statistics.
+    pub stats: MsgStats,
+    /// Client host name.
+    pub log_client_name: Vec<u8>,
+    /// Client address.
+    pub log_client_address: Vec<u8>,
+    /// Client port.
+    pub log_client_port: Vec<u8>,
+    /// Client protocol (SMTP/ESMTP).
+    pub log_protocol_name: Vec<u8>,
+    /// Client HELO name.
+    pub log_helo_name: Vec<u8>,
+    /// SASL method.
+    pub sasl_method: Vec<u8>,
+    /// SASL user name.
+    pub sasl_username: Vec<u8>,
+    /// SASL sender.
+    pub sasl_sender: Vec<u8>,
+    /// Log identifier.
+    pub log_ident: Vec<u8>,
+    /// Rewrite context (`local`/`remote`).
+    pub rewrite_context: Vec<u8>,
+    /// The recipients (at least one).
+    pub recipients: Vec<RecipientOut>,
+}
+
+impl DeliveryRequest {
+    /// Appends the whole request: the message list, then one list per
+    /// recipient.
+    pub fn encode(&self, out: &mut AttrWriter) {
+        let count = i32::try_from(self.recipients.len()).unwrap_or(i32::MAX);
+        out.int("flags", self.flags)
+            .str("queue_name", &self.queue_name)
+            .str("queue_id", &self.queue_id)
+            .long("offset", self.data_offset)
+            .long("size", self.data_size)
+            .str("nexthop", &self.nexthop)
+            .str("encoding", &self.encoding)
+            .int("smtputf8", self.smtputf8)
+            .str("sender", &self.sender)
+            .str("envelope_id", &self.envelope_id)
+            .int("ret_flags", self.ret_flags)
+            .data("time", &self.stats.to_bytes())
+            .str("log_client_name", &self.log_client_name)
+            .str("log_client_address", &self.log_client_address)
+            .str("log_client_port", &self.log_client_port)
+            .str("log_protocol_name", &self.log_protocol_name)
+            .str("log_helo_name", &self.log_helo_name)
+            .str("sasl_method", &self.sasl_method)
+            .str("sasl_username", &self.sasl_username)
+            .str("sasl_sender", &self.sasl_sender)
+            .str("log_ident", &self.log_ident)
+            .str("rewrite_context", &self.rewrite_context)
+            .int("recipient_count", count)
+            .end();
+        for rcpt in &self.recipients {
+            rcpt.encode(out);
+            out.end();
+        }
+    }
+}
+
+/// An agent's reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReply {
+    /// The DSN, present when its status string is non-empty (a
+    /// destination-level problem qmgr feeds back into scheduling).
+    pub dsn: Option<DsnFailure>,
+    /// The DSN reason as sent, even when the status is empty: qmgr gives
+    /// positive feedback only when this is empty.
+    pub reason: Vec<u8>,
+    /// 0 ([`DEL_STAT_FINAL`]) or non-zero (deferred).
+    pub status: i32,
+}
+
+/// Parses an agent's reply list (STRICT, `status` twice).
+pub fn parse_reply(list: &AttrList) -> Result<DeliveryReply, AttrError> {
+    let mut r = list.strict();
+    let dsn = Dsn {
+        status: r.expect_str("status")?.to_vec(),
+        diag_type: r.expect_str("diag_type")?.to_vec(),
+        diag_text: r.expect_str("diag_text")?.to_vec(),
+        mta_type: r.expect_str("mta_type")?.to_vec(),
+        mta_mname: r.expect_str("mta_mname")?.to_vec(),
+        action: r.expect_str("action")?.to_vec(),
+        reason: r.expect_str("reason")?.to_vec(),
+    };
+    let status = r.expect_int("status")?;
+    r.finish()?;
+    let reason = dsn.reason.clone();
+    Ok(DeliveryReply {
+        dsn: (!dsn.status.is_empty()).then_some(dsn),
+        reason,
+        status,
+    })
+}
+
+/// One connection to a delivery agent, for one delivery.  Dropping it
+/// closes the socket, which the agent waits for after replying.
+#[derive(Debug)]
+pub struct AgentConnection {
+    stream: AttrStream,
+}
+
+impl AgentConnection {
+    /// Connects to `private/<transport>`; `timeout` bounds each I/O step.
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<AgentConnection, IpcError> {
+        Ok(AgentConnection {
+            stream: AttrStream::connect(path, timeout).await?,
+        })
+    }
+
+    /// Wraps an existing stream (tests, fakes).
+    pub fn from_stream(stream: AttrStream) -> AgentConnection {
+        AgentConnection { stream }
+    }
+
+    /// The service name, e.g. "private/smtp".
+    pub fn service(&self) -> &str {
+        self.stream.service()
+    }
+
+    /// Changes the I/O deadline (e.g. daemon_timeout before the reply).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.stream.set_timeout(timeout);
+    }
+
+    /// Waits for the agent's announcement; only then is it ready for a
+    /// request.
+    pub async fn wait_ready(&mut self) -> Result<(), IpcError> {
+        self.stream.expect_announcement(PROTOCOL).await
+    }
+
+    /// Sends the request.  A failure here means "transport unavailable".
+    pub async fn send_request(&mut self, req: &DeliveryRequest) -> Result<(), IpcError> {
+        let mut w = AttrWriter::new();
+        req.encode(&mut w);
+        self.stream.send(w.as_bytes()).await
+    }
+
+    /// Reads and parses the reply.  A failure here means "agent crashed".
+    pub async fn read_reply(&mut self) -> Result<DeliveryReply, IpcError> {
+        let list = self.stream.read_list().await?;
+        parse_reply(&list).map_err(|e| self.stream.attr_error(e))
+    }
+
+    /// [`send_request`](Self::send_request) then
+    /// [`read_reply`](Self::read_reply).
+    pub async fn deliver(&mut self, req: &DeliveryRequest) -> Result<DeliveryReply, IpcError> {
+        self.send_request(req).await?;
+        self.read_reply().await
+    }
+}

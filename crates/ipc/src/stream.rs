@@ -1,0 +1,241 @@
+//! Framed, deadline-bounded attribute stream over a UNIX-domain socket.
+//!
+//! Job: what Postfix's `mail_connect` + `attr_scan`/`attr_print` give a
+//! client: connect to `private/<service>`, read whole attribute lists, check
+//! a server's `protocol` announcement, write requests.
+//!
+//! Invariants: every operation (connect, one `read_list`, one `send`) is
+//! bounded by the stream's timeout as a whole, not per system call; at most
+//! one list is decoded per call and bytes after it stay buffered for the
+//! next call.  Errors name the service ("private/smtp") and use Postfix's
+//! wording.
+//!
+//! How it fails: after any error the stream's state is unspecified (a list
+//! may be half consumed); callers drop the stream, as Postfix closes it.
+//! Limits: lists are capped by [`crate::attr::MAX_LIST_BYTES`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::time::{timeout_at, Instant};
+
+use crate::attr::{AttrList, ListDecoder};
+use crate::error::{AttrError, IpcError};
+
+/// Attribute name of a server's protocol announcement.
+pub const ATTR_PROTOCOL: &str = "protocol";
+
+/// Read buffer growth step; also the compaction threshold.
+const READ_CHUNK: usize = 8192;
+
+/// The short service name Postfix logs for a socket path: its last two
+/// components ("private/smtp"), or the whole path when shorter.
+pub fn service_name(path: &Path) -> String {
+    let mut parts: Vec<_> = path.components().rev().take(2).collect();
+    parts.reverse();
+    let short: std::path::PathBuf = parts.iter().collect();
+    short.to_string_lossy().into_owned()
+}
+
+/// A connected client stream speaking the attribute protocol.
+#[derive(Debug)]
+pub struct AttrStream {
+    stream: UnixStream,
+    service: String,
+    timeout: Duration,
+    buf: Vec<u8>,
+    /// Index in `buf` of the first unconsumed byte.
+    start: usize,
+    /// Stream offset of `buf[start]`, for error messages.
+    offset: usize,
+    decoder: ListDecoder,
+}
+
+impl AttrStream {
+    /// Connects to the socket at `path` within `timeout`.
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<AttrStream, IpcError> {
+        let service = service_name(path);
+        let deadline = Instant::now() + timeout;
+        match timeout_at(deadline, UnixStream::connect(path)).await {
+            Err(_) => Err(IpcError::Timeout {
+                service,
+                doing: "connecting",
+            }),
+            Ok(Err(source)) => Err(IpcError::Connect { service, source }),
+            Ok(Ok(stream)) => Ok(Self::from_stream_named(stream, service, timeout)),
+        }
+    }
+
+    /// Wraps an already connected stream; its service name is taken from
+    /// the peer address when it has one.
+    pub fn from_stream(stream: UnixStream, timeout: Duration) -> AttrStream {
+        let service = stream
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(service_name))
+            .unwrap_or_else(|| "unknown".to_owned());
+        Self::from_stream_named(stream, service, timeout)
+    }
+
+    /// Wraps an already connected stream under a given service name.
+    pub fn from_stream_named(stream: UnixStream, service: String, timeout: Duration) -> AttrStream {
+        AttrStream {
+            stream,
+            service,
+            timeout,
+            buf: Vec::new(),
+            start: 0,
+            offset: 0,
+            decoder: ListDecoder::new(),
+        }
+    }
+
+    /// The service name used in errors ("private/smtp").
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The per-operation deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Changes the per-operation deadline (qmgr waits much longer for a
+    /// delivery reply than for other I/O).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Wraps a decoding error with this stream's service name.
+    pub fn attr_error(&self, error: AttrError) -> IpcError {
+        IpcError::Attr {
+            service: self.service.clone(),
+            error,
+        }
+    }
+
+    /// Reads one complete attribute list.
+    pub async fn read_list(&mut self) -> Result<AttrList, IpcError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.decoder.feed(&self.buf[self.start..], self.offset) {
+                Err(e) => return Err(self.attr_error(e)),
+                Ok(Some((list, used))) => {
+                    self.start += used;
+                    self.offset += used;
+                    self.compact();
+                    return Ok(list);
+                }
+                Ok(None) => {}
+            }
+            self.buf.reserve(READ_CHUNK);
+            let n = match timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => {
+                    let (context, _) = self.decoder.eof_context(&self.buf[self.start..]);
+                    let doing = match context {
+                        crate::error::ReadContext::Name => "reading input attribute name",
+                        crate::error::ReadContext::Value => "reading input attribute value",
+                    };
+                    return Err(IpcError::Timeout {
+                        service: self.service.clone(),
+                        doing,
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(IpcError::Read {
+                        service: self.service.clone(),
+                        source,
+                    })
+                }
+                Ok(Ok(n)) => n,
+            };
+            if n == 0 {
+                let (context, partial) = self.decoder.eof_context(&self.buf[self.start..]);
+                let service = self.service.clone();
+                return Err(if partial {
+                    IpcError::UnexpectedEof { service, context }
+                } else {
+                    IpcError::PrematureDisconnect { service, context }
+                });
+            }
+        }
+    }
+
+    /// Drops consumed bytes once they dominate the buffer.
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start >= READ_CHUNK {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Reads a server's `protocol\0<name>\0\0` announcement and checks the
+    /// name, as Postfix clients do before sending a request.
+    pub async fn expect_announcement(&mut self, protocol: &str) -> Result<(), IpcError> {
+        let list = self.read_list().await?;
+        let mut r = list.strict();
+        match r.expect_streq(ATTR_PROTOCOL, protocol) {
+            Ok(()) => {}
+            Err(AttrError::ValueMismatch { got, expected, .. }) => {
+                return Err(IpcError::Announcement {
+                    service: self.service.clone(),
+                    expected,
+                    got,
+                })
+            }
+            Err(e) => return Err(self.attr_error(e)),
+        }
+        r.finish().map_err(|e| self.attr_error(e))
+    }
+
+    /// Writes `bytes` completely.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), IpcError> {
+        let deadline = Instant::now() + self.timeout;
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match timeout_at(deadline, write).await {
+            Err(_) => Err(IpcError::Timeout {
+                service: self.service.clone(),
+                doing: "writing",
+            }),
+            Ok(Err(source)) => Err(IpcError::Write {
+                service: self.service.clone(),
+                source,
+            }),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Sends a request and reads one reply list.
+    pub async fn request(&mut self, bytes: &[u8]) -> Result<AttrList, IpcError> {
+        self.send(bytes).await?;
+        self.read_list().await
+    }
+
+    /// Gives back the socket (buffered, unread bytes are lost).
+    pub fn into_inner(self) -> UnixStream {
+        self.stream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names() {
+        assert_eq!(service_name(Path::new("private/smtp")), "private/smtp");
+        assert_eq!(
+            service_name(Path::new("/q/dir/public/flush")),
+            "public/flush"
+        );
+        assert_eq!(service_name(Path::new("sock")), "sock");
+    }
+}

@@ -1,0 +1,446 @@
+//! Async tests of the service clients against fake Postfix servers on
+//! UNIX sockets in a temporary directory.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use rqmgr_ipc::attr::ListDecoder;
+use rqmgr_ipc::bounce::{self, BounceRequest};
+use rqmgr_ipc::deliver::{AgentConnection, DeliveryRequest, Dsn, RecipientOut};
+use rqmgr_ipc::error::ReadContext;
+use rqmgr_ipc::rewrite::{resolve_flags, RewriteClient};
+use rqmgr_ipc::stream::AttrStream;
+use rqmgr_ipc::IpcError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+const T: Duration = Duration::from_secs(5);
+
+fn socket(dir: &tempfile::TempDir, name: &str) -> (PathBuf, UnixListener) {
+    let private = dir.path().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let path = private.join(name);
+    let listener = UnixListener::bind(&path).unwrap();
+    (path, listener)
+}
+
+fn announce(protocol: &str) -> Vec<u8> {
+    format!("protocol\0{protocol}\0\0").into_bytes()
+}
+
+/// Reads one complete list and returns its raw bytes (None on EOF).
+async fn read_raw_list(s: &mut UnixStream, pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut dec = ListDecoder::new();
+    loop {
+        if let Some((_, used)) = dec.feed(pending, 0).unwrap() {
+            return Some(pending.drain(..used).collect());
+        }
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn request() -> DeliveryRequest {
+    DeliveryRequest {
+        flags: 3,
+        queue_name: b"active".to_vec(),
+        queue_id: b"ABC".to_vec(),
+        recipients: vec![RecipientOut {
+            address: b"a@example.com".to_vec(),
+            ..RecipientOut::default()
+        }],
+        ..DeliveryRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn agent_delivery_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket(&dir, "smtp");
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&announce("delivery_request_protocol"))
+            .await
+            .unwrap();
+        let mut pending = Vec::new();
+        let head = read_raw_list(&mut s, &mut pending).await.unwrap();
+        assert!(head.starts_with(b"flags\x003\0queue_name\0active\0queue_id\0ABC\0"));
+        assert!(head.ends_with(b"recipient_count\x001\0\0"));
+        let rcpt = read_raw_list(&mut s, &mut pending).await.unwrap();
+        assert!(rcpt.starts_with(b"original_recipient\0\0recipient\0a@example.com\0"));
+        s.write_all(b"status\x004.4.1\0diag_type\0\0diag_text\0\0mta_type\0\0mta_mname\0\0action\0\0reason\0refused\0status\x004294967295\0\0")
+            .await
+            .unwrap();
+        // The agent waits for qmgr to close.
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    });
+    let mut agent = AgentConnection::connect(&path, T).await.unwrap();
+    assert_eq!(agent.service(), "private/smtp");
+    agent.wait_ready().await.unwrap();
+    let reply = agent.deliver(&request()).await.unwrap();
+    assert_eq!(reply.status, -1);
+    assert_eq!(reply.dsn.as_ref().unwrap().status, b"4.4.1");
+    assert_eq!(reply.reason, b"refused");
+    drop(agent);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn agent_wrong_announcement() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket(&dir, "smtp");
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&announce("cleanup_protocol")).await.unwrap();
+        let _ = s.read(&mut [0u8; 16]).await;
+    });
+    let mut agent = AgentConnection::connect(&path, T).await.unwrap();
+    let e = agent.wait_ready().await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unexpected protocol cleanup_protocol from private/smtp socket (expected: delivery_request_protocol)"
+    );
+}
+
+#[tokio::test]
+async fn agent_disconnects_and_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket(&dir, "smtp");
+    tokio::spawn(async move {
+        // 1: closes right after the request; 2: dies mid-value; 3: silent.
+        for case in 0..3 {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(&announce("delivery_request_protocol"))
+                .await
+                .unwrap();
+            let mut pending = Vec::new();
+            read_raw_list(&mut s, &mut pending).await.unwrap();
+            read_raw_list(&mut s, &mut pending).await.unwrap();
+            match case {
+                0 => drop(s),
+                1 => {
+                    s.write_all(b"status\x004.4").await.unwrap();
+                    drop(s);
+                }
+                _ => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+            }
+        }
+    });
+    let mut agent = AgentConnection::connect(&path, T).await.unwrap();
+    agent.wait_ready().await.unwrap();
+    let e = agent.deliver(&request()).await.unwrap_err();
+    assert!(matches!(
+        e,
+        IpcError::PrematureDisconnect {
+            context: ReadContext::Name,
+            ..
+        }
+    ));
+    assert_eq!(
+        e.to_string(),
+        "premature end-of-input on private/smtp socket while reading input attribute name"
+    );
+    assert!(e.quiet_on_first_attempt());
+
+    let mut agent = AgentConnection::connect(&path, T).await.unwrap();
+    agent.wait_ready().await.unwrap();
+    let e = agent.deliver(&request()).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unexpected end-of-input from private/smtp socket while reading input attribute value"
+    );
+
+    let mut agent = AgentConnection::connect(&path, T).await.unwrap();
+    agent.wait_ready().await.unwrap();
+    agent.send_request(&request()).await.unwrap();
+    agent.set_timeout(Duration::from_millis(100));
+    let e = agent.read_reply().await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "timeout on private/smtp socket while reading input attribute name"
+    );
+    assert!(!e.quiet_on_first_attempt());
+}
+
+#[tokio::test]
+async fn connect_failure_names_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = AgentConnection::connect(&dir.path().join("private/none"), T)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IpcError::Connect { .. }));
+    assert!(e.to_string().starts_with("connect to private/none: "));
+    assert!(e.quiet_on_first_attempt(), "ENOENT is quiet");
+}
+
+/// A fake trivial-rewrite: answers resolve/verify/rewrite requests; the
+/// reply's server flags come from the address ("bye@" asks to reconnect).
+async fn fake_rewrite(listener: UnixListener, accepts: Rc<Cell<u32>>, requests: Rc<Cell<u32>>) {
+    loop {
+        let (mut s, _) = listener.accept().await.unwrap();
+        accepts.set(accepts.get() + 1);
+        let requests = requests.clone();
+        tokio::task::spawn_local(async move {
+            s.write_all(&announce("trivial_rewrite_protocol"))
+                .await
+                .unwrap();
+            let mut pending = Vec::new();
+            while let Some(raw) = read_raw_list(&mut s, &mut pending).await {
+                requests.set(requests.get() + 1);
+                let (list, _) = rqmgr_ipc::attr::AttrList::decode(&raw).unwrap().unwrap();
+                let req = list.get("request").unwrap().to_vec();
+                let addr = list.get("address").unwrap().to_vec();
+                let mut out = Vec::new();
+                if req == b"rewrite" {
+                    out.extend_from_slice(b"flags\x000\0address\0");
+                    out.extend_from_slice(&addr);
+                    out.extend_from_slice(b"@rewritten\0\0");
+                } else {
+                    let server_flags: &[u8] = if addr.starts_with(b"bye@") {
+                        b"1"
+                    } else {
+                        b"0"
+                    };
+                    let transport: &[u8] = if addr.starts_with(b"null@") {
+                        b""
+                    } else if req == b"verify" {
+                        b"verify"
+                    } else {
+                        b"smtp"
+                    };
+                    out.extend_from_slice(b"flags\0");
+                    out.extend_from_slice(server_flags);
+                    out.extend_from_slice(b"\0transport\0");
+                    out.extend_from_slice(transport);
+                    out.extend_from_slice(b"\0nexthop\0[127.0.0.1]:2527\0recipient\0");
+                    out.extend_from_slice(&addr);
+                    out.extend_from_slice(b"\0flags\x004096\0\0");
+                }
+                s.write_all(&out).await.unwrap();
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn rewrite_client_connection_reuse_cache_and_reconnects() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, listener) = socket(&dir, "rewrite");
+            let accepts = Rc::new(Cell::new(0));
+            let requests = Rc::new(Cell::new(0));
+            tokio::task::spawn_local(fake_rewrite(listener, accepts.clone(), requests.clone()));
+            let mut c = RewriteClient::new(
+                path,
+                T,
+                Duration::from_millis(300),
+                Duration::from_secs(1000),
+            );
+
+            let r = c.resolve(false, b"s@x", b"a@example.com").await.unwrap();
+            assert_eq!(r.transport, b"smtp");
+            assert_eq!(r.nexthop, b"[127.0.0.1]:2527");
+            assert_eq!(r.recipient, b"a@example.com");
+            assert_eq!(r.flags, resolve_flags::CLASS_DEFAULT);
+            // Same key: served from the cache.
+            c.resolve(false, b"s@x", b"a@example.com").await.unwrap();
+            assert_eq!(requests.get(), 1);
+            // Verify is a different key and request word.
+            let v = c.resolve(true, b"s@x", b"a@example.com").await.unwrap();
+            assert_eq!(v.transport, b"verify");
+            assert_eq!((accepts.get(), requests.get()), (1, 2));
+            assert_eq!(
+                c.rewrite("local", b"user").await.unwrap(),
+                b"user@rewritten"
+            );
+            assert_eq!((accepts.get(), requests.get()), (1, 3));
+
+            // Server-requested disconnect.
+            c.resolve(false, b"", b"bye@example.com").await.unwrap();
+            assert!(!c.is_connected());
+            c.resolve(false, b"", b"b@example.com").await.unwrap();
+            assert_eq!(accepts.get(), 2);
+
+            // Idle limit.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            c.resolve(false, b"", b"c@example.com").await.unwrap();
+            assert_eq!(accepts.get(), 3);
+
+            // Null transport is an error and drops the connection.
+            let e = c
+                .resolve(false, b"", b"null@example.com")
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "resolve_clnt: null transport result for: <null@example.com>"
+            );
+            assert!(!c.is_connected());
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn rewrite_client_rejects_malformed_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket(&dir, "rewrite");
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&announce("trivial_rewrite_protocol"))
+            .await
+            .unwrap();
+        let mut pending = Vec::new();
+        read_raw_list(&mut s, &mut pending).await.unwrap();
+        s.write_all(b"flags\x000\0nexthop\0x\0\0").await.unwrap();
+        let _ = s.read(&mut [0u8; 16]).await;
+    });
+    let mut c = RewriteClient::new(path, T, T, T);
+    let e = c.resolve(false, b"", b"a@b").await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unexpected attribute nexthop from private/rewrite socket (expecting: transport)"
+    );
+    assert!(!c.is_connected());
+}
+
+/// A fake bounce/flush server: announces `protocol`, checks the request
+/// bytes, replies `reply`.
+fn fake_status_server(
+    listener: UnixListener,
+    protocol: &'static str,
+    expect: Vec<u8>,
+    reply: &'static [u8],
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&announce(protocol)).await.unwrap();
+        let mut pending = Vec::new();
+        let got = read_raw_list(&mut s, &mut pending).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&expect)
+        );
+        s.write_all(reply).await.unwrap();
+    })
+}
+
+fn breq() -> BounceRequest {
+    BounceRequest {
+        flags: 2,
+        queue_name: b"active".to_vec(),
+        queue_id: b"Q1".to_vec(),
+        sender: b"s@x".to_vec(),
+        ..BounceRequest::default()
+    }
+}
+
+async fn in_dir<F, Fut>(name: &str, f: F)
+where
+    F: FnOnce(PathBuf, UnixListener) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket(&dir, name);
+    f(path, listener).await;
+}
+
+#[tokio::test]
+async fn bounce_family_requests() {
+    in_dir("defer", |path: PathBuf, l| async move {
+        let srv = fake_status_server(
+            l,
+            "delivery_status_protocol",
+            breq().encode(bounce::BounceCommand::Verp, Some(b"+=")),
+            b"status\x000\0\0",
+        );
+        assert_eq!(
+            bounce::defer_flush_verp(&path, &breq(), b"+=", T)
+                .await
+                .unwrap(),
+            0
+        );
+        srv.await.unwrap();
+    })
+    .await;
+
+    in_dir("defer", |path: PathBuf, l| async move {
+        let rcpt = RecipientOut {
+            address: b"a@x".to_vec(),
+            ..RecipientOut::default()
+        };
+        let dsn = Dsn::simple(b"4.3.0", b"mail transport unavailable");
+        let mut want = dsn.clone();
+        want.action = b"delayed".to_vec();
+        let srv = fake_status_server(
+            l,
+            "delivery_status_protocol",
+            bounce::encode_append(0, b"Q1", &rcpt, &want),
+            b"status\x004294967295\0\0",
+        );
+        assert_eq!(
+            bounce::defer_append(&path, 0, b"Q1", &rcpt, &dsn, T)
+                .await
+                .unwrap(),
+            -1
+        );
+        srv.await.unwrap();
+    })
+    .await;
+
+    in_dir("flush", |path: PathBuf, l| async move {
+        let srv = fake_status_server(
+            l,
+            "queue_flush_protocol",
+            b"request\0add\0site\0example.com\0queue_id\0Q1\0\0".to_vec(),
+            b"status\x004\0\0",
+        );
+        assert_eq!(
+            bounce::flush_add(&path, b"example.com", b"Q1", T)
+                .await
+                .unwrap(),
+            bounce::flush_status::DENY
+        );
+        srv.await.unwrap();
+    })
+    .await;
+
+    in_dir("bounce", |path: PathBuf, l| async move {
+        let srv = fake_status_server(
+            l,
+            "delivery_status_protocol",
+            breq().encode(bounce::BounceCommand::Flush, None),
+            b"status\x000\0extra\x001\0\0",
+        );
+        let e = bounce::bounce_flush(&path, &breq(), T).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unexpected attribute extra from private/bounce socket (expecting: (list terminator))"
+        );
+        srv.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stream_keeps_bytes_after_a_list() {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    b.write_all(b"a\x001\0\0b\x002\0\0c").await.unwrap();
+    let mut s = AttrStream::from_stream_named(a, "private/x".into(), T);
+    assert_eq!(s.read_list().await.unwrap().get("a"), Some(&b"1"[..]));
+    assert_eq!(s.read_list().await.unwrap().get("b"), Some(&b"2"[..]));
+    drop(b);
+    let e = s.read_list().await.unwrap_err();
+    assert!(matches!(e, IpcError::UnexpectedEof { .. }));
+}
