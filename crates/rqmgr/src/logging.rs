@@ -1,0 +1,585 @@
+//! Postfix-format logging: syslog(3)-style datagrams or postlog records.
+//!
+//! Job: write each message the way a Postfix 3.7 daemon would, so that log
+//! readers (pflogsumm, exporters, `postfix/qmgr` greps) cannot tell the
+//! difference. Two transports, chosen once at start-up:
+//! * postlog (when `maillog_file` is non-empty): one datagram per record to
+//!   `$queue_directory/public/$postlog_service_name`, formatted as
+//!   `Mon DD HH:MM:SS host tag[pid]: [severity: ]text` (zero-padded day,
+//!   first label of `myhostname`, no newline), as Postfix's msg_logger does;
+//! * syslog (otherwise): one datagram to `/dev/log` formatted as glibc's
+//!   `syslog(3)` writes it: `<PRI>Mon DD HH:MM:SS tag[pid]: [severity: ]text`
+//!   with a blank-padded day, PRI = facility | level (info 6, warning 4,
+//!   error 3, fatal and panic 2).
+//!
+//! Optionally every record is also written to stderr as
+//! `tag: [severity: ]text\n` (Postfix's `-V`).
+//!
+//! Invariants: one [`Logger`] per process, created before chroot (the socket
+//! path is absolute and the time zone is loaded then) and passed by
+//! reference; no global state. Text is made printable first, as Postfix's
+//! `printable()` does: control characters become `?`, and so does every
+//! non-ASCII byte unless SMTPUTF8 is enabled; text stops at a NUL byte. The
+//! text part is cut at 2000 bytes, which may split a UTF-8 sequence exactly
+//! as Postfix does, because records are bytes.
+//!
+//! Failure: logging never fails and never panics. With no connection, each
+//! record retries the connect (as Postfix and glibc do) and is otherwise
+//! dropped; a syslog send error reconnects once and retries once (glibc);
+//! postlog send errors are ignored (Postfix daemons have no fallback file
+//! writer). `fatal` and `panic` only log: the caller exits or aborts.
+//!
+//! Limits: only datagram sockets (glibc's stream fallback for `/dev/log` is
+//! not implemented); sends block like Postfix's, so a stuck reader stalls the
+//! caller.
+
+use std::io::{self, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The syslog socket glibc uses.
+pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+
+/// Longest text part of a record, in bytes (Postfix's record limit).
+const MAX_TEXT: usize = 2000;
+
+/// Start-up settings for a [`Logger`].
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `syslog_name` (or `MAIL_LOGTAG` from the environment), e.g. `postfix`.
+    pub syslog_name: String,
+    /// Basename of argv\[0\], e.g. `qmgr`.
+    pub process_name: String,
+    /// Syslog facility code, see [`facility_code`].
+    pub facility: i32,
+    /// `maillog_file`; non-empty selects postlog mode.
+    pub maillog_file: String,
+    /// Absolute path of the postlog socket (`$queue_directory/public/postlog`).
+    pub postlog_socket: PathBuf,
+    /// Path of the syslog socket, normally [`DEFAULT_SYSLOG_SOCKET`].
+    pub syslog_socket: PathBuf,
+    /// `myhostname`; its first label appears in postlog records.
+    pub hostname: String,
+    /// `smtputf8_enable`: keep non-ASCII UTF-8 text instead of `?`.
+    pub utf8: bool,
+    /// Also write every record to stderr (`-V`).
+    pub also_stderr: bool,
+}
+
+impl LogConfig {
+    /// The configuration Postfix derives from `main.cf`: tag
+    /// `syslog_name/process_name` (Postfix exports `syslog_name` as
+    /// `MAIL_LOGTAG`, so the configured name wins), postlog socket
+    /// `$queue_directory/public/$postlog_service_name`, syslog at `/dev/log`.
+    pub fn from_params(p: &crate::params::QmgrParams, also_stderr: bool) -> LogConfig {
+        LogConfig {
+            syslog_name: p.syslog_name.clone(),
+            process_name: p.process_name.clone(),
+            facility: p.syslog_facility,
+            maillog_file: p.maillog_file.clone(),
+            postlog_socket: p.postlog_socket(),
+            syslog_socket: PathBuf::from(DEFAULT_SYSLOG_SOCKET),
+            hostname: p.myhostname.clone(),
+            utf8: p.smtputf8_enable,
+            also_stderr,
+        }
+    }
+}
+
+/// Message severity, as Postfix names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Severity {
+    /// No prefix.
+    Info,
+    /// `warning: `.
+    Warning,
+    /// `error: `.
+    Error,
+    /// `fatal: `.
+    Fatal,
+    /// `panic: `.
+    Panic,
+}
+
+impl Severity {
+    /// The prefix word, or `None` for info.
+    fn word(self) -> Option<&'static str> {
+        match self {
+            Severity::Info => None,
+            Severity::Warning => Some("warning"),
+            Severity::Error => Some("error"),
+            Severity::Fatal => Some("fatal"),
+            Severity::Panic => Some("panic"),
+        }
+    }
+
+    /// The syslog level Postfix maps this severity to.
+    fn syslog_level(self) -> i32 {
+        match self {
+            Severity::Info => 6,
+            Severity::Warning => 4,
+            Severity::Error => 3,
+            Severity::Fatal | Severity::Panic => 2,
+        }
+    }
+}
+
+/// The syslog facility code for a Postfix `syslog_facility` name (Linux
+/// values, already shifted left by 3), or `None` if Postfix rejects it.
+pub fn facility_code(name: &str) -> Option<i32> {
+    let n = match name {
+        "kern" => 0,
+        "user" => 1,
+        "mail" => 2,
+        "daemon" => 3,
+        "auth" => 4,
+        "syslog" => 5,
+        "lpr" => 6,
+        "news" => 7,
+        "uucp" => 8,
+        "cron" => 9,
+        "authpriv" => 10,
+        "ftp" => 11,
+        "local0" => 16,
+        "local1" => 17,
+        "local2" => 18,
+        "local3" => 19,
+        "local4" => 20,
+        "local5" => 21,
+        "local6" => 22,
+        "local7" => 23,
+        _ => return None,
+    };
+    Some(n << 3)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Syslog,
+    Postlog,
+}
+
+/// Broken-down local time, enough for a log time stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    /// 0..=11.
+    month: usize,
+    day: u32,
+    hour: u32,
+    min: u32,
+    sec: u32,
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// A Postfix-compatible log writer; see the module documentation.
+#[derive(Debug)]
+pub struct Logger {
+    mode: Mode,
+    tag: String,
+    facility: i32,
+    host_label: String,
+    path: PathBuf,
+    utf8: bool,
+    also_stderr: bool,
+    socket: Mutex<Option<UnixDatagram>>,
+}
+
+impl Logger {
+    /// Create the logger and connect its socket; call before chroot.
+    ///
+    /// A failed connect is not an error (Postfix carries on and retries per
+    /// record).
+    ///
+    /// # Errors
+    ///
+    /// Only when no socket can be created at all (descriptor exhaustion).
+    pub fn new(cfg: &LogConfig) -> io::Result<Logger> {
+        let mode = if cfg.maillog_file.is_empty() {
+            Mode::Syslog
+        } else {
+            Mode::Postlog
+        };
+        let path = match mode {
+            Mode::Syslog => cfg.syslog_socket.clone(),
+            Mode::Postlog => cfg.postlog_socket.clone(),
+        };
+        let label = cfg.hostname.split('.').next().unwrap_or("");
+        let host_label = if label.is_empty() { "amnesiac" } else { label };
+        let socket = UnixDatagram::unbound()?;
+        let connected = socket.connect(&path).is_ok().then_some(socket);
+        let logger = Logger {
+            mode,
+            tag: format!("{}/{}", cfg.syslog_name, cfg.process_name),
+            facility: cfg.facility,
+            host_label: host_label.to_string(),
+            path,
+            utf8: cfg.utf8,
+            also_stderr: cfg.also_stderr,
+            socket: Mutex::new(connected),
+        };
+        // Converting a time once loads the time zone before any chroot hides
+        // the zone files; later conversions reuse it.
+        let _ = local_stamp(now_secs());
+        Ok(logger)
+    }
+
+    /// The program tag, e.g. `postfix/qmgr`.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Log an informational message.
+    pub fn info(&self, text: &str) {
+        self.log(Severity::Info, text);
+    }
+
+    /// Log `warning: text`.
+    pub fn warning(&self, text: &str) {
+        self.log(Severity::Warning, text);
+    }
+
+    /// Log `error: text`.
+    pub fn error(&self, text: &str) {
+        self.log(Severity::Error, text);
+    }
+
+    /// Log `fatal: text`; the caller then exits with status 1.
+    pub fn fatal(&self, text: &str) {
+        self.log(Severity::Fatal, text);
+    }
+
+    /// Log `panic: text`; the caller then aborts.
+    pub fn panic(&self, text: &str) {
+        self.log(Severity::Panic, text);
+    }
+
+    /// Log `text` at `severity` with the current local time.
+    pub fn log(&self, severity: Severity, text: &str) {
+        let secs = now_secs();
+        let stamp = local_stamp(secs).unwrap_or_else(|| utc_stamp(secs));
+        self.emit(severity, text, &stamp);
+    }
+
+    fn emit(&self, severity: Severity, text: &str, stamp: &Stamp) {
+        let clean = printable(text, self.utf8);
+        let pid = std::process::id();
+        if self.also_stderr {
+            let line = self.stderr_line(severity, &clean);
+            let _ = io::stderr().lock().write_all(&line);
+        }
+        let record = self.record(severity, &clean, stamp, pid);
+        self.send(&record);
+    }
+
+    /// The record for the socket, without trailing newline.
+    fn record(&self, severity: Severity, clean: &[u8], stamp: &Stamp, pid: u32) -> Vec<u8> {
+        let month = MONTHS.get(stamp.month).copied().unwrap_or("Jan");
+        let time = format!("{:02}:{:02}:{:02}", stamp.hour, stamp.min, stamp.sec);
+        let mut out = match self.mode {
+            Mode::Postlog => format!("{month} {:02} {time} {} ", stamp.day, self.host_label),
+            Mode::Syslog => {
+                let pri = self.facility | severity.syslog_level();
+                format!("<{pri}>{month} {:>2} {time} ", stamp.day)
+            }
+        }
+        .into_bytes();
+        out.extend_from_slice(format!("{}[{pid}]: ", self.tag).as_bytes());
+        if let Some(word) = severity.word() {
+            out.extend_from_slice(word.as_bytes());
+            out.extend_from_slice(b": ");
+        }
+        out.extend_from_slice(&clean[..clean.len().min(MAX_TEXT)]);
+        out
+    }
+
+    /// The stderr line (`-V`): not truncated, newline-terminated.
+    fn stderr_line(&self, severity: Severity, clean: &[u8]) -> Vec<u8> {
+        let mut out = format!("{}: ", self.tag).into_bytes();
+        if let Some(word) = severity.word() {
+            out.extend_from_slice(word.as_bytes());
+            out.extend_from_slice(b": ");
+        }
+        out.extend_from_slice(clean);
+        out.push(b'\n');
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<UnixDatagram>> {
+        // A panic elsewhere while holding the lock leaves only a socket
+        // behind, which is still usable.
+        self.socket.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connect(&self) -> Option<UnixDatagram> {
+        let sock = UnixDatagram::unbound().ok()?;
+        sock.connect(&self.path).ok()?;
+        Some(sock)
+    }
+
+    fn send(&self, record: &[u8]) {
+        let mut guard = self.lock();
+        if guard.is_none() {
+            *guard = self.connect();
+        }
+        let Some(sock) = guard.as_ref() else {
+            return;
+        };
+        if sock.send(record).is_ok() || self.mode == Mode::Postlog {
+            return;
+        }
+        // glibc: the daemon may have restarted; reconnect and try once more.
+        *guard = self.connect();
+        if let Some(sock) = guard.as_ref() {
+            let _ = sock.send(record);
+        }
+    }
+}
+
+/// Postfix's `printable()` applied to a message, cut at the first NUL.
+fn printable(text: &str, utf8: bool) -> Vec<u8> {
+    let text = text.split('\0').next().unwrap_or("");
+    let mut out = Vec::with_capacity(text.len());
+    for ch in text.chars() {
+        if ch.is_ascii() {
+            out.push(if ch.is_ascii_graphic() || ch == ' ' {
+                ch as u8
+            } else {
+                b'?'
+            });
+        } else if utf8 {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+        } else {
+            out.resize(out.len() + ch.len_utf8(), b'?');
+        }
+    }
+    out
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Local time via the C library, which honours `TZ` as Postfix does.
+#[allow(unsafe_code)]
+fn local_stamp(secs: i64) -> Option<Stamp> {
+    let t = libc::time_t::try_from(secs).ok()?;
+    // SAFETY: `tm` is plain old data, so all-zero is a valid value;
+    // localtime_r only reads `t` and writes `tm`, both live locals, and is
+    // thread-safe. A null return (conversion failure) is checked.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return None;
+        }
+        tm
+    };
+    Some(Stamp {
+        month: usize::try_from(tm.tm_mon).ok()?,
+        day: u32::try_from(tm.tm_mday).ok()?,
+        hour: u32::try_from(tm.tm_hour).ok()?,
+        min: u32::try_from(tm.tm_min).ok()?,
+        sec: u32::try_from(tm.tm_sec).ok()?,
+    })
+}
+
+/// UTC fallback when the C library cannot convert the time.
+fn utc_stamp(secs: i64) -> Stamp {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil-from-days (proleptic Gregorian), with March-based years.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 2 } else { mp - 10 };
+    let to_u32 = |v: i64| u32::try_from(v).unwrap_or(0);
+    Stamp {
+        month: usize::try_from(month).unwrap_or(0),
+        day: to_u32(day),
+        hour: to_u32(rem / 3600),
+        min: to_u32(rem / 60 % 60),
+        sec: to_u32(rem % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// A scratch directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let p = std::env::temp_dir()
+                .join(format!("rqmgr-log-{tag}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&p).expect("create temp dir");
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config(maillog: &str, sock: &Path) -> LogConfig {
+        LogConfig {
+            syslog_name: "postfix".into(),
+            process_name: "qmgr".into(),
+            facility: facility_code("mail").unwrap_or(16),
+            maillog_file: maillog.into(),
+            postlog_socket: sock.to_path_buf(),
+            syslog_socket: sock.to_path_buf(),
+            hostname: "test.localdomain".into(),
+            utf8: false,
+            also_stderr: false,
+        }
+    }
+
+    fn receiver(dir: &TempDir) -> (UnixDatagram, PathBuf) {
+        let path = dir.0.join("sock");
+        let rx = UnixDatagram::bind(&path).expect("bind");
+        rx.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        (rx, path)
+    }
+
+    fn recv(rx: &UnixDatagram) -> Vec<u8> {
+        let mut buf = vec![0u8; 8192];
+        let n = rx.recv(&mut buf).expect("datagram");
+        buf.truncate(n);
+        buf
+    }
+
+    const STAMP: Stamp = Stamp {
+        month: 10,
+        day: 5,
+        hour: 4,
+        min: 1,
+        sec: 56,
+    };
+
+    #[test]
+    fn postlog_record_bytes() {
+        let dir = TempDir::new("postlog");
+        let (rx, path) = receiver(&dir);
+        let logger = Logger::new(&config("/var/log/postfix.log", &path)).expect("logger");
+        let pid = std::process::id();
+        logger.emit(Severity::Info, "154E7990181: removed", &STAMP);
+        let want = format!("Nov 05 04:01:56 test postfix/qmgr[{pid}]: 154E7990181: removed");
+        assert_eq!(String::from_utf8_lossy(&recv(&rx)), want);
+        logger.emit(Severity::Warning, "tab\there é", &STAMP);
+        let want = format!("Nov 05 04:01:56 test postfix/qmgr[{pid}]: warning: tab?here ??");
+        assert_eq!(String::from_utf8_lossy(&recv(&rx)), want);
+        // Through the public API with the real clock: check all but the stamp.
+        logger.error("x");
+        let got = recv(&rx);
+        let tail = format!(" test postfix/qmgr[{pid}]: error: x");
+        assert_eq!(got.len(), 15 + tail.len());
+        assert_eq!(&got[15..], tail.as_bytes());
+        assert!(MONTHS.iter().any(|m| got.starts_with(m.as_bytes())));
+    }
+
+    #[test]
+    fn syslog_record_bytes_and_truncation() {
+        let dir = TempDir::new("syslog");
+        let (rx, path) = receiver(&dir);
+        let mut cfg = config("", &path);
+        cfg.utf8 = true;
+        cfg.hostname = String::new();
+        let logger = Logger::new(&cfg).expect("logger");
+        let pid = std::process::id();
+        logger.emit(Severity::Warning, "hello é", &STAMP);
+        let want = format!("<20>Nov  5 04:01:56 postfix/qmgr[{pid}]: warning: hello é");
+        assert_eq!(String::from_utf8_lossy(&recv(&rx)), want);
+        logger.emit(Severity::Fatal, &"y".repeat(3000), &STAMP);
+        let got = recv(&rx);
+        let head = format!("<18>Nov  5 04:01:56 postfix/qmgr[{pid}]: fatal: ");
+        assert_eq!(got.len(), head.len() + MAX_TEXT);
+        assert!(got.starts_with(head.as_bytes()));
+        logger.emit(Severity::Panic, "a\0b", &STAMP);
+        assert!(recv(&rx).ends_with(b"panic: a"));
+    }
+
+    #[test]
+    fn missing_socket_is_tolerated_and_retried() {
+        let dir = TempDir::new("retry");
+        let path = dir.0.join("later");
+        let logger = Logger::new(&config("/var/log/x", &path)).expect("logger");
+        logger.info("dropped, nobody listens");
+        let rx = UnixDatagram::bind(&path).expect("bind");
+        rx.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        logger.emit(Severity::Info, "now delivered", &STAMP);
+        assert!(recv(&rx).ends_with(b"]: now delivered"));
+        assert!(logger.host_label == "test");
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(facility_code("mail"), Some(16));
+        assert_eq!(facility_code("local7"), Some(23 << 3));
+        assert_eq!(facility_code("Mail"), None);
+        assert_eq!(printable("a\r\nb\u{7f}", false), b"a??b?".to_vec());
+        let logger = Logger::new(&config("", Path::new("/nonexistent/sock"))).expect("logger");
+        assert_eq!(
+            logger.stderr_line(Severity::Warning, b"t"),
+            b"postfix/qmgr: warning: t\n".to_vec()
+        );
+        assert_eq!(logger.tag(), "postfix/qmgr");
+        // 2026-11-29 14:01:16 UTC.
+        let s = utc_stamp(1_795_960_876);
+        assert_eq!(
+            s,
+            Stamp {
+                month: 10,
+                day: 29,
+                hour: 14,
+                min: 1,
+                sec: 16
+            }
+        );
+        assert_eq!(
+            utc_stamp(0),
+            Stamp {
+                month: 0,
+                day: 1,
+                hour: 0,
+                min: 0,
+                sec: 0
+            }
+        );
+        assert!(local_stamp(now_secs()).is_some());
+    }
+
+    #[test]
+    fn config_from_params() {
+        let raw = crate::params::RawParams::parse(
+            "queue_directory = /q\nmaillog_file = /var/log/m\nmyhostname = h.example\n",
+        );
+        let (p, _) = crate::params::QmgrParams::from_raw(&raw).expect("valid");
+        let cfg = LogConfig::from_params(&p, true);
+        assert_eq!(cfg.postlog_socket, PathBuf::from("/q/public/postlog"));
+        assert_eq!((cfg.facility, cfg.also_stderr), (16, true));
+        assert_eq!(cfg.process_name, "qmgr");
+    }
+}
