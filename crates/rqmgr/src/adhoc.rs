@@ -1,0 +1,178 @@
+//! Recipient status lines the queue manager writes itself
+//! (`QID: to=<...>, relay=none, delay=..., delays=a/b/c/d, dsn=..., status=...`).
+//!
+//! Delivery agents log almost every such line; qmgr logs only the ones it
+//! decides on its own: discarded mail to the double-bounce address, and
+//! recipients it defers through the defer service when even the `retry`
+//! transport is dead. Log parsers (pflogsumm, exporters) read the delay
+//! fields, so they are formatted exactly as Postfix's `format_tv()` does:
+//! two significant digits for small values, whole seconds for large ones,
+//! never finer than `delay_logging_resolution_limit` decimals.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const MILLION: i64 = 1_000_000;
+
+/// The timestamps a status line measures delays between.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamps {
+    /// When the message arrived (`T` record).
+    pub incoming_arrival: (i64, i64),
+    /// When it entered the active queue.
+    pub active_arrival: (i64, i64),
+}
+
+/// One recipient's status line, as `log_adhoc()` formats it, with no
+/// delivery agent involved (so the last two delays are zero).
+#[allow(clippy::too_many_arguments)]
+pub fn status_line(
+    queue_id: &str,
+    recipient: &[u8],
+    orig_recipient: &[u8],
+    stamps: Stamps,
+    now: SystemTime,
+    dsn_status: &str,
+    status: &str,
+    reason: &str,
+    max_decimals: u32,
+) -> String {
+    let now = timeval(now);
+    let mut line = format!("{}: to=<{}>", queue_id, String::from_utf8_lossy(recipient));
+    if !orig_recipient.is_empty() && !orig_recipient.eq_ignore_ascii_case(recipient) {
+        line.push_str(&format!(", orig_to=<{}>", String::from_utf8_lossy(orig_recipient)));
+    }
+    line.push_str(", relay=none");
+    let delay = delta(now, stamps.incoming_arrival);
+    let (pdelay, adelay) = if stamps.active_arrival.0 > 0 {
+        (
+            delta(stamps.active_arrival, stamps.incoming_arrival),
+            delta(now, stamps.active_arrival),
+        )
+    } else {
+        (delta(now, stamps.incoming_arrival), (0, 0))
+    };
+    line.push_str(", delay=");
+    format_tv(&mut line, delay, max_decimals);
+    line.push_str(", delays=");
+    format_tv(&mut line, pdelay, max_decimals);
+    line.push('/');
+    format_tv(&mut line, adelay, max_decimals);
+    line.push_str("/0/0");
+    line.push_str(&format!(", dsn={dsn_status}, status={status} ({reason})"));
+    line
+}
+
+/// Seconds and microseconds since the epoch.
+pub fn timeval(t: SystemTime) -> (i64, i64) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    (
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        i64::from(d.subsec_micros()),
+    )
+}
+
+fn delta(later: (i64, i64), earlier: (i64, i64)) -> (i64, i64) {
+    let mut sec = later.0 - earlier.0;
+    let mut usec = later.1 - earlier.1;
+    while usec < 0 {
+        usec += MILLION;
+        sec -= 1;
+    }
+    while usec >= MILLION {
+        usec -= MILLION;
+        sec += 1;
+    }
+    if sec < 0 {
+        (0, 0)
+    } else {
+        (sec, usec)
+    }
+}
+
+/// Appends a time interval with two significant digits, at most
+/// `max_decimals` (0..=6) decimals, as Postfix's `format_tv()` does.
+pub fn format_tv(out: &mut String, (mut sec, mut usec): (i64, i64), max_decimals: u32) {
+    const SIG_DIGITS: u32 = 2;
+    let max_decimals = max_decimals.min(6);
+    let mut resolution = MILLION / 10_i64.pow(max_decimals);
+    let width = 10_i64.pow(SIG_DIGITS);
+    if resolution < MILLION {
+        if sec > 0 {
+            let mut n = 1;
+            while sec >= n && n <= width / 10 {
+                n *= 10;
+            }
+            resolution = (MILLION / width) * n;
+        } else {
+            while usec >= width * resolution {
+                resolution *= 10;
+            }
+        }
+    }
+    if resolution > 1 {
+        usec += resolution / 2;
+        if usec >= MILLION {
+            sec += 1;
+            usec -= MILLION;
+        }
+    }
+    out.push_str(&sec.to_string());
+    if usec >= resolution {
+        out.push('.');
+        let mut rem = usec;
+        let mut n = MILLION / 10;
+        while rem >= resolution && n > 0 {
+            let digit = u8::try_from(rem / n).unwrap_or(0);
+            out.push(char::from(b'0' + digit));
+            rem %= n;
+            n /= 10;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(sec: i64, usec: i64) -> String {
+        let mut s = String::new();
+        format_tv(&mut s, (sec, usec), 2);
+        s
+    }
+
+    #[test]
+    fn formats_like_postfix() {
+        // Values as Postfix logs them with delay_logging_resolution_limit=2.
+        assert_eq!(f(0, 0), "0");
+        assert_eq!(f(0, 4000), "0");
+        assert_eq!(f(0, 5000), "0.01");
+        assert_eq!(f(0, 123_456), "0.12");
+        assert_eq!(f(1, 234_567), "1.2");
+        assert_eq!(f(12, 345_678), "12");
+        assert_eq!(f(123, 0), "123");
+        assert_eq!(f(0, 996_000), "1");
+    }
+
+    #[test]
+    fn status_line_shape() {
+        let t = UNIX_EPOCH + Duration::from_secs(1000) + Duration::from_millis(250);
+        let line = status_line(
+            "ABC123",
+            b"double-bounce@host",
+            b"",
+            Stamps {
+                incoming_arrival: (999, 0),
+                active_arrival: (1000, 0),
+            },
+            t,
+            "2.0.0",
+            "sent",
+            "undeliverable postmaster notification discarded",
+            2,
+        );
+        assert_eq!(
+            line,
+            "ABC123: to=<double-bounce@host>, relay=none, delay=1.2, delays=1/0.25/0/0, dsn=2.0.0, status=sent (undeliverable postmaster notification discarded)"
+        );
+    }
+}
