@@ -89,7 +89,8 @@ impl Runtime {
         let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
             Err(e) => {
-                self.log.warning(&format!("open active {}: {}", id, os_error(&e)));
+                self.log
+                    .warning(&format!("open active {}: {}", id, os_error(&e)));
                 self.save_corrupt(&id);
                 return false;
             }
@@ -97,7 +98,8 @@ impl Runtime {
         match rqmgr_queue::lock::lock_exclusive_nb(&file) {
             Ok(true) => {}
             Ok(false) => {
-                self.log.info(&format!("{id}: skipped, still being delivered"));
+                self.log
+                    .info(&format!("{id}: skipped, still being delivered"));
                 drop(file);
                 self.move_to(&id, QueueName::Incoming, 60);
                 return false;
@@ -245,7 +247,12 @@ impl Runtime {
                 let canonical = self.rewrite_canonical(&redirect).await;
                 reply = self.resolve_one(m, &canonical, tflags).await;
                 m.rewritten[i] = Some(canonical);
-            } else if let Some(filter) = m.env.filter.clone().filter(|_| tflags & DEL_REQ_TRACE_ONLY_MASK == 0) {
+            } else if let Some(filter) = m
+                .env
+                .filter
+                .clone()
+                .filter(|_| tflags & DEL_REQ_TRACE_ONLY_MASK == 0)
+            {
                 let (transport, nexthop) = split_filter(&filter);
                 let nexthop = match nexthop {
                     Some(n) => n.to_vec(),
@@ -273,18 +280,22 @@ impl Runtime {
                 redirect(&mut reply, "error", "5.1.3 null recipient address");
             }
             if m.qflags & FORCE_EXPIRE != 0 {
-                redirect(&mut reply, "retry", "4.7.0 message is administratively expired");
+                redirect(
+                    &mut reply,
+                    "retry",
+                    "4.7.0 message is administratively expired",
+                );
             }
-            if reply.flags & resolve_flags::CLASS_LOCAL != 0 && self.is_double_bounce(&reply.recipient) {
+            if reply.flags & resolve_flags::CLASS_LOCAL != 0
+                && self.is_double_bounce(&reply.recipient)
+            {
                 self.discard_double_bounce(m, i, file);
                 continue;
             }
             if m.qflags & FLUSH_DFXP == 0
                 && self
                     .p
-                    .defer_transports
-                    .iter()
-                    .any(|t| t.as_bytes() == reply.transport.as_slice())
+                    .is_deferred_transport(&String::from_utf8_lossy(&reply.transport))
             {
                 redirect(&mut reply, "retry", "4.3.2 deferred transport");
             }
@@ -301,15 +312,22 @@ impl Runtime {
     /// One resolve, retried until trivial-rewrite answers, as Postfix's
     /// resolve client does; then the FAIL and ERROR redirections of
     /// `qmgr_resolve_one()`.
-    async fn resolve_one(&mut self, m: &ActiveMessage, address: &[u8], tflags: i32) -> ResolveReply {
+    async fn resolve_one(
+        &mut self,
+        m: &ActiveMessage,
+        address: &[u8],
+        tflags: i32,
+    ) -> ResolveReply {
         let verify = tflags & DEL_REQ_FLAG_MTA_VRFY != 0;
         let mut reply = loop {
             match self.rewrite.resolve(verify, &m.env.sender, address).await {
                 Ok(r) => break r,
                 Err(e) => {
                     if !e.quiet_on_first_attempt() {
-                        self.log
-                            .warning(&format!("problem talking to service {}: {}", self.p.rewrite_service_name, e));
+                        self.log.warning(&format!(
+                            "problem talking to service {}: {}",
+                            self.p.rewrite_service_name, e
+                        ));
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -328,8 +346,10 @@ impl Runtime {
             match self.rewrite.rewrite("canonicalize", address).await {
                 Ok(r) => return r,
                 Err(e) => {
-                    self.log
-                        .warning(&format!("problem talking to service {}: {}", self.p.rewrite_service_name, e));
+                    self.log.warning(&format!(
+                        "problem talking to service {}: {}",
+                        self.p.rewrite_service_name, e
+                    ));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -364,7 +384,11 @@ impl Runtime {
         );
         self.log.info(&line);
         if let Err(e) = rqmgr_queue::update::mark_done(file, r.offset) {
-            self.fatal(&format!("update queue file active/{}: {}", m.queue_id, os_error(&e)));
+            self.fatal(&format!(
+                "update queue file active/{}: {}",
+                m.queue_id,
+                os_error(&e)
+            ));
         }
     }
 
@@ -374,7 +398,10 @@ impl Runtime {
 
     /// Moves an unreadable file out of the way (`qmgr_active_corrupt()`).
     pub(crate) fn save_corrupt(&mut self, id: &QueueId) {
-        match self.layout.rename(QueueName::Active, QueueName::Corrupt, id) {
+        match self
+            .layout
+            .rename(QueueName::Active, QueueName::Corrupt, id)
+        {
             Ok(()) => self.log.warning(&format!(
                 "saving corrupt file \"{id}\" from queue \"active\" to queue \"corrupt\""
             )),
@@ -452,7 +479,10 @@ mod tests {
 
     #[test]
     fn filter_nexthop_forms() {
-        assert_eq!(split_filter(b"scan:[127.0.0.1]:10025"), (&b"scan"[..], Some(&b"[127.0.0.1]:10025"[..])));
+        assert_eq!(
+            split_filter(b"scan:[127.0.0.1]:10025"),
+            (&b"scan"[..], Some(&b"[127.0.0.1]:10025"[..]))
+        );
         assert_eq!(split_filter(b"scan:"), (&b"scan"[..], None));
         assert_eq!(split_filter(b"scan"), (&b"scan"[..], None));
     }

@@ -39,7 +39,10 @@ pub fn status_line(
     let now = timeval(now);
     let mut line = format!("{}: to=<{}>", queue_id, String::from_utf8_lossy(recipient));
     if !orig_recipient.is_empty() && !orig_recipient.eq_ignore_ascii_case(recipient) {
-        line.push_str(&format!(", orig_to=<{}>", String::from_utf8_lossy(orig_recipient)));
+        line.push_str(&format!(
+            ", orig_to=<{}>",
+            String::from_utf8_lossy(orig_recipient)
+        ));
     }
     line.push_str(", relay=none");
     let delay = delta(now, stamps.incoming_arrival);

@@ -33,7 +33,12 @@ pub enum AgentEvent {
 }
 
 /// Starts connecting to a transport's delivery agent.
-pub fn spawn_connect(tx: UnboundedSender<AgentEvent>, conn: ConnId, transport: &str, timeout: Duration) {
+pub fn spawn_connect(
+    tx: UnboundedSender<AgentEvent>,
+    conn: ConnId,
+    transport: &str,
+    timeout: Duration,
+) {
     let path = PathBuf::from(format!("private/{transport}"));
     tokio::task::spawn_local(async move {
         let event = match AgentConnection::connect(&path, timeout).await {
@@ -103,7 +108,8 @@ pub fn outcome(reply: &DeliveryReply) -> Outcome {
 /// An RFC 3463 status: class 2, 4 or 5, then two numbers of 1 to 3 digits.
 pub fn dsn_valid(s: &str) -> bool {
     let mut parts = s.split('.');
-    let (Some(class), Some(subject), Some(detail), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(class), Some(subject), Some(detail), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
@@ -147,7 +153,10 @@ mod tests {
         assert_eq!(
             outcome(&bad),
             Outcome::Deferred {
-                site: Some(Dsn::new("4.0.0", "delivery temporarily suspended: unknown error"))
+                site: Some(Dsn::new(
+                    "4.0.0",
+                    "delivery temporarily suspended: unknown error"
+                ))
             }
         );
     }

@@ -26,7 +26,8 @@ use rqmgr_sched::MessageId;
 
 use crate::activate::os_error;
 use crate::message::{
-    ActiveMessage, DEL_REQ_FLAG_RECORD, DEL_REQ_FLAG_REC_DLY_SENT, DEL_REQ_FLAG_USR_VRFY, READ_FLAG_NOTIFY_SUCCESS,
+    ActiveMessage, DEL_REQ_FLAG_RECORD, DEL_REQ_FLAG_REC_DLY_SENT, DEL_REQ_FLAG_USR_VRFY,
+    READ_FLAG_NOTIFY_SUCCESS,
 };
 use crate::runtime::{now_secs, Runtime};
 use crate::scan::FORCE_EXPIRE;
@@ -49,7 +50,9 @@ impl Runtime {
             }
             Ok(_) => {
                 let command = BounceCommand::Flush;
-                m.status |= self.notify(&m, &self.p.bounce_service_name.clone(), command, true).await;
+                m.status |= self
+                    .notify(&m, &self.p.bounce_service_name.clone(), command, true)
+                    .await;
             }
             Err(_) => {}
         }
@@ -73,7 +76,12 @@ impl Runtime {
             || m.env.size.rflags & READ_FLAG_NOTIFY_SUCCESS != 0
         {
             let status = self
-                .notify(&m, &self.p.trace_service_name.clone(), BounceCommand::Trace, false)
+                .notify(
+                    &m,
+                    &self.p.trace_service_name.clone(),
+                    BounceCommand::Trace,
+                    false,
+                )
                 .await;
             if status == 0 {
                 if let Some(offset) = m.env.trace_flags_offset {
@@ -104,11 +112,21 @@ impl Runtime {
                     how
                 ));
                 m.status = self
-                    .notify(&m, &self.p.defer_service_name.clone(), BounceCommand::Flush, true)
+                    .notify(
+                        &m,
+                        &self.p.defer_service_name.clone(),
+                        BounceCommand::Flush,
+                        true,
+                    )
                     .await;
             } else if let Some(w) = m.env.warn_time.filter(|w| w.time > 0 && now >= w.time - 1) {
                 let status = self
-                    .notify(&m, &self.p.defer_service_name.clone(), BounceCommand::Warn, false)
+                    .notify(
+                        &m,
+                        &self.p.defer_service_name.clone(),
+                        BounceCommand::Warn,
+                        false,
+                    )
                     .await;
                 if status == 0 {
                     self.update_file(&m, |f| rqmgr_queue::update::set_warn_time(f, w.offset, -1));
@@ -118,7 +136,12 @@ impl Runtime {
         if m.status != 0 {
             let create = (m.env.create_time > 0).then_some(m.env.create_time);
             let now = now_secs();
-            let when = next_attempt(now, create, self.p.minimal_backoff_time, self.p.maximal_backoff_time);
+            let when = next_attempt(
+                now,
+                create,
+                self.p.minimal_backoff_time,
+                self.p.maximal_backoff_time,
+            );
             self.move_to(&id, QueueName::Deferred, when - now);
         } else {
             match self.layout.remove(QueueName::Active, &id) {
@@ -141,7 +164,13 @@ impl Runtime {
     /// One request to bounce(8) in its bounce, defer or trace role. A
     /// request that cannot be made counts as a failure (-1), logged as
     /// Postfix's asynchronous bounce client logs it.
-    async fn notify(&mut self, m: &ActiveMessage, service: &str, command: BounceCommand, verp_ok: bool) -> i32 {
+    async fn notify(
+        &mut self,
+        m: &ActiveMessage,
+        service: &str,
+        command: BounceCommand,
+        verp_ok: bool,
+    ) -> i32 {
         let env = &m.env;
         let flags = match command {
             BounceCommand::Trace => m.tflags(),
@@ -185,9 +214,17 @@ impl Runtime {
     /// Postfix, because the file's state would otherwise be unknown.
     fn update_file(&mut self, m: &ActiveMessage, f: impl FnOnce(&std::fs::File) -> io::Result<()>) {
         let path = self.layout.path(QueueName::Active, &m.queue_id);
-        let result = std::fs::OpenOptions::new().read(true).write(true).open(&path).and_then(|file| f(&file));
+        let result = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|file| f(&file));
         if let Err(e) = result {
-            self.fatal(&format!("update queue file {}: {}", path.display(), os_error(&e)));
+            self.fatal(&format!(
+                "update queue file {}: {}",
+                path.display(),
+                os_error(&e)
+            ));
         }
     }
 }

@@ -230,6 +230,7 @@ impl Logger {
     }
 
     /// The program tag, e.g. `postfix/qmgr`.
+    #[cfg(test)]
     pub fn tag(&self) -> &str {
         &self.tag
     }

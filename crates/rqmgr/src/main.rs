@@ -24,6 +24,7 @@ mod scan;
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rqmgr_ipc::master::{self, DaemonArgs, InFlowPipe, StatusChannel};
 use rqmgr_sched::{Config, Feedback, Scheduler, TransportConfig};
@@ -70,7 +71,7 @@ fn start() -> i32 {
         }
     };
     let log = match Logger::new(&LogConfig::from_params(&p, args.stderr_log)) {
-        Ok(l) => Rc::new(l),
+        Ok(l) => Arc::new(l),
         Err(e) => {
             eprintln!("{process_name}: fatal: open log: {e}");
             return 1;
@@ -79,6 +80,10 @@ fn start() -> i32 {
     for w in &warnings {
         log.warning(w);
     }
+    // A broken invariant of our own is logged as Postfix logs a panic,
+    // where the operator looks, before the process dies.
+    let panic_log = Arc::clone(&log);
+    std::panic::set_hook(Box::new(move |info| panic_log.panic(&info.to_string())));
     if !args.solitary {
         log.fatal(&format!(
             "service {} requires a process limit of 1",
@@ -95,7 +100,10 @@ fn start() -> i32 {
         return 1;
     }
     let sched = Scheduler::new(sched_config(&p, &raw, &process_name, &log));
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             log.fatal(&format!("event loop: {e}"));
@@ -132,7 +140,12 @@ fn drop_privileges(p: &QmgrParams, args: &DaemonArgs) -> Result<(), String> {
     let user = if args.unprivileged {
         match User::from_name(&p.mail_owner) {
             Ok(Some(u)) => Some(u),
-            Ok(None) => return Err(format!("unknown mail privilege user name: {}", p.mail_owner)),
+            Ok(None) => {
+                return Err(format!(
+                    "unknown mail privilege user name: {}",
+                    p.mail_owner
+                ))
+            }
             Err(e) => return Err(format!("getpwnam {}: {}", p.mail_owner, e.desc())),
         }
     } else {
@@ -140,7 +153,8 @@ fn drop_privileges(p: &QmgrParams, args: &DaemonArgs) -> Result<(), String> {
     };
     if let Some(u) = &user {
         setgid(u.gid).map_err(|e| format!("setgid({}): {}", u.gid, e.desc()))?;
-        let name = std::ffi::CString::new(u.name.as_bytes()).map_err(|_| "bad user name".to_owned())?;
+        let name =
+            std::ffi::CString::new(u.name.as_bytes()).map_err(|_| "bad user name".to_owned())?;
         initgroups(&name, u.gid).map_err(|e| format!("initgroups: {}", e.desc()))?;
     }
     if args.chroot {
@@ -156,15 +170,26 @@ fn drop_privileges(p: &QmgrParams, args: &DaemonArgs) -> Result<(), String> {
 /// The scheduler's configuration from main.cf. Per-transport values are
 /// looked up when a transport first appears, as Postfix does; a bad
 /// per-transport value is fatal then, with Postfix's message.
-fn sched_config(p: &QmgrParams, raw: &RawParams, process_name: &str, log: &Rc<Logger>) -> Config {
+fn sched_config(p: &QmgrParams, raw: &RawParams, process_name: &str, log: &Arc<Logger>) -> Config {
     let params = Rc::new((p.clone(), raw.clone()));
-    let fatal_log = Rc::clone(log);
+    let fatal_log = Arc::clone(log);
     let transports = Box::new(move |name: &str| {
         let (p, raw) = &*params;
         match p.transport(raw, name) {
             Ok((t, warnings)) => {
                 for w in warnings {
                     fatal_log.warning(&w);
+                }
+                if p.destination_concurrency_feedback_debug {
+                    let init = t.initial_dest_concurrency;
+                    for fb in [
+                        &t.dest_concurrency_positive_feedback,
+                        &t.dest_concurrency_negative_feedback,
+                    ] {
+                        fatal_log.info(&params::TransportParams::feedback_debug_line(
+                            name, fb, init,
+                        ));
+                    }
                 }
                 transport_config(&t)
             }
@@ -175,9 +200,15 @@ fn sched_config(p: &QmgrParams, raw: &RawParams, process_name: &str, log: &Rc<Lo
         }
     });
     Config {
-        message_active_limit: usize::try_from(p.qmgr_message_active_limit).unwrap_or(1).max(1),
-        message_recipient_limit: usize::try_from(p.qmgr_message_recipient_limit).unwrap_or(1).max(1),
-        message_recipient_minimum: usize::try_from(p.qmgr_message_recipient_minimum).unwrap_or(1).max(1),
+        message_active_limit: usize::try_from(p.qmgr_message_active_limit)
+            .unwrap_or(1)
+            .max(1),
+        message_recipient_limit: usize::try_from(p.qmgr_message_recipient_limit)
+            .unwrap_or(1)
+            .max(1),
+        message_recipient_minimum: usize::try_from(p.qmgr_message_recipient_minimum)
+            .unwrap_or(1)
+            .max(1),
         min_backoff: p.minimal_backoff_time,
         max_backoff: p.maximal_backoff_time,
         transport_retry_time: p.transport_retry_time,

@@ -89,13 +89,25 @@ impl ActiveMessage {
     }
 
     /// The delivery request for these recipients (`qmgr_deliver_send_request()`).
-    pub fn request(&self, rcpts: &[u32], nexthop: &str, dest_flags: u32, smtputf8_enable: bool) -> DeliveryRequest {
+    pub fn request(
+        &self,
+        rcpts: &[u32],
+        nexthop: &str,
+        dest_flags: u32,
+        smtputf8_enable: bool,
+    ) -> DeliveryRequest {
         let env = &self.env;
-        let recipients: Vec<RecipientOut> = rcpts.iter().map(|&i| self.recipient_out(i as usize)).collect();
+        let recipients: Vec<RecipientOut> = rcpts
+            .iter()
+            .map(|&i| self.recipient_out(i as usize))
+            .collect();
         let mut smtputf8 = env.size.smtputf8;
         if smtputf8_enable {
             for r in &recipients {
-                if !r.address.is_empty() && !r.address.is_ascii() && std::str::from_utf8(&r.address).is_ok() {
+                if !r.address.is_empty()
+                    && !r.address.is_ascii()
+                    && std::str::from_utf8(&r.address).is_ok()
+                {
                     smtputf8 |= SMTPUTF8_FLAG_RECIPIENT;
                     if env.verp_delims.is_some() {
                         smtputf8 |= SMTPUTF8_FLAG_SENDER;
@@ -183,7 +195,10 @@ mod tests {
             address: b"joe@example.com".to_vec(),
             ..RecipientOut::default()
         };
-        assert_eq!(verp_sender(b"list@origin.org", b"+=", &r), b"list+joe=example.com@origin.org");
+        assert_eq!(
+            verp_sender(b"list@origin.org", b"+=", &r),
+            b"list+joe=example.com@origin.org"
+        );
         let r = RecipientOut {
             address: b"x@y".to_vec(),
             orig_rcpt: b"orig@z".to_vec(),

@@ -13,7 +13,7 @@
 //! locks, as in Postfix's single-threaded qmgr.
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rqmgr_ipc::deliver::AgentConnection;
@@ -40,7 +40,7 @@ pub struct Runtime {
     pub(crate) p: QmgrParams,
     #[allow(dead_code)]
     pub(crate) raw: RawParams,
-    pub(crate) log: Rc<Logger>,
+    pub(crate) log: Arc<Logger>,
     pub(crate) layout: QueueLayout,
     pub(crate) sched: Scheduler,
     pub(crate) scans: [QueueScan; 2],
@@ -76,13 +76,15 @@ pub fn now_secs() -> i64 {
 
 /// The current time as the scheduler counts it.
 pub fn sched_now() -> Time {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
     Time::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl Runtime {
     /// A runtime over the queue directory we are in.
-    pub fn new(p: QmgrParams, raw: RawParams, log: Rc<Logger>, sched: Scheduler) -> Runtime {
+    pub fn new(p: QmgrParams, raw: RawParams, log: Arc<Logger>, sched: Scheduler) -> Runtime {
         let layout = QueueLayout::new(
             ".",
             &p.hash_queue_names.join(","),
@@ -101,7 +103,10 @@ impl Runtime {
             log,
             layout,
             sched,
-            scans: [QueueScan::new(QueueName::Incoming), QueueScan::new(QueueName::Deferred)],
+            scans: [
+                QueueScan::new(QueueName::Incoming),
+                QueueScan::new(QueueName::Deferred),
+            ],
             first_scan: INCOMING,
             messages: HashMap::new(),
             next_msg: 0,
@@ -141,7 +146,10 @@ impl Runtime {
             match walk.next_id() {
                 Ok(Some(id)) => {
                     let _ = self.layout.set_times(QueueName::Active, &id, now);
-                    if let Err(e) = self.layout.rename(QueueName::Active, QueueName::Incoming, &id) {
+                    if let Err(e) = self
+                        .layout
+                        .rename(QueueName::Active, QueueName::Incoming, &id)
+                    {
                         if e.kind() != std::io::ErrorKind::NotFound {
                             self.fatal(&format!(
                                 "qmgr_move: rename {} from active to incoming: {}",
@@ -171,7 +179,8 @@ impl Runtime {
     pub async fn run(mut self, mut master: MasterLink) -> i32 {
         self.start();
         let run_delay = self.p.queue_run_delay.max(Duration::from_secs(1));
-        let mut deferred_timer = tokio::time::interval_at(tokio::time::Instant::now() + run_delay, run_delay);
+        let mut deferred_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + run_delay, run_delay);
         loop {
             let busy = self.pass().await;
             self.flow_control(&master, busy);
@@ -258,7 +267,12 @@ impl Runtime {
         while let Some(action) = self.sched.poll_action() {
             match action {
                 Action::Connect { conn, transport } => {
-                    deliver::spawn_connect(self.tx.clone(), conn, &transport, self.p.daemon_timeout);
+                    deliver::spawn_connect(
+                        self.tx.clone(),
+                        conn,
+                        &transport,
+                        self.p.daemon_timeout,
+                    );
                     self.transports.insert(conn, transport);
                 }
                 Action::Deliver {
@@ -272,14 +286,25 @@ impl Runtime {
                     self.ready.remove(&conn);
                     self.transports.remove(&conn);
                 }
-                Action::DeferRecipient { msg, rcpt, dsn } => self.defer_recipient(msg, rcpt, &dsn).await,
+                Action::DeferRecipient { msg, rcpt, dsn } => {
+                    self.defer_recipient(msg, rcpt, &dsn).await
+                }
                 Action::Refill { msg } => self.message_done(msg, false, true).await,
-                Action::MessageDone { msg, deferred } => self.message_done(msg, deferred, false).await,
+                Action::MessageDone { msg, deferred } => {
+                    self.message_done(msg, deferred, false).await
+                }
             }
         }
     }
 
-    fn deliver(&mut self, conn: ConnId, msg: MessageId, nexthop: &str, rcpts: &[u32], dest_flags: u32) {
+    fn deliver(
+        &mut self,
+        conn: ConnId,
+        msg: MessageId,
+        nexthop: &str,
+        rcpts: &[u32],
+        dest_flags: u32,
+    ) {
         let Some(agent) = self.ready.remove(&conn) else {
             return;
         };
@@ -338,12 +363,19 @@ impl Runtime {
     /// A trigger client connected: tell master we are busy, read its
     /// bytes in a task of their own (a slow client must not stall
     /// deliveries), and report them to the loop.
-    fn trigger_accepted(&mut self, accepted: std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>, master: &MasterLink) {
+    fn trigger_accepted(
+        &mut self,
+        accepted: std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>,
+        master: &MasterLink,
+    ) {
         let mut stream = match accepted {
             Ok((s, _)) => s,
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::WouldBlock {
-                    self.log.error(&format!("accept connection: {}", crate::activate::os_error(&e)));
+                    self.log.error(&format!(
+                        "accept connection: {}",
+                        crate::activate::os_error(&e)
+                    ));
                 }
                 return;
             }
@@ -351,7 +383,9 @@ impl Runtime {
         let _ = master.status.send(false);
         let tx = self.tx.clone();
         tokio::task::spawn_local(async move {
-            let bytes = rqmgr_ipc::trigger::read_trigger(&mut stream).await.unwrap_or_default();
+            let bytes = rqmgr_ipc::trigger::read_trigger(&mut stream)
+                .await
+                .unwrap_or_default();
             let _ = tx.send(AgentEvent::Trigger(bytes));
         });
     }
@@ -369,11 +403,19 @@ impl Runtime {
             active_arrival: crate::adhoc::timeval(m.active_arrival),
         };
         let flags = m.tflags();
-        let wire_dsn = rqmgr_ipc::deliver::Dsn::simple(dsn.status.as_bytes(), dsn.reason.as_bytes());
+        let wire_dsn =
+            rqmgr_ipc::deliver::Dsn::simple(dsn.status.as_bytes(), dsn.reason.as_bytes());
         let path = std::path::PathBuf::from(format!("private/{}", self.p.defer_service_name));
-        let status = rqmgr_ipc::bounce::defer_append(&path, flags, queue_id.as_str().as_bytes(), &rcpt_out, &wire_dsn, self.p.qmgr_ipc_timeout)
-            .await
-            .unwrap_or(-1);
+        let status = rqmgr_ipc::bounce::defer_append(
+            &path,
+            flags,
+            queue_id.as_str().as_bytes(),
+            &rcpt_out,
+            &wire_dsn,
+            self.p.qmgr_ipc_timeout,
+        )
+        .await
+        .unwrap_or(-1);
         if status == 0 {
             let line = crate::adhoc::status_line(
                 queue_id.as_str(),

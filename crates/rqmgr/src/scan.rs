@@ -151,10 +151,18 @@ mod tests {
         std::fs::write(dir.path().join("incoming/ABCDEF12345"), b"").unwrap();
         let layout = QueueLayout::new(dir.path(), "deferred, defer", 1);
         let mut scan = QueueScan::new(QueueName::Incoming);
-        assert_eq!(scan.next(&layout).unwrap(), None, "idle scan yields nothing");
+        assert_eq!(
+            scan.next(&layout).unwrap(),
+            None,
+            "idle scan yields nothing"
+        );
         scan.request(&layout, SCAN_START).unwrap();
         scan.request(&layout, SCAN_START | SCAN_ALL).unwrap();
-        assert_eq!(scan.flags() & SCAN_ALL, SCAN_ALL, "A applies to the running scan");
+        assert_eq!(
+            scan.flags() & SCAN_ALL,
+            SCAN_ALL,
+            "A applies to the running scan"
+        );
         assert!(scan.next(&layout).unwrap().is_some());
         // The remembered start request walks the directory again.
         assert!(scan.next(&layout).unwrap().is_some());

@@ -204,11 +204,6 @@ pub struct TransportParams {
 }
 
 impl TransportParams {
-    /// `100 - delivery_slot_discount`, the loan factor the scheduler uses.
-    pub fn slot_loan_factor(&self) -> i32 {
-        100 - self.delivery_slot_discount
-    }
-
     /// The `destination_concurrency_feedback_debug` line Postfix logs for
     /// `fb` when a transport is created (`init` = initial concurrency).
     pub fn feedback_debug_line(transport: &str, fb: &Feedback, init: i32) -> String {
@@ -482,7 +477,6 @@ mod tests {
         assert_eq!(t.dest_concurrency_limit, 7);
         assert_eq!(t.dest_recipient_limit, 50);
         assert_eq!(t.initial_dest_concurrency, 5);
-        assert_eq!(t.slot_loan_factor(), 50);
         assert_eq!(t.recipient_refill_delay, Duration::from_secs(5));
         let (l, _) = p.transport(&raw, "local").expect("ok");
         assert_eq!((l.dest_concurrency_limit, l.dest_recipient_limit), (2, 1));
