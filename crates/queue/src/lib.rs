@@ -1,1 +1,42 @@
-//! placeholder
+//! Postfix queue files and queue directories, as Postfix 3.7's queue
+//! manager sees them.
+//!
+//! Job: everything a queue manager does with the spool except scheduling:
+//! record framing ([`record`]), queue IDs ([`queue_id`]), the directory
+//! layout with hashing, moves and readiness checks ([`dirs`]), streaming
+//! directory scans ([`scan`]), reading a queue file exactly like
+//! `qmgr_message_read` ([`message`]), in-place updates ([`update`]), locks
+//! ([`lock`]) and a cleanup-compatible writer for tests ([`writer`]).
+//!
+//! Invariants: no `unsafe`; no input file can make this crate panic; file
+//! content problems are typed [`Error`]s that name offset and record, and
+//! reproduce Postfix's warning lines.
+//!
+//! Failure: see [`error`]. Operating-system errors are passed through.
+//!
+//! Limits: Linux semantics (`flock`, `utimes`); byte-level compatibility
+//! with Postfix 3.7 files, not with the 3.10+ `sendopts` changes.
+
+#![forbid(unsafe_code)]
+
+pub mod dirs;
+pub mod error;
+pub mod lock;
+pub mod message;
+pub mod queue_id;
+pub mod record;
+pub mod scan;
+pub mod size;
+pub mod update;
+pub mod writer;
+
+pub use dirs::{QueueLayout, QueueName};
+pub use error::{Error, ReadWarning, RecordError, RecordErrorKind};
+pub use message::{
+    read_message, read_message_from, QueueMessage, ReadLimits, Recipient, WarnRecord,
+};
+pub use queue_id::QueueId;
+pub use record::{Record, RecordReader};
+pub use scan::Scanner;
+pub use size::SizeRecord;
+pub use writer::QueueFileBuilder;

@@ -175,7 +175,7 @@ mod tests {
         );
         assert_eq!(
             line,
-            "ABC123: to=<double-bounce@host>, relay=none, delay=1.2, delays=1/0.25/0/0, dsn=2.0.0, status=sent (undeliverable postmaster notification discarded)"
+            "ABC123: to=<double-bounce@host>, relay=none, delay=1.3, delays=1/0.25/0/0, dsn=2.0.0, status=sent (undeliverable postmaster notification discarded)"
         );
     }
 }
