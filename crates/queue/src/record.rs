@@ -1,0 +1,496 @@
+//! Record framing of Postfix queue files.
+//!
+//! A queue file is a sequence of records: one type byte, the payload length
+//! as a little-endian base-128 varint (low seven bits first, high bit set
+//! while more length bytes follow), then the payload with no terminator.
+//!
+//! Invariants: [`put_record`] and [`decode_header`] are exact inverses for
+//! every payload shorter than 2^31 bytes; [`RecordReader::offset`] is always
+//! the file offset of the next unread byte, so the offset a caller sees for a
+//! record is the offset of its type byte, as Postfix's `ftell` reports it.
+//!
+//! Failure: a truncated or oversized header or payload becomes a typed
+//! [`RecordError`] carrying the record type; the reader adds the offset.
+//! A clean end of file at a record boundary is `Ok(None)`, not an error.
+//!
+//! Limits: Postfix accumulates the length in a C `int`, so it rejects a
+//! sixth length byte and any length that does not fit in 31 bits; a fifth
+//! byte whose bits overflow an `int` is undefined behaviour in C and is
+//! rejected here as an illegal length. The reader follows no pointer
+//! records; that is policy and belongs to the message reader.
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+use crate::error::{Error, RecordError, RecordErrorKind};
+
+/// Record type letters, named as in Postfix's `rec_type.h`.
+pub mod rec_type {
+    /// First record: content size, data offset, recipient count, flags.
+    pub const SIZE: u8 = b'C';
+    /// Arrival time, `sec usec`; required.
+    pub const TIME: u8 = b'T';
+    /// Creation time; normally carried as `A create_time=`.
+    pub const CTIME: u8 = b'c';
+    /// Sender full name.
+    pub const FULL: u8 = b'F';
+    /// Content inspector transport (legacy).
+    pub const INSP: u8 = b'I';
+    /// Content filter `transport[:nexthop]` (envelope segment only).
+    pub const FILT: u8 = b'L';
+    /// Envelope sender; required, empty for the null sender.
+    pub const FROM: u8 = b'S';
+    /// Recipient already delivered.
+    pub const DONE: u8 = b'D';
+    /// Recipient still to deliver.
+    pub const RCPT: u8 = b'R';
+    /// Original recipient of the next `R`.
+    pub const ORCP: u8 = b'O';
+    /// Recipient cancelled by a milter.
+    pub const DRCP: u8 = b'/';
+    /// Time of the next delay warning, `%15ld`.
+    pub const WARN: u8 = b'W';
+    /// Named attribute `name=value`.
+    pub const ATTR: u8 = b'A';
+    /// Killed record.
+    pub const KILL: u8 = b'K';
+    /// Redirect address.
+    pub const RDR: u8 = b'>';
+    /// Cleanup processing flags (cleanup input stream only).
+    pub const FLGS: u8 = b'f';
+    /// Cleanup delay upon arrival (cleanup input stream only).
+    pub const DELAY: u8 = b'd';
+    /// Start of message content.
+    pub const MESG: u8 = b'M';
+    /// Content line without its end of line.
+    pub const NORM: u8 = b'N';
+    /// Content line continued in the next record (same letter as `FILT`).
+    pub const CONT: u8 = b'L';
+    /// Content padding (was: deleted text).
+    pub const DTXT: u8 = b'w';
+    /// Start of the extracted segment.
+    pub const XTRA: u8 = b'X';
+    /// Return-receipt address from headers.
+    pub const RRTO: u8 = b'r';
+    /// Errors-to address from headers.
+    pub const ERTO: u8 = b'e';
+    /// Priority.
+    pub const PRIO: u8 = b'P';
+    /// Pointer to another file offset, `%15ld`; 0 means no jump.
+    pub const PTR: u8 = b'p';
+    /// VERP delimiters.
+    pub const VERP: u8 = b'V';
+    /// DSN RET (full/headers).
+    pub const DSN_RET: u8 = b'<';
+    /// DSN envelope id.
+    pub const DSN_ENVID: u8 = b'i';
+    /// DSN original recipient of the next `R`.
+    pub const DSN_ORCPT: u8 = b'o';
+    /// DSN NOTIFY flags of the next `R`.
+    pub const DSN_NOTIFY: u8 = b'n';
+    /// Milter count (cleanup input stream only).
+    pub const MILT_COUNT: u8 = b'm';
+    /// End of the queue file; required.
+    pub const END: u8 = b'E';
+
+    /// Records allowed in the envelope segment.
+    pub const ENVELOPE: &[u8] = b"MCTcFILSDRO/WVA>K<ion";
+    /// Records allowed in the content segment.
+    pub const CONTENT: &[u8] = b"XLNw";
+    /// Records allowed in the extracted segment.
+    pub const EXTRACT: &[u8] = b"EDRO/PreAFIL>Kon";
+    /// Records that may make up a "pure recipient" envelope tail.
+    pub const ENV_RECIPIENT: &[u8] = b"MDRO/Kon";
+    /// Records that may make up a "pure recipient" extracted tail.
+    pub const EXT_RECIPIENT: &[u8] = b"EDRO/Kon";
+
+    /// Width of the fixed-size numeric payloads (`W`, `p`, `C` fields).
+    pub const FIXED_WIDTH: usize = 15;
+}
+
+/// Largest payload length Postfix can represent (it keeps lengths in an `int`).
+pub const MAX_PAYLOAD: u64 = i32::MAX as u64;
+
+/// Longest possible header: one type byte and five length bytes.
+pub const MAX_HEADER: usize = 6;
+
+/// Decodes a record header at the start of `buf`.
+///
+/// Returns `(type, header length, payload length)`, or `Ok(None)` when
+/// `buf` ends inside the header.
+pub fn decode_header(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, RecordError> {
+    let Some(&rec_type) = buf.first() else {
+        return Ok(None);
+    };
+    let mut len: u64 = 0;
+    for (i, shift) in (0..5u32).map(|i| (i as usize, i * 7)) {
+        let Some(&byte) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        len |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            if len > MAX_PAYLOAD {
+                return Err(RecordError {
+                    rec_type,
+                    kind: RecordErrorKind::IllegalLength { length: len },
+                });
+            }
+            // Bounded by MAX_PAYLOAD, which fits every supported usize.
+            let payload = usize::try_from(len).map_err(|_| RecordError {
+                rec_type,
+                kind: RecordErrorKind::IllegalLength { length: len },
+            })?;
+            return Ok(Some((rec_type, 2 + i, payload)));
+        }
+    }
+    Err(RecordError {
+        rec_type,
+        kind: RecordErrorKind::TooManyLengthBits,
+    })
+}
+
+/// Appends one record to `out`, encoded the way Postfix's `rec_put` does.
+pub fn put_record(out: &mut Vec<u8>, rec_type: u8, payload: &[u8]) {
+    out.push(rec_type);
+    let mut rest = payload.len();
+    loop {
+        // Masked to seven bits, so the narrowing cannot lose information.
+        let mut byte = (rest & 0x7f) as u8;
+        rest >>= 7;
+        if rest != 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+/// Length of the record [`put_record`] would produce.
+pub fn record_len(payload_len: usize) -> usize {
+    let mut n = 1;
+    let mut rest = payload_len;
+    loop {
+        n += 1;
+        rest >>= 7;
+        if rest == 0 {
+            return n + payload_len;
+        }
+    }
+}
+
+/// One record as read from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The type byte.
+    pub rec_type: u8,
+    /// File offset of the type byte.
+    pub offset: u64,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
+/// Buffered record reader that knows its file offset without system calls.
+#[derive(Debug)]
+pub struct RecordReader<R: Read + Seek> {
+    inner: R,
+    buf: Box<[u8]>,
+    /// File offset of `buf[0]`.
+    buf_start: u64,
+    pos: usize,
+    filled: usize,
+}
+
+const BUF_SIZE: usize = 8192;
+
+/// Payload bytes allocated ahead of reading, so a lying length in a short
+/// file cannot make us reserve gigabytes.
+const PAYLOAD_CHUNK: usize = 64 * 1024;
+
+impl<R: Read + Seek> RecordReader<R> {
+    /// Wraps `inner`, which must be positioned at offset 0 (or the caller
+    /// calls [`RecordReader::seek`] before reading).
+    pub fn new(inner: R) -> Self {
+        RecordReader {
+            inner,
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            buf_start: 0,
+            pos: 0,
+            filled: 0,
+        }
+    }
+
+    /// Offset of the next byte to be read.
+    pub fn offset(&self) -> u64 {
+        // `pos` never exceeds the buffer size, so the widening is exact.
+        self.buf_start + self.pos as u64
+    }
+
+    /// Moves to absolute offset `off`; seeking past the end is allowed (the
+    /// next read then reports end of file), as with `lseek`.
+    pub fn seek(&mut self, off: u64) -> io::Result<()> {
+        // An empty buffer proves nothing about the inner position (the
+        // caller may hand us a reader that is not at offset 0).
+        if self.filled > 0 && off >= self.buf_start && off - self.buf_start <= self.filled as u64 {
+            // Inside the buffered window: no system call needed.
+            self.pos = (off - self.buf_start) as usize;
+            return Ok(());
+        }
+        self.inner.seek(SeekFrom::Start(off))?;
+        self.buf_start = off;
+        self.pos = 0;
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Gives back the underlying reader (its position is unspecified).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.pos < self.filled {
+            return Ok(self.filled - self.pos);
+        }
+        self.buf_start += self.filled as u64;
+        self.pos = 0;
+        self.filled = 0;
+        loop {
+            match self.inner.read(&mut self.buf) {
+                Ok(n) => {
+                    self.filled = n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn getc(&mut self) -> io::Result<Option<u8>> {
+        if self.fill()? == 0 {
+            return Ok(None);
+        }
+        let b = self.buf[self.pos];
+        self.pos += 1;
+        Ok(Some(b))
+    }
+
+    /// Reads the next record into `data`, returning its type and offset.
+    ///
+    /// This is the allocation-free form of [`RecordReader::next`].
+    pub fn next_into(&mut self, data: &mut Vec<u8>) -> Result<Option<(u8, u64)>, Error> {
+        data.clear();
+        let offset = self.offset();
+        let Some(rec_type) = self.getc()? else {
+            return Ok(None);
+        };
+        let mut len: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            if shift >= 32 {
+                return Err(record_err(
+                    offset,
+                    rec_type,
+                    RecordErrorKind::TooManyLengthBits,
+                ));
+            }
+            let Some(byte) = self.getc()? else {
+                return Err(record_err(offset, rec_type, RecordErrorKind::EofInLength));
+            };
+            len |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        if len > MAX_PAYLOAD {
+            return Err(record_err(
+                offset,
+                rec_type,
+                RecordErrorKind::IllegalLength { length: len },
+            ));
+        }
+        let mut want = len;
+        while want > 0 {
+            let avail = self.fill()?;
+            if avail == 0 {
+                return Err(record_err(
+                    offset,
+                    rec_type,
+                    RecordErrorKind::EofInData { length: len },
+                ));
+            }
+            let take = avail.min(usize::try_from(want).unwrap_or(usize::MAX));
+            if data.capacity() - data.len() < take {
+                data.reserve(take.max(PAYLOAD_CHUNK.min(usize::try_from(want).unwrap_or(0))));
+            }
+            data.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+            self.pos += take;
+            want -= take as u64;
+        }
+        Ok(Some((rec_type, offset)))
+    }
+
+    /// Reads the next record; `Ok(None)` at a clean end of file.
+    #[allow(clippy::should_implement_trait)] // Fallible and offset-aware; an Iterator would hide both.
+    pub fn next(&mut self) -> Result<Option<Record>, Error> {
+        let mut data = Vec::new();
+        Ok(self.next_into(&mut data)?.map(|(rec_type, offset)| Record {
+            rec_type,
+            offset,
+            data,
+        }))
+    }
+}
+
+fn record_err(offset: u64, rec_type: u8, kind: RecordErrorKind) -> Error {
+    Error::Record {
+        offset,
+        rec_type,
+        kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn header_of_empty_and_long_payloads() {
+        let mut out = Vec::new();
+        put_record(&mut out, b'M', b"");
+        assert_eq!(out, b"M\0");
+        out.clear();
+        put_record(&mut out, b'N', &[b'x'; 200]);
+        assert_eq!(&out[..3], &[b'N', 0xc8, 0x01]);
+        assert_eq!(decode_header(&out), Ok(Some((b'N', 3, 200))));
+        assert_eq!(record_len(200), out.len());
+    }
+
+    #[test]
+    fn header_needs_more_bytes() {
+        assert_eq!(decode_header(b""), Ok(None));
+        assert_eq!(decode_header(b"N"), Ok(None));
+        assert_eq!(decode_header(&[b'N', 0x80]), Ok(None));
+    }
+
+    #[test]
+    fn too_many_length_bytes_is_an_error() {
+        let hdr = [b'N', 0x80, 0x80, 0x80, 0x80, 0x80, 0x01];
+        assert_eq!(
+            decode_header(&hdr).map_err(|e| e.kind),
+            Err(RecordErrorKind::TooManyLengthBits)
+        );
+        let mut r = RecordReader::new(Cursor::new(hdr.to_vec()));
+        assert!(matches!(
+            r.next(),
+            Err(Error::Record {
+                offset: 0,
+                rec_type: b'N',
+                kind: RecordErrorKind::TooManyLengthBits
+            })
+        ));
+    }
+
+    #[test]
+    fn oversized_length_is_illegal() {
+        let hdr = [b'N', 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(matches!(
+            decode_header(&hdr),
+            Err(RecordError {
+                kind: RecordErrorKind::IllegalLength { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn truncation_errors_name_the_record() {
+        let mut r = RecordReader::new(Cursor::new(b"M\0N\x05ab".to_vec()));
+        assert_eq!(r.next().ok().flatten().map(|x| x.rec_type), Some(b'M'));
+        match r.next() {
+            Err(Error::Record {
+                offset,
+                rec_type,
+                kind,
+            }) => {
+                assert_eq!((offset, rec_type), (2, b'N'));
+                assert_eq!(kind, RecordErrorKind::EofInData { length: 5 });
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut r = RecordReader::new(Cursor::new(b"N\x80".to_vec()));
+        assert!(matches!(
+            r.next(),
+            Err(Error::Record {
+                kind: RecordErrorKind::EofInLength,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn seek_inside_and_outside_buffer() {
+        let mut bytes = Vec::new();
+        for i in 0..3000u32 {
+            put_record(&mut bytes, b'N', i.to_string().as_bytes());
+        }
+        let mut r = RecordReader::new(Cursor::new(bytes.clone()));
+        let first = r.next().ok().flatten();
+        let second_off = r.offset();
+        let _ = r.next();
+        r.seek(second_off).ok();
+        assert_eq!(r.next().ok().flatten().map(|x| x.data), Some(b"1".to_vec()));
+        r.seek(0).ok();
+        assert_eq!(r.next().ok().flatten(), first);
+        r.seek(bytes.len() as u64 + 100).ok();
+        assert!(matches!(r.next(), Ok(None)));
+    }
+
+    proptest! {
+        #[test]
+        fn put_then_read_round_trips(recs in proptest::collection::vec(
+            (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..400)), 0..40)) {
+            let mut bytes = Vec::new();
+            let mut offsets = Vec::new();
+            for (t, d) in &recs {
+                offsets.push(bytes.len() as u64);
+                put_record(&mut bytes, *t, d);
+            }
+            let mut r = RecordReader::new(Cursor::new(bytes));
+            for ((t, d), off) in recs.iter().zip(offsets) {
+                let got = r.next();
+                prop_assert!(matches!(&got, Ok(Some(_))));
+                if let Ok(Some(rec)) = got {
+                    prop_assert_eq!(rec.rec_type, *t);
+                    prop_assert_eq!(&rec.data, d);
+                    prop_assert_eq!(rec.offset, off);
+                }
+            }
+            prop_assert!(matches!(r.next(), Ok(None)));
+        }
+
+        #[test]
+        fn header_round_trips(len in 0usize..(1 << 22)) {
+            let mut out = Vec::new();
+            // Only the header matters here; a short payload keeps it fast.
+            put_record(&mut out, b'x', &[]);
+            out.truncate(1);
+            let mut rest = len;
+            loop {
+                let mut b = (rest & 0x7f) as u8;
+                rest >>= 7;
+                if rest != 0 { b |= 0x80; }
+                out.push(b);
+                if rest == 0 { break; }
+            }
+            let hdr_len = out.len();
+            prop_assert_eq!(decode_header(&out), Ok(Some((b'x', hdr_len, len))));
+            prop_assert_eq!(record_len(len), hdr_len + len);
+        }
+    }
+}
