@@ -125,17 +125,18 @@ impl Runtime {
         for w in &env.warnings {
             self.log.warning(&w.postfix_line(id.as_str()));
         }
-        let size = if env.size.content_length > 0 {
-            env.size.content_length
-        } else {
-            env.size.data_size
+        // Postfix logs this when it reads the sender record, with what it
+        // knows of the message at that point.
+        let (size, nrcpt) = match &env.opened {
+            Some(o) => (o.size, o.nrcpt),
+            None => (env.size.content_length, env.size.rcpt_count),
         };
         self.log.info(&format!(
             "{}: from=<{}>, size={}, nrcpt={} (queue active)",
             id,
             String::from_utf8_lossy(&env.sender),
             size,
-            env.size.rcpt_count
+            nrcpt
         ));
         if new_mode != 0 {
             if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(new_mode)) {
@@ -186,19 +187,15 @@ impl Runtime {
         };
         let id = message.queue_id.clone();
         let path = self.layout.path(QueueName::Active, &id);
-        let limits = ReadLimits {
-            resume_offset: message.env.resume_offset,
-            max_recipients: self.sched.recipient_budget(),
-            ..ReadLimits::default()
-        };
+        let budget = self.sched.recipient_budget();
         let read = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(rqmgr_queue::error::Error::from)
-            .and_then(|mut f| read_message(&mut f, &limits).map(|env| (f, env)));
-        let (mut file, env) = match read {
-            Ok(x) => x,
+            .and_then(|mut f| message.env.refill(&mut f, budget).map(|()| f));
+        let mut file = match read {
+            Ok(f) => f,
             Err(e) => {
                 for line in e.postfix_warnings(id.as_str(), &path.display().to_string()) {
                     self.log.warning(&line);
@@ -207,11 +204,10 @@ impl Runtime {
                 return;
             }
         };
-        let n = env.recipients.len();
-        // Keep the envelope as first read; only the recipients move on.
-        message.env.recipients = env.recipients;
-        message.env.resume_offset = env.resume_offset;
-        message.rewritten = vec![None; n];
+        for w in &message.env.warnings {
+            self.log.warning(&w.postfix_line(id.as_str()));
+        }
+        message.rewritten = vec![None; message.env.recipients.len()];
         let more = message.env.resume_offset.is_some();
         let routes = self.resolve_all(&mut message, &mut file).await;
         let flush_each = message.qflags & FLUSH_EACH != 0;
