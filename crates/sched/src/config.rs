@@ -141,8 +141,11 @@ pub struct Config {
     pub transport_retry_time: Duration,
     /// `qmgr_fudge_factor` (oqmgr), percent.
     pub fudge_factor: u32,
-    /// `qmgr_site_hog_factor`, percent: the largest share of the active
-    /// queue's recipients one destination may hold (100 = no limit).
+    /// `qmgr_site_hog_factor`, percent (early Postfix): a destination
+    /// holding more entries than this share of the active queue (its
+    /// message count when in-core recipients exceed 80% of their limit,
+    /// else `qmgr_message_active_limit`) gets no new recipients; they are
+    /// deferred. 100 = no limit.
     pub site_hog_factor: u32,
     /// Preemptive scheduling (qmgr) rather than plain round robin (oqmgr).
     pub preemptive: bool,

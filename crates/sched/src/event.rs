@@ -95,6 +95,17 @@ pub enum Event {
         /// dead destinations it needs come back to life.
         flush_each: bool,
     },
+    /// Optional, after an [`Event::Message`] whose `more` was set: how
+    /// many recipients the message's file still holds beyond those read so
+    /// far (from its size record). qmgr's preemption uses it to judge how
+    /// big a job will get (`rcpt_unread`); without it only in-core
+    /// recipients count. Ignored for unknown or fully read messages.
+    MessageInfo {
+        /// The message.
+        msg: MessageId,
+        /// Recipients not yet read.
+        unread: u32,
+    },
     /// The delivery agent behind `conn` announced itself: it wants work.
     AgentReady {
         /// The connection.

@@ -8,12 +8,20 @@
 //! [`Scheduler::poll_timeout`]. Everything it decides can therefore be
 //! replayed in a simulation (see the `rqmgr-sim` crate).
 //!
-//! The model is Postfix's: a *transport* (master.cf service) owns
-//! destination *queues* (one per next hop); a queue holds *entries*, each
-//! a group of up to `_destination_recipient_limit` recipients of one
-//! message. Deliveries go out round robin across transports and across
-//! each transport's destinations, within each destination's concurrency
-//! window, which slow start and feedback move (see [`queue`]).
+//! The model is Postfix's, and the modules are named after its concepts:
+//! a *transport* (master.cf service, [`transport`]) owns destination
+//! *queues* (one per next hop, [`queue`]); a queue holds *entries*
+//! ([`entry`]), each a group of up to `_destination_recipient_limit`
+//! recipients of one message ([`message`]). Connections are requested
+//! round robin across transports. Within a transport the next entry is
+//! chosen either as Postfix's qmgr does ([`Config::preemptive`]: *jobs*,
+//! one per message and transport, served in arrival order with small jobs
+//! preempting large ones, [`job`]; a job's share of a destination is a
+//! *peer*, [`peer`]) or as oqmgr does (destinations round robin, each
+//! destination first in, first out). Either way each destination's
+//! concurrency window, which slow start and feedback move ([`feedback`]),
+//! limits its busy deliveries. Messages leave or are refilled in
+//! [`active`].
 //!
 //! # Invariants
 //! - A destination never has more deliveries busy than its window.
@@ -21,22 +29,24 @@
 //! - Every recipient handed in by [`Event::Message`] leaves in exactly one
 //!   [`Action::Deliver`] or [`Action::DeferRecipient`], and every message
 //!   handed in ends with exactly one [`Action::MessageDone`] (after any
-//!   number of [`Action::Refill`]s).
+//!   number of [`Action::Refill`]s, at most one outstanding at a time).
 //!
 //! # Failure
 //! Events that name unknown connections or messages are ignored (a
 //! daemon bug, not bad input, but not worth a crash of the mail system);
 //! a broken internal invariant panics with the state it found.
-//!
-//! # Limits
-//! Preemptive job scheduling (Postfix's `qmgr_job.c`) is not here yet:
-//! within a transport, destinations are served round robin and each
-//! destination's entries first in, first out, which is oqmgr's strategy.
 
 #![forbid(unsafe_code)]
 
+mod active;
 pub mod config;
+mod entry;
 pub mod event;
+mod feedback;
+mod job;
+mod list;
+mod message;
+mod peer;
 mod queue;
 pub mod retry;
 pub mod time;
@@ -50,6 +60,11 @@ pub use config::{Config, Feedback, TransportConfig};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
 pub use time::Time;
 
+use entry::Entry;
+use job::Job;
+use list::{ix, NIL};
+use message::Message;
+use peer::Peer;
 use queue::DestQueue;
 use retry::{Timer, Timers};
 use transport::Transport;
@@ -59,42 +74,30 @@ pub const RETRY_TRANSPORT: &str = "retry";
 /// The `error` pseudo-transport: error(8) bouncing.
 pub const ERROR_TRANSPORT: &str = "error";
 
-/// A group of recipients of one message for one destination.
-#[derive(Debug)]
-struct Entry {
-    msg: MessageId,
-    queue: usize,
-    rcpts: Vec<u32>,
-}
-
-/// What the core remembers of a message in the active queue.
-#[derive(Debug, Default)]
-struct Message {
-    /// Entries not yet done.
-    entries: u32,
-    /// In-core recipients (in entries not yet done).
-    rcpts: u32,
-    deferred: bool,
-    more: bool,
-}
-
 /// A connection to a delivery agent.
 #[derive(Debug)]
 struct Conn {
     transport: usize,
-    entry: Option<usize>,
+    entry: Option<u32>,
 }
 
 /// The scheduler. See the crate documentation.
 pub struct Scheduler {
     cfg: Config,
+    /// Refills may be asked for while deliveries are busy.
+    early_refill: bool,
     transports: Vec<Transport>,
     transport_ids: HashMap<String, usize>,
     /// Round-robin position over `transports`.
     transport_cursor: usize,
     queues: Slab<DestQueue>,
     entries: Slab<Entry>,
-    messages: HashMap<MessageId, Message>,
+    peers: Slab<Peer>,
+    /// (job, queue) -> peer, as each job's `peer_byname`.
+    peer_ids: HashMap<(u32, u32), u32>,
+    jobs: Slab<Job>,
+    messages: Slab<Message>,
+    message_ids: HashMap<MessageId, u32>,
     conns: HashMap<ConnId, Conn>,
     next_conn: u64,
     recipients: usize,
@@ -102,6 +105,8 @@ pub struct Scheduler {
     timers: Timers,
     /// Source of queue generations and round-robin tickets.
     serial: u64,
+    /// Source of peer stamps.
+    stamp: u32,
     now: Time,
 }
 
@@ -112,6 +117,8 @@ impl std::fmt::Debug for Scheduler {
             .field("recipients", &self.recipients)
             .field("queues", &self.queues.len())
             .field("entries", &self.entries.len())
+            .field("jobs", &self.jobs.len())
+            .field("peers", &self.peers.len())
             .field("conns", &self.conns.len())
             .finish_non_exhaustive()
     }
@@ -122,20 +129,36 @@ impl Scheduler {
     pub fn new(cfg: Config) -> Scheduler {
         Scheduler {
             cfg,
+            early_refill: false,
             transports: Vec::new(),
             transport_ids: HashMap::new(),
             transport_cursor: 0,
             queues: Slab::new(),
             entries: Slab::new(),
-            messages: HashMap::new(),
+            peers: Slab::new(),
+            peer_ids: HashMap::new(),
+            jobs: Slab::new(),
+            messages: Slab::new(),
+            message_ids: HashMap::new(),
             conns: HashMap::new(),
             next_conn: 0,
             recipients: 0,
             actions: VecDeque::new(),
             timers: Timers::default(),
             serial: 0,
+            stamp: 0,
             now: Time::ZERO,
         }
+    }
+
+    /// Lets the scheduler ask for a message's next recipients
+    /// ([`Action::Refill`]) while some of its deliveries are still busy, as
+    /// Postfix does (see the `active` module). Off by default: the caller
+    /// must then keep recipient indexes unique across the batches of one
+    /// message, and must not finish the message (bounce flush) on such a
+    /// refill; [`Scheduler::has_deliveries`] tells the two kinds apart.
+    pub fn set_early_refill(&mut self, on: bool) {
+        self.early_refill = on;
     }
 
     /// The configuration in force.
@@ -153,28 +176,37 @@ impl Scheduler {
         self.recipients
     }
 
+    /// The message still has in-core entries (waiting or being delivered);
+    /// false for a message the scheduler does not know.
+    pub fn has_deliveries(&self, msg: MessageId) -> bool {
+        self.message_ids
+            .get(&msg)
+            .is_some_and(|&m| self.messages[m as usize].refcount > 0)
+    }
+
     /// The leaky bucket: may another message enter the active queue?
+    /// qmgr limits messages only; oqmgr also stops at
+    /// `qmgr_message_recipient_limit` in-core recipients.
     pub fn can_accept_message(&self) -> bool {
         self.messages.len() < self.cfg.message_active_limit
             && (self.cfg.preemptive || self.recipients < self.cfg.message_recipient_limit)
     }
 
-    /// How many recipients the next read of a message may take into core:
-    /// what is left of `qmgr_message_recipient_limit`, but at least
-    /// `qmgr_message_recipient_minimum`, so that every message makes
-    /// progress however full the active queue is.
+    /// How many recipients the first read of a new message may take into
+    /// core. qmgr: what is left of `qmgr_message_recipient_limit`, but at
+    /// least `qmgr_message_recipient_minimum` (so that every message makes
+    /// progress however full the active queue is), and at most 5000 at a
+    /// time. oqmgr: fudge-factor percent of the limit, per message.
     pub fn recipient_budget(&self) -> usize {
-        let limit = self.cfg.message_recipient_limit;
-        let limit = if self.cfg.preemptive {
-            limit
-        } else {
-            // oqmgr reads a fudge-factor share of the limit per message.
-            limit.saturating_mul(self.cfg.fudge_factor as usize) / 100
-        };
-        limit
-            .saturating_sub(self.recipients)
-            .max(self.cfg.message_recipient_minimum)
-            .max(1)
+        self.first_read_budget()
+    }
+
+    /// How many recipients a refill of `msg` may read: under qmgr, the
+    /// message's free recipient slots (at most 5000); under oqmgr as
+    /// [`Scheduler::recipient_budget`]. For an unknown message, the
+    /// first-read budget.
+    pub fn refill_budget(&self, msg: MessageId) -> usize {
+        self.message_budget(msg)
     }
 
     /// When [`Scheduler::handle_timeout`] should next be called, if ever.
@@ -210,6 +242,7 @@ impl Scheduler {
                 more,
                 flush_each,
             } => self.message_arrived(msg, routes, more, flush_each),
+            Event::MessageInfo { msg, unread } => self.message_info(msg, unread),
             Event::AgentReady { conn } => self.agent_ready(conn),
             Event::AgentUnavailable { conn, dsn } => self.agent_unavailable(conn, dsn),
             Event::Delivered { conn, outcome } => self.delivered(conn, outcome),
@@ -243,6 +276,7 @@ impl Scheduler {
             &t.cfg,
             generation,
         ));
+        ix(q);
         self.transports[transport].queues.insert(name.to_owned(), q);
         q
     }
@@ -264,125 +298,9 @@ impl Scheduler {
         (!self.queues[q].is_dead()).then_some(q)
     }
 
-    /// The queue name for a recipient (`qmgr_message_resolve()`): the next
-    /// hop, or for one-recipient transports `localpart@nexthop`, so that
-    /// concurrency is limited per recipient; folded to lower case.
-    fn queue_name(&self, transport: usize, route: &Route) -> String {
-        let t = &self.transports[transport];
-        let per_recipient = t.cfg.dest_recipient_limit == 1
-            && t.name != ERROR_TRANSPORT
-            && t.name != RETRY_TRANSPORT;
-        if !per_recipient {
-            return route.nexthop.to_lowercase();
-        }
-        let local = match route.address.rfind('@') {
-            Some(at) => &route.address[..at],
-            None => &route.address[..],
-        };
-        let delims = &self.cfg.recipient_delimiter;
-        let local = if delims.is_empty() {
-            local
-        } else {
-            match local.find(|c| delims.contains(c)) {
-                Some(cut) if cut > 0 => &local[..cut],
-                _ => local,
-            }
-        };
-        format!("{}@{}", local, route.nexthop).to_lowercase()
-    }
-
-    fn message_arrived(
-        &mut self,
-        msg: MessageId,
-        routes: Vec<Route>,
-        more: bool,
-        flush_each: bool,
-    ) {
-        self.messages.entry(msg).or_default().more = more;
-        // Recipients with the same destination share entries, up to the
-        // transport's per-delivery recipient limit.
-        let mut open: HashMap<usize, usize> = HashMap::new();
-        for route in routes {
-            let Some(q) = self.bind_recipient(msg, &route, flush_each) else {
-                continue;
-            };
-            let limit = self.transports[self.queues[q].transport]
-                .cfg
-                .dest_recipient_limit as usize;
-            let e = match open.get(&q) {
-                Some(&e) if limit == 0 || self.entries[e].rcpts.len() < limit => e,
-                _ => {
-                    let e = self.entries.insert(Entry {
-                        msg,
-                        queue: q,
-                        rcpts: Vec::new(),
-                    });
-                    open.insert(q, e);
-                    self.queues[q].todo.push_back(e);
-                    if let Some(m) = self.messages.get_mut(&msg) {
-                        m.entries += 1;
-                    }
-                    e
-                }
-            };
-            self.entries[e].rcpts.push(route.rcpt);
-            if let Some(m) = self.messages.get_mut(&msg) {
-                m.rcpts += 1;
-            }
-            self.recipients += 1;
-            self.refresh(q);
-        }
-        self.maybe_message_done(msg);
-    }
-
-    /// Finds the live queue for one recipient, redirecting around dead
-    /// transports and destinations to `retry`; None if the recipient was
-    /// deferred on the spot because even `retry` is dead.
-    fn bind_recipient(&mut self, msg: MessageId, route: &Route, flush_each: bool) -> Option<usize> {
-        let mut t = self.transport_id(&route.transport);
-        if flush_each && self.transports[t].is_dead() {
-            self.transport_unthrottle(t);
-        }
-        let mut nexthop_override = None;
-        if let Some(dsn) = self.transports[t].dsn.clone() {
-            let retry = self.transport_id(RETRY_TRANSPORT);
-            if self.transports[retry].is_dead() {
-                self.defer_recipient(msg, route.rcpt, dsn);
-                return None;
-            }
-            t = retry;
-            nexthop_override = Some(dsn.error_nexthop());
-        }
-        let (name, nexthop) = match nexthop_override {
-            Some(nh) => (nh.to_lowercase(), nh),
-            None => (self.queue_name(t, route), route.nexthop.clone()),
-        };
-        let q = self.queue_id(t, &name, &nexthop);
-        if flush_each && self.queues[q].is_dead() {
-            self.queue_unthrottle(q);
-        }
-        if let Some(dsn) = self.queues[q].dsn.clone() {
-            return match self.retry_queue(&dsn) {
-                Some(rq) => Some(rq),
-                None => {
-                    self.defer_recipient(msg, route.rcpt, dsn);
-                    None
-                }
-            };
-        }
-        Some(q)
-    }
-
-    fn defer_recipient(&mut self, msg: MessageId, rcpt: u32, dsn: Dsn) {
-        if let Some(m) = self.messages.get_mut(&msg) {
-            m.deferred = true;
-        }
-        self.actions
-            .push_back(Action::DeferRecipient { msg, rcpt, dsn });
-    }
-
-    /// Recomputes a queue's share of its transport's work and its place in
-    /// the transport's round robin. Call after any change to the queue.
+    /// Recomputes a queue's share of its transport's work, its place in
+    /// the transport's round robin (oqmgr), and wakes the peers parked on
+    /// it (qmgr). Call after any change to the queue.
     fn refresh(&mut self, q: usize) {
         let ticket = self.serial + 1;
         let queue = &mut self.queues[q];
@@ -390,7 +308,9 @@ impl Scheduler {
         let old = std::mem::replace(&mut queue.contribution, new);
         let t = &mut self.transports[queue.transport];
         t.available = t.available + u64::from(new) - u64::from(old);
-        if new > 0 && queue.rr_ticket.is_none() {
+        if self.cfg.preemptive {
+            self.queue_wake(q);
+        } else if new > 0 && queue.rr_ticket.is_none() {
             queue.rr_ticket = Some(ticket);
             t.rr.push_back((q, ticket));
             self.serial = ticket;
@@ -427,9 +347,29 @@ impl Scheduler {
         }
     }
 
-    /// Picks the next entry of a transport: the first entry of the next
-    /// destination in round-robin order that may take one more delivery.
-    fn select_entry(&mut self, t: usize) -> Option<usize> {
+    /// The transport's next entry, selected and marked busy.
+    fn select_entry(&mut self, t: usize) -> Option<u32> {
+        if !self.cfg.preemptive {
+            return self.queue_rr_select(t);
+        }
+        if let Some(e) = self.job_entry_select(t) {
+            return Some(e);
+        }
+        if self.transports[t].available == 0 {
+            return None;
+        }
+        // Some destination has room and work, yet no job found it: the
+        // parking bookkeeping is out of step. Recover rather than leave
+        // the transport asking for connections it cannot use.
+        debug_assert!(false, "transport {t}: work available but no job selects it");
+        self.transport_unpark_all(t);
+        self.job_entry_select(t)
+    }
+
+    /// oqmgr's selection (`qmgr_queue_select()` + `qmgr_entry_select()`):
+    /// the first entry of the next destination in round-robin order that
+    /// may take one more delivery.
+    fn queue_rr_select(&mut self, t: usize) -> Option<u32> {
         while let Some((q, ticket)) = self.transports[t].rr.pop_front() {
             let Some(queue) = self.queues.get_mut(q) else {
                 continue;
@@ -441,10 +381,11 @@ impl Scheduler {
             if queue.available() == 0 {
                 continue;
             }
-            let e = queue.todo.pop_front()?;
-            queue.update_dest_flags(self.now);
-            queue.busy += 1;
-            self.refresh(q);
+            let e = queue.todo.head;
+            if e == NIL {
+                panic!("queue_rr_select: queue {q} available with empty todo");
+            }
+            self.entry_select(e);
             return Some(e);
         }
         None
@@ -476,278 +417,28 @@ impl Scheduler {
             self.timers
                 .add(self.now + delay, Timer::TransportUnlock { transport: t });
         }
-        let entry = &self.entries[e];
-        let queue = &self.queues[entry.queue];
+        let entry = &self.entries[e as usize];
+        let queue = &self.queues[entry.queue as usize];
         self.actions.push_back(Action::Deliver {
             conn,
-            msg: entry.msg,
+            msg: self.messages[entry.msg as usize].id,
             nexthop: queue.nexthop.clone(),
             rcpts: entry.rcpts.clone(),
             dest_flags: queue.dest_flags,
         });
     }
 
-    fn agent_unavailable(&mut self, conn: ConnId, dsn: Dsn) {
-        let Some(c) = self.conns.remove(&conn) else {
-            return;
-        };
-        let t = c.transport;
-        match c.entry {
-            // Failed while sending: the entry goes back to the head of its
-            // queue, as if never selected (`qmgr_entry_unselect()`).
-            Some(e) => {
-                let q = self.entries[e].queue;
-                let queue = &mut self.queues[q];
-                queue.busy = queue.busy.saturating_sub(1);
-                queue.todo.push_front(e);
-                self.refresh(q);
-            }
-            None => {
-                let tr = &mut self.transports[t];
-                tr.pending = tr.pending.saturating_sub(1);
-            }
-        }
-        self.transport_throttle(t, dsn);
-    }
-
-    fn delivered(&mut self, conn: ConnId, outcome: Outcome) {
-        let Some(Conn {
-            transport: t,
-            entry: Some(e),
-        }) = self.conns.remove(&conn)
-        else {
-            return;
-        };
-        let q = self.entries[e].queue;
-        let msg = self.entries[e].msg;
-        let crashed = matches!(outcome, Outcome::Crashed);
-        let mut blamed_site = false;
-        if !matches!(outcome, Outcome::Final) {
-            if let Some(m) = self.messages.get_mut(&msg) {
-                m.deferred = true;
-            }
-        }
-        if let Outcome::Deferred { site: Some(dsn) } = &outcome {
-            blamed_site = true;
-            if self.queues[q].window > 0 {
-                let cfg = &self.transports[t].cfg;
-                if self.queues[q].throttle(cfg, dsn) {
-                    self.queue_died(q);
-                }
-            }
-        }
-        if !crashed {
-            self.transport_unthrottle(t);
-            if !blamed_site {
-                self.queue_unthrottle(q);
-            }
-        }
-        self.entry_done(e, true);
-    }
-
-    /// Removes a finished (or moved-away) entry (`qmgr_entry_done()`).
-    fn entry_done(&mut self, e: usize, was_busy: bool) {
-        let entry = self.entries.remove(e);
-        let q = entry.queue;
-        let t = self.queues[q].transport;
-        let n = u32::try_from(entry.rcpts.len()).unwrap_or(u32::MAX);
-        self.recipients = self.recipients.saturating_sub(entry.rcpts.len());
-        if let Some(m) = self.messages.get_mut(&entry.msg) {
-            m.rcpts = m.rcpts.saturating_sub(n);
-            m.entries = m.entries.saturating_sub(1);
-        }
-        if was_busy {
-            let queue = &mut self.queues[q];
-            queue.busy = queue.busy.saturating_sub(1);
-            queue.last_done = Some(self.now);
-            let delay = self.transports[t].cfg.dest_rate_delay;
-            if !delay.is_zero() {
-                if self.queues[q].is_dead() {
-                    self.queue_unthrottle(q);
-                }
-                let queue = &mut self.queues[q];
-                if queue.window > 0 && !queue.suspended {
-                    queue.suspended = true;
-                    let generation = queue.generation;
-                    self.timers.add(
-                        self.now + delay,
-                        Timer::QueueResume {
-                            queue: q,
-                            generation,
-                        },
-                    );
-                }
-            }
-        }
-        self.refresh(q);
-        self.maybe_queue_done(q);
-        self.maybe_message_done(entry.msg);
-    }
-
     /// Deletes a live, idle, empty queue (`qmgr_queue_done()`); dead and
     /// suspended queues stay until their timers fire, to remember why.
     fn maybe_queue_done(&mut self, q: usize) {
-        let queue = &self.queues[q];
+        let Some(queue) = self.queues.get(q) else {
+            return;
+        };
         if queue.is_empty() && queue.is_ready() {
             let queue = self.queues.remove(q);
             let t = &mut self.transports[queue.transport];
             t.available -= u64::from(queue.contribution);
             t.queues.remove(&queue.name);
-        }
-    }
-
-    fn maybe_message_done(&mut self, msg: MessageId) {
-        let Some(m) = self.messages.get(&msg) else {
-            return;
-        };
-        if m.entries > 0 {
-            return;
-        }
-        if m.more {
-            // The message stays active while its next recipients are read.
-            if let Some(m) = self.messages.get_mut(&msg) {
-                m.more = false;
-            }
-            self.actions.push_back(Action::Refill { msg });
-            return;
-        }
-        let deferred = m.deferred;
-        self.messages.remove(&msg);
-        self.actions
-            .push_back(Action::MessageDone { msg, deferred });
-    }
-
-    /// A destination just died: move its waiting entries to `retry`
-    /// (`qmgr_defer_todo()`), and schedule its revival.
-    fn queue_died(&mut self, q: usize) {
-        let generation = self.fresh();
-        self.queues[q].generation = generation;
-        self.timers.add(
-            self.now + self.cfg.min_backoff,
-            Timer::QueueRevive {
-                queue: q,
-                generation,
-            },
-        );
-        let Some(dsn) = self.queues[q].dsn.clone() else {
-            return;
-        };
-        self.defer_todo(q, &dsn);
-    }
-
-    fn defer_todo(&mut self, q: usize, dsn: &Dsn) {
-        let retry = self.retry_queue(dsn);
-        let todo = std::mem::take(&mut self.queues[q].todo);
-        self.refresh(q);
-        for e in todo {
-            match retry {
-                Some(rq) if rq != q => {
-                    self.entries[e].queue = rq;
-                    self.queues[rq].todo.push_back(e);
-                    self.refresh(rq);
-                }
-                _ => {
-                    let msg = self.entries[e].msg;
-                    for rcpt in self.entries[e].rcpts.clone() {
-                        self.defer_recipient(msg, rcpt, dsn.clone());
-                    }
-                    // Not busy; count it out like a finished todo entry.
-                    self.entry_done(e, false);
-                }
-            }
-        }
-    }
-
-    fn queue_unthrottle(&mut self, q: usize) {
-        let t = self.queues[q].transport;
-        let was_dead = self.queues[q].is_dead();
-        let cfg = &self.transports[t].cfg;
-        self.queues[q].unthrottle(cfg);
-        if was_dead {
-            self.queues[q].generation = self.fresh();
-        }
-        self.refresh(q);
-    }
-
-    /// A transport broke (`qmgr_transport_throttle()` and
-    /// `qmgr_defer_transport()`): it is dead for `transport_retry_time`,
-    /// and what waits for it goes to `retry`.
-    fn transport_throttle(&mut self, t: usize, dsn: Dsn) {
-        if self.transports[t].is_dead() {
-            return;
-        }
-        let tr = &mut self.transports[t];
-        tr.dsn = Some(dsn.clone());
-        tr.generation = tr.generation.wrapping_add(1);
-        let generation = tr.generation;
-        self.timers.add(
-            self.now + self.cfg.transport_retry_time,
-            Timer::TransportRevive {
-                transport: t,
-                generation,
-            },
-        );
-        let queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
-        for q in queues {
-            self.defer_todo(q, &dsn);
-            self.maybe_queue_done(q);
-        }
-    }
-
-    fn transport_unthrottle(&mut self, t: usize) {
-        let tr = &mut self.transports[t];
-        if tr.dsn.take().is_some() {
-            tr.generation = tr.generation.wrapping_add(1);
-        }
-    }
-
-    fn fire(&mut self, timer: Timer) {
-        match timer {
-            Timer::QueueRevive { queue, generation } => {
-                if self
-                    .queues
-                    .get(queue)
-                    .is_some_and(|q| q.generation == generation && q.is_dead())
-                {
-                    self.queue_unthrottle(queue);
-                    self.maybe_queue_done(queue);
-                }
-            }
-            Timer::QueueResume { queue, generation } => {
-                if let Some(q) = self.queues.get_mut(queue) {
-                    if q.generation == generation && q.suspended {
-                        q.suspended = false;
-                        self.refresh(queue);
-                        self.maybe_queue_done(queue);
-                    }
-                }
-            }
-            Timer::TransportRevive {
-                transport,
-                generation,
-            } => {
-                if self.transports[transport].generation == generation {
-                    self.transport_unthrottle(transport);
-                }
-            }
-            Timer::TransportUnlock { transport } => {
-                self.transports[transport].rate_locked = false;
-            }
-        }
-    }
-
-    /// The `F` trigger (`qmgr_enable_all()`): every dead transport and
-    /// destination comes back now.
-    fn flush_dead(&mut self) {
-        for t in 0..self.transports.len() {
-            self.transport_unthrottle(t);
-            let queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
-            for q in queues {
-                if self.queues[q].is_dead() {
-                    self.queue_unthrottle(q);
-                }
-                self.maybe_queue_done(q);
-            }
         }
     }
 }

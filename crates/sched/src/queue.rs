@@ -10,12 +10,15 @@
 //!
 //! Invariants: a dead queue has a reason (`dsn`); a live one has none and
 //! a window of at least 1; a suspended queue (rate delay) is live but
-//! hands out nothing until its timer fires.
-
-use std::collections::VecDeque;
+//! hands out nothing until its timer fires. `todo` links exactly the
+//! queue's entries that are not being delivered; `busy` counts the others.
+//! `parked` names the peers (job x this queue) that found the queue full
+//! when their job looked for work; they are handed back to their jobs as
+//! soon as the queue has room again (Postfix's queue `blocker_tag`).
 
 use crate::config::TransportConfig;
 use crate::event::{Dsn, DEST_FLAG_CONN_LOAD, DEST_FLAG_CONN_STORE};
+use crate::list::List;
 use crate::time::Time;
 
 /// One destination of one transport.
@@ -28,7 +31,9 @@ pub(crate) struct DestQueue {
     pub window: i32,
     pub suspended: bool,
     pub busy: u32,
-    pub todo: VecDeque<usize>,
+    pub todo: List,
+    /// Peers waiting for room here: (peer, stamp); stale pairs are skipped.
+    pub parked: Vec<(u32, u32)>,
     success: f64,
     failure: f64,
     fail_cohorts: f64,
@@ -62,7 +67,8 @@ impl DestQueue {
             window: to_window(cfg.init_dest_concurrency),
             suspended: false,
             busy: 0,
-            todo: VecDeque::new(),
+            todo: List::default(),
+            parked: Vec::new(),
             success: 0.0,
             failure: 0.0,
             fail_cohorts: 0.0,
@@ -84,8 +90,18 @@ impl DestQueue {
         self.window > 0 && !self.suspended
     }
 
+    /// Room for one more delivery (`window > busy_refcount`).
+    pub fn has_room(&self) -> bool {
+        self.is_ready() && i64::from(self.window) > i64::from(self.busy)
+    }
+
+    /// Entries waiting or busy, as `todo_refcount + busy_refcount`.
+    pub fn length(&self) -> u32 {
+        self.todo.len.saturating_add(self.busy)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.todo.is_empty() && self.busy == 0
+        self.todo.len == 0 && self.busy == 0
     }
 
     /// How many more entries this queue could hand out right now.
@@ -96,7 +112,7 @@ impl DestQueue {
         let room = u32::try_from(self.window)
             .unwrap_or(0)
             .saturating_sub(self.busy);
-        room.min(u32::try_from(self.todo.len()).unwrap_or(u32::MAX))
+        room.min(self.todo.len)
     }
 
     /// Good news from a delivery (`qmgr_queue_unthrottle()`): revive a dead

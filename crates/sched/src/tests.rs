@@ -1,9 +1,10 @@
 //! Unit tests of the scheduler's bookkeeping through its public interface.
 
 use super::*;
+use std::collections::VecDeque;
 use std::time::Duration;
 
-fn route(rcpt: u32, transport: &str, nexthop: &str) -> Route {
+pub(super) fn route(rcpt: u32, transport: &str, nexthop: &str) -> Route {
     Route {
         rcpt,
         transport: transport.into(),
@@ -16,7 +17,7 @@ fn actions(s: &mut Scheduler) -> Vec<Action> {
     std::iter::from_fn(|| s.poll_action()).collect()
 }
 
-fn t0() -> Time {
+pub(super) fn t0() -> Time {
     Time::from_secs(1_000_000)
 }
 
@@ -371,3 +372,406 @@ fn empty_message_is_done_at_once() {
         }]
     );
 }
+
+// ---------------------------------------------------------------------
+// Preemptive scheduling (qmgr) versus round robin (oqmgr).
+
+fn cfg_with(preemptive: bool, tweak: impl Fn(&mut TransportConfig) + 'static) -> Config {
+    Config {
+        preemptive,
+        transports: Box::new(move |_| {
+            let mut t = TransportConfig::default();
+            tweak(&mut t);
+            t
+        }),
+        ..Config::default()
+    }
+}
+
+fn msg_to(id: u64, n: u32, nexthop: &str) -> Event {
+    Event::Message {
+        msg: MessageId(id),
+        routes: (0..n).map(|i| route(i, "smtp", nexthop)).collect(),
+        more: false,
+        flush_each: false,
+    }
+}
+
+/// Runs one delivery at a time (one agent), every delivery final, and
+/// returns the message of each delivery in order.
+fn serial_deliveries(s: &mut Scheduler, now: Time) -> Vec<u64> {
+    let mut order = Vec::new();
+    loop {
+        let mut next = None;
+        while let Some(a) = s.poll_action() {
+            match a {
+                Action::Connect { conn, .. } if next.is_none() => {
+                    s.handle(Event::AgentReady { conn }, now);
+                }
+                Action::Connect { conn, .. } => s.handle(
+                    Event::AgentUnavailable {
+                        conn,
+                        dsn: Dsn::new("4.3.0", "unused"),
+                    },
+                    now,
+                ),
+                Action::Deliver { conn, msg, .. } if next.is_none() => {
+                    order.push(msg.0);
+                    next = Some(conn);
+                }
+                Action::Deliver { .. } => panic!("two deliveries at once"),
+                _ => {}
+            }
+        }
+        match next {
+            Some(conn) => s.handle(
+                Event::Delivered {
+                    conn,
+                    outcome: Outcome::Final,
+                },
+                now,
+            ),
+            None => return order,
+        }
+    }
+}
+
+/// Where the small message's deliveries came in the serial order.
+fn positions(order: &[u64], id: u64) -> Vec<usize> {
+    order
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m == id)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Feeds a single-destination list of `list` recipients (message 1),
+/// then a `small`-recipient message (2) to the same destination, both in
+/// the same second, and returns the positions of message 2's deliveries.
+fn overtake(
+    preemptive: bool,
+    list: u32,
+    small: u32,
+    tweak: impl Fn(&mut TransportConfig) + 'static,
+) -> Vec<usize> {
+    // Window 1: everything is serialised through one destination, which is
+    // where oqmgr is strictly first in, first out.
+    let mut s = Scheduler::new(cfg_with(preemptive, move |t| {
+        t.init_dest_concurrency = 1;
+        t.dest_concurrency_limit = 1;
+        tweak(t);
+    }));
+    s.handle(msg_to(1, list, "list.example"), t0());
+    s.handle(msg_to(2, small, "list.example"), t0());
+    let order = serial_deliveries(&mut s, t0());
+    assert_eq!(s.message_count(), 0);
+    positions(&order, 2)
+}
+
+/// SCHEDULER_README ("Preemptive scheduling"): a one-recipient message
+/// overtakes a 5,000-recipient mailing list; oqmgr (preemptive=false)
+/// serves the destination first in, first out, so it waits behind all
+/// 100 entries of the list.
+#[test]
+fn one_recipient_mail_overtakes_list_under_preemption_not_oqmgr() {
+    let qmgr = overtake(true, 5000, 1, |_| {});
+    // Default cost 5, loan 3, discount 50: after the list's first
+    // delivery, 1/5 + 3 >= 1 x 50% — the small job preempts at once.
+    assert_eq!(qmgr, vec![1]);
+    let oqmgr = overtake(false, 5000, 1, |_| {});
+    assert_eq!(oqmgr, vec![100], "5000 recipients / 50 per entry go first");
+}
+
+/// qmgr_job_preempt(): the current job must have earned
+/// (slots_available / cost + loan) >= needed entries x (100 - discount)%.
+#[test]
+fn slot_cost_loan_and_discount_arithmetic() {
+    // No loan, no discount, cost 5: five list deliveries buy one entry.
+    let p = overtake(true, 1000, 1, |t| {
+        t.delivery_slot_loan = 0;
+        t.delivery_slot_discount = 0;
+    });
+    assert_eq!(p, vec![5]);
+    // Cost 2: two deliveries.
+    let p = overtake(true, 1000, 1, |t| {
+        t.delivery_slot_cost = 2;
+        t.delivery_slot_loan = 0;
+        t.delivery_slot_discount = 0;
+    });
+    assert_eq!(p, vec![2]);
+    // Three entries (150 recipients), discount 50: 1.5 entries' worth,
+    // and slots count in whole entries (integer division), so 10.
+    let p = overtake(true, 5000, 150, |t| {
+        t.delivery_slot_loan = 0;
+        t.delivery_slot_discount = 50;
+    });
+    assert_eq!(p, vec![10, 11, 12]);
+    // Cost 1 (below 2) turns preemption off: first in, first out.
+    let p = overtake(true, 1000, 1, |t| t.delivery_slot_cost = 1);
+    assert_eq!(p, vec![20]);
+    // minimum_delivery_slots: a list too small to earn that many slots
+    // (3 x 5 = 15 entries) is never preempted.
+    let p = overtake(true, 500, 1, |t| t.minimum_delivery_slots = 11);
+    assert_eq!(p, vec![10]);
+}
+
+/// qmgr_job_pop(): a preempting job pays for its slots in full, so a
+/// second small message must wait for the list to earn them again.
+#[test]
+fn preempting_jobs_pay_for_their_slots() {
+    let mut s = Scheduler::new(cfg_with(true, |t| {
+        t.init_dest_concurrency = 1;
+        t.dest_concurrency_limit = 1;
+        t.delivery_slot_loan = 0;
+        t.delivery_slot_discount = 0;
+    }));
+    s.handle(msg_to(1, 1000, "list.example"), t0());
+    s.handle(msg_to(2, 1, "list.example"), t0());
+    s.handle(msg_to(3, 1, "list.example"), t0());
+    let order = serial_deliveries(&mut s, t0());
+    assert_eq!(positions(&order, 2), vec![5]);
+    assert_eq!(positions(&order, 3), vec![11]);
+}
+
+/// Without preemption, qmgr still schedules jobs in arrival order but a
+/// job whose destinations are all at their window (a blocker) lets the
+/// next job go (qmgr_job_entry_select()).
+#[test]
+fn blocker_job_lets_next_job_use_other_destinations() {
+    let mut s = Scheduler::new(cfg_with(true, |t| {
+        t.init_dest_concurrency = 1;
+        t.dest_concurrency_limit = 1;
+    }));
+    s.handle(msg_to(1, 500, "slow.example"), t0());
+    s.handle(msg_to(2, 1, "other.example"), t0());
+    let mut delivered = Vec::new();
+    for _ in 0..10 {
+        while let Some(a) = s.poll_action() {
+            match a {
+                Action::Connect { conn, .. } => s.handle(Event::AgentReady { conn }, t0()),
+                Action::Deliver { msg, nexthop, .. } => delivered.push((msg.0, nexthop)),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        delivered,
+        vec![
+            (1, "slow.example".to_string()),
+            (2, "other.example".to_string())
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------
+// Recipient slots and refills.
+
+fn message(id: u64, range: std::ops::Range<u32>, nexthop: &str, more: bool) -> Event {
+    Event::Message {
+        msg: MessageId(id),
+        routes: range.map(|i| route(i, "smtp", nexthop)).collect(),
+        more,
+        flush_each: false,
+    }
+}
+
+/// qmgr_job_link() / qmgr_job_move_limits(): the first job still reading
+/// takes the transport's whole recipient pool; later ones get only
+/// qmgr_message_recipient_minimum until slots come back.
+#[test]
+fn transport_recipient_pool_goes_to_jobs_in_arrival_order() {
+    let mut s = Scheduler::new(cfg_with(true, |t| t.recipient_limit = 100));
+    s.handle(message(1, 0..50, "a.example", true), t0());
+    // 10 (minimum) + 100 (pool) - 50 in core.
+    assert_eq!(s.refill_budget(MessageId(1)), 60);
+    s.handle(message(2, 0..5, "b.example", true), t0());
+    assert_eq!(
+        s.refill_budget(MessageId(2)),
+        5,
+        "pool empty: minimum 10 - 5"
+    );
+    // Message 1 is fully read with its next batch: its job's unused slots
+    // (100 lent - 60 in core; the message's own minimum is not the
+    // job's) pass to message 2, the next job still reading.
+    s.handle(message(1, 50..60, "a.example", false), t0());
+    assert_eq!(s.refill_budget(MessageId(2)), 5 + 40);
+}
+
+/// qmgr_job_peer_select(): refill when `_recipient_refill_limit` slots are
+/// free, or some are free and `_recipient_refill_delay` has passed.
+#[test]
+fn early_refill_by_limit_or_delay() {
+    let run = |refill_limit: u32, at: Duration| {
+        let mut s = Scheduler::new(cfg_with(true, move |t| {
+            t.recipient_limit = 100;
+            t.recipient_refill_limit = refill_limit;
+            t.recipient_refill_delay = Duration::from_secs(5);
+        }));
+        s.set_early_refill(true);
+        s.handle(message(1, 0..200, "a.example", true), t0());
+        s.handle(
+            Event::MessageInfo {
+                msg: MessageId(1),
+                unread: 800,
+            },
+            t0(),
+        );
+        // 200 read against 110 slots. Deliver two entries of 50 (100
+        // left in core, 10 free), then see what the next selection asks.
+        let mut pending = VecDeque::new();
+        let mut busy = VecDeque::new();
+        let mut delivered = 0;
+        let mut refill = None;
+        for _ in 0..20 {
+            let now = if delivered >= 2 { t0() + at } else { t0() };
+            while let Some(a) = s.poll_action() {
+                match a {
+                    Action::Connect { conn, .. } => pending.push_back(conn),
+                    Action::Deliver { conn, .. } => busy.push_back(conn),
+                    Action::Refill { msg } => {
+                        assert!(s.has_deliveries(msg), "an early refill, not a dry one");
+                        refill = Some((delivered, s.refill_budget(msg)));
+                    }
+                    _ => {}
+                }
+            }
+            if refill.is_some() {
+                break;
+            }
+            if delivered < 2 {
+                if let Some(conn) = busy.pop_front() {
+                    delivered += 1;
+                    s.handle(
+                        Event::Delivered {
+                            conn,
+                            outcome: Outcome::Final,
+                        },
+                        now,
+                    );
+                    continue;
+                }
+            }
+            if let Some(conn) = pending.pop_front() {
+                s.handle(Event::AgentReady { conn }, now);
+            }
+        }
+        refill
+    };
+    // 10 free, limit 100, no time passed: no refill.
+    assert_eq!(run(100, Duration::ZERO), None);
+    // 10 free and the 5 s refill delay passed: refill 10.
+    assert_eq!(run(100, Duration::from_secs(5)), Some((2, 10)));
+    // Refill limit 10: 10 free slots are enough at once.
+    assert_eq!(run(10, Duration::ZERO), Some((2, 10)));
+}
+
+/// Without early refill (the default), Refill comes only when the
+/// message's in-core entries are all done.
+#[test]
+fn dry_refill_only_by_default() {
+    let mut s = Scheduler::new(cfg_with(true, |t| t.recipient_limit = 10));
+    s.handle(message(1, 0..100, "a.example", true), t0());
+    let rest = run_with(&mut s, t0() + Duration::from_secs(60), |_| Outcome::Final);
+    assert_eq!(rest, vec![Action::Refill { msg: MessageId(1) }]);
+    assert!(!s.has_deliveries(MessageId(1)));
+}
+
+/// oqmgr (qmgr_message_read(), qmgr.c, qmgr_entry.c there): read up to
+/// fudge-factor percent of qmgr_message_recipient_limit per message; stop
+/// taking messages at the limit; refill early below fudged limit - 100.
+#[test]
+fn oqmgr_fudge_factor_and_recipient_limit() {
+    let cfg = Config {
+        preemptive: false,
+        message_recipient_limit: 1000,
+        fudge_factor: 50,
+        ..Config::default()
+    };
+    let mut s = Scheduler::new(cfg);
+    s.set_early_refill(true);
+    assert_eq!(s.recipient_budget(), 500);
+    s.handle(message(1, 0..500, "a.example", true), t0());
+    assert!(s.can_accept_message());
+    s.handle(message(2, 0..500, "b.example", false), t0());
+    assert!(!s.can_accept_message(), "1000 in core: the limit");
+    // Deliver until in-core recipients drop below 500 - 100: then message
+    // 1 asks for more while its other deliveries continue.
+    let mut refill_at = None;
+    let mut busy = VecDeque::new();
+    'outer: loop {
+        while let Some(a) = s.poll_action() {
+            match a {
+                Action::Connect { conn, .. } => s.handle(Event::AgentReady { conn }, t0()),
+                Action::Deliver { conn, .. } => busy.push_back(conn),
+                Action::Refill { msg } => {
+                    refill_at = Some(s.recipient_count());
+                    assert_eq!(msg, MessageId(1));
+                    assert_eq!(s.refill_budget(msg), 500);
+                    break 'outer;
+                }
+                _ => {}
+            }
+        }
+        let Some(conn) = busy.pop_front() else { break };
+        s.handle(
+            Event::Delivered {
+                conn,
+                outcome: Outcome::Final,
+            },
+            t0(),
+        );
+    }
+    let n = refill_at.expect("an early refill");
+    // Checked when one of message 1's own entries finishes.
+    assert!(n < 400, "refilled at {n} in core");
+}
+
+// ---------------------------------------------------------------------
+// qmgr_site_hog_factor (early Postfix qmgr_message_resolve()).
+
+fn hog_run(preemptive: bool, hog: u32) -> (usize, Vec<Action>) {
+    let cfg = Config {
+        preemptive,
+        site_hog_factor: hog,
+        message_active_limit: 10,
+        ..Config::default()
+    };
+    let mut s = Scheduler::new(cfg);
+    for id in 0..10 {
+        s.handle(msg_to(id, 1, "hog.example"), t0());
+    }
+    s.handle(msg_to(10, 1, "other.example"), t0());
+    let a = actions(&mut s);
+    let deferred: Vec<Action> = a
+        .into_iter()
+        .filter(|a| matches!(a, Action::DeferRecipient { .. }))
+        .collect();
+    (s.recipient_count(), deferred)
+}
+
+/// A destination holding more than hog-factor percent of the active
+/// queue (here 50% of qmgr_message_active_limit 10, since the in-core
+/// recipients are far below 80% of their limit) gets no more: the excess
+/// is deferred as "site destination queue overflow".
+#[test]
+fn site_hog_factor_limits_one_destinations_share() {
+    for preemptive in [true, false] {
+        let (in_core, deferred) = hog_run(preemptive, 50);
+        // Six entries fit (5 is not more than 50% of 10), four deferred;
+        // the other destination is unaffected.
+        assert_eq!(in_core, 7, "preemptive={preemptive}");
+        assert_eq!(deferred.len(), 4);
+        for d in &deferred {
+            let Action::DeferRecipient { dsn, msg, .. } = d else {
+                unreachable!()
+            };
+            assert!(msg.0 >= 6 && msg.0 < 10);
+            assert_eq!(dsn.reason, "site destination queue overflow");
+        }
+        let (in_core, deferred) = hog_run(preemptive, 100);
+        assert_eq!((in_core, deferred.len()), (11, 0), "100 = no limit");
+    }
+}
+
+mod traffic;

@@ -1,21 +1,32 @@
 //! Transports: one per master.cf delivery service, as `qmgr_transport.c`.
 //!
 //! A transport owns its destination queues and a round-robin list of the
-//! queues that can hand out work now. It keeps a running total of how many
-//! entries those queues could hand out (`available`), so that choosing a
-//! transport to connect to costs nothing per destination — Postfix walks
-//! every queue there, which is what makes it slow with thousands of them.
+//! queues that can hand out work now (oqmgr's selection). It keeps a
+//! running total of how many entries those queues could hand out
+//! (`available`), so that choosing a transport to connect to costs nothing
+//! per destination — Postfix walks every queue there, which is what makes
+//! it slow with thousands of them.
+//!
+//! Under preemptive scheduling the transport also owns its job list (jobs
+//! in scheduling order, stack children in front of their parents), the
+//! same jobs by arrival time, the current job, the candidate cache and the
+//! pool of recipient slots (`rcpt_unused`), all as in `qmgr_job.c`.
 //!
 //! Invariants: `available` equals the sum of `contribution` over the
 //! transport's queues, and every queue with a non-zero contribution is in
-//! `rr` (possibly together with stale slots, skipped when met). At most
-//! two connection attempts are pending at once, because the queue manager
-//! cannot see master.cf's process limits and must not flood master.
+//! `rr` when selection is round robin (possibly together with stale
+//! slots, skipped when met). At most two connection attempts are pending
+//! at once, because the queue manager cannot see master.cf's process
+//! limits and must not flood master. `blocker_tag` is always odd, so a
+//! job that was never marked (tag 0) is never a blocker.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use crate::config::TransportConfig;
 use crate::event::Dsn;
+use crate::list::{List, NIL};
+use crate::time::Time;
 
 /// Postfix's `QMGR_TRANSPORT_MAX_PEND`.
 pub(crate) const MAX_PENDING: u32 = 2;
@@ -34,13 +45,35 @@ pub(crate) struct Transport {
     pub dsn: Option<Dsn>,
     pub generation: u32,
     pub rate_locked: bool,
+    /// Jobs in scheduling order (`job_list`).
+    pub job_list: List,
+    /// Jobs in order of their message's arrival (`job_bytime`).
+    pub job_bytime: List,
+    pub job_current: u32,
+    /// First job whose message still has unread recipients.
+    pub job_next_unread: u32,
+    pub candidate_cache: u32,
+    /// The current job the cache was computed for; NIL = no cache.
+    pub candidate_cache_current: u32,
+    pub candidate_cache_time: Time,
+    pub blocker_tag: u32,
+    /// Recipient slots not lent to any job (`_recipient_limit` pool);
+    /// negative while preempting jobs use the extra (per-stack) slots.
+    pub rcpt_unused: i64,
+    pub rcpt_per_stack: i64,
+    pub slot_cost: i64,
+    pub slot_loan: i64,
+    pub slot_loan_factor: i64,
+    pub min_slots: i64,
+    pub refill_limit: i64,
+    pub refill_delay: Duration,
 }
 
 impl Transport {
     pub fn new(name: String, cfg: TransportConfig) -> Self {
+        let cfg = cfg.normalized();
         Transport {
             name,
-            cfg: cfg.normalized(),
             queues: HashMap::new(),
             rr: VecDeque::new(),
             available: 0,
@@ -48,6 +81,23 @@ impl Transport {
             dsn: None,
             generation: 0,
             rate_locked: false,
+            job_list: List::default(),
+            job_bytime: List::default(),
+            job_current: NIL,
+            job_next_unread: NIL,
+            candidate_cache: NIL,
+            candidate_cache_current: NIL,
+            candidate_cache_time: Time::ZERO,
+            blocker_tag: 1,
+            rcpt_unused: i64::from(cfg.recipient_limit),
+            rcpt_per_stack: i64::from(cfg.extra_recipient_limit),
+            slot_cost: i64::from(cfg.delivery_slot_cost),
+            slot_loan: i64::from(cfg.delivery_slot_loan),
+            slot_loan_factor: 100 - i64::from(cfg.delivery_slot_discount.min(100)),
+            min_slots: i64::from(cfg.minimum_delivery_slots),
+            refill_limit: i64::from(cfg.recipient_refill_limit.max(1)),
+            refill_delay: cfg.recipient_refill_delay,
+            cfg,
         }
     }
 
@@ -62,5 +112,10 @@ impl Transport {
             && !self.rate_locked
             && self.pending < MAX_PENDING
             && self.available > u64::from(self.pending)
+    }
+
+    /// `RESET_CANDIDATE_CACHE()`.
+    pub fn reset_candidate_cache(&mut self) {
+        self.candidate_cache_current = NIL;
     }
 }

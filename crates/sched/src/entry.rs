@@ -1,0 +1,245 @@
+//! Entries: a group of recipients of one message for one destination,
+//! delivered in one request (`qmgr_entry.c`).
+//!
+//! An entry waiting for delivery is on two lists: its queue's `todo` (the
+//! destination's FIFO, which oqmgr serves) and its peer's entry list (the
+//! job's share of that destination, which qmgr serves). Once selected it is
+//! on neither and counts in its queue's `busy`. Every entry holds one
+//! reference to its peer and one to its message; the last entry gone frees
+//! the peer, and the message is finished or refilled.
+
+use crate::event::Action;
+use crate::list::{self, ix, Links, NIL};
+use crate::Scheduler;
+
+/// One delivery request's worth of recipients.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// The message's slab index.
+    pub msg: u32,
+    pub queue: u32,
+    pub peer: u32,
+    /// Place on the queue's `todo` list.
+    pub in_queue: Links,
+    /// Place on the peer's entry list.
+    pub in_peer: Links,
+    pub busy: bool,
+    pub rcpts: Vec<u32>,
+}
+
+pub(crate) fn in_queue(e: &mut Entry) -> &mut Links {
+    &mut e.in_queue
+}
+
+pub(crate) fn in_peer(e: &mut Entry) -> &mut Links {
+    &mut e.in_peer
+}
+
+impl Scheduler {
+    /// A new, empty entry at the end of the peer's and the queue's lists
+    /// (`qmgr_entry_create()`).
+    pub(crate) fn entry_create(&mut self, p: u32) -> u32 {
+        let peer = &self.peers[p as usize];
+        let (q, j) = (peer.queue, peer.job);
+        let m = self.jobs[j as usize].msg;
+        let e = ix(self.entries.insert(Entry {
+            msg: m,
+            queue: q,
+            peer: p,
+            in_queue: Links::NONE,
+            in_peer: Links::NONE,
+            busy: false,
+            rcpts: Vec::new(),
+        }));
+        let peer = &mut self.peers[p as usize];
+        list::push_back(&mut self.entries, &mut peer.entries, e, in_peer);
+        peer.refcount += 1;
+        let queue = &mut self.queues[q as usize];
+        list::push_back(&mut self.entries, &mut queue.todo, e, in_queue);
+        self.messages[m as usize].refcount += 1;
+        self.jobs[j as usize].read_entries += 1;
+        self.peer_offer(p);
+        e
+    }
+
+    /// Takes a waiting entry off its lists for delivery
+    /// (`qmgr_entry_select()`), with the session-caching hints.
+    pub(crate) fn entry_select(&mut self, e: u32) {
+        let entry = &self.entries[e as usize];
+        if entry.busy {
+            panic!("entry_select: entry {e} is already busy");
+        }
+        let (q, p) = (entry.queue as usize, entry.peer);
+        let peer = &mut self.peers[p as usize];
+        list::unlink(&mut self.entries, &mut peer.entries, e, in_peer);
+        let j = peer.job as usize;
+        let queue = &mut self.queues[q];
+        list::unlink(&mut self.entries, &mut queue.todo, e, in_queue);
+        queue.busy += 1;
+        queue.update_dest_flags(self.now);
+        self.entries[e as usize].busy = true;
+        self.jobs[j].selected_entries += 1;
+        self.refresh(q);
+    }
+
+    /// Puts a busy entry back as if never selected, because the request
+    /// never reached the agent (`qmgr_entry_unselect()`).
+    pub(crate) fn entry_unselect(&mut self, e: u32) {
+        let entry = &mut self.entries[e as usize];
+        if !entry.busy {
+            panic!("entry_unselect: entry {e} is not busy");
+        }
+        entry.busy = false;
+        let (q, p) = (entry.queue as usize, entry.peer);
+        let queue = &mut self.queues[q];
+        queue.busy = queue.busy.saturating_sub(1);
+        list::push_back(&mut self.entries, &mut queue.todo, e, in_queue);
+        let peer = &mut self.peers[p as usize];
+        list::push_front(&mut self.entries, &mut peer.entries, e, in_peer);
+        let j = peer.job as usize;
+        self.jobs[j].selected_entries -= 1;
+        self.peer_offer(p);
+        self.refresh(q);
+    }
+
+    /// Moves a waiting entry's recipients to another (live) queue, under
+    /// the message's job for that queue's transport
+    /// (`qmgr_entry_move_todo()`).
+    pub(crate) fn entry_move_todo(&mut self, dst_queue: usize, e: u32) {
+        let m = self.entries[e as usize].msg;
+        let t = ix(self.queues[dst_queue].transport);
+        let dst_job = self.job_obtain(m, t);
+        let dst_peer = self.peer_obtain(dst_job, ix(dst_queue));
+        let new = self.entry_create(dst_peer);
+        let rcpts = std::mem::take(&mut self.entries[e as usize].rcpts);
+        let n = count(rcpts.len());
+        let src_job = self.peers[self.entries[e as usize].peer as usize].job;
+        self.jobs[src_job as usize].rcpt_count -= n;
+        self.jobs[dst_job as usize].rcpt_count += n;
+        self.entries[new as usize].rcpts = rcpts;
+        self.entry_done(e);
+        self.refresh(dst_queue);
+    }
+
+    /// Removes a finished, deferred or moved entry (`qmgr_entry_done()`):
+    /// recipient counts and slots go back, the peer, queue and message may
+    /// go with it.
+    pub(crate) fn entry_done(&mut self, e: u32) {
+        let entry = self.entries.remove(e as usize);
+        let (q, p, m) = (entry.queue as usize, entry.peer, entry.msg);
+        let j = self.peers[p as usize].job;
+        let t = self.jobs[j as usize].transport as usize;
+        if entry.busy {
+            let queue = &mut self.queues[q];
+            queue.busy = queue.busy.saturating_sub(1);
+        } else {
+            let peer = &mut self.peers[p as usize];
+            // Temporarily reinsert nothing: the links live in the removed
+            // entry, so splice its neighbours directly.
+            splice_out(&mut self.entries, &mut peer.entries, entry.in_peer, in_peer);
+            let queue = &mut self.queues[q];
+            splice_out(&mut self.entries, &mut queue.todo, entry.in_queue, in_queue);
+            self.jobs[j as usize].selected_entries += 1;
+        }
+        let n = count(entry.rcpts.len());
+        self.jobs[j as usize].rcpt_count -= n;
+        self.messages[m as usize].rcpt_count -= n;
+        self.recipients = self.recipients.saturating_sub(entry.rcpts.len());
+        // Slots this message's jobs no longer need go back to the pool:
+        // a retired job's, or any job's once the message is fully read.
+        let more = self.messages[m as usize].more;
+        // By index: job_move_limits never changes a message's job list.
+        for k in 0..self.messages[m as usize].jobs.len() {
+            let sponsor = self.messages[m as usize].jobs[k];
+            let job = &self.jobs[sponsor as usize];
+            if job.rcpt_count >= job.rcpt_limit || sponsor == j {
+                continue;
+            }
+            if job.level < 0 || !more {
+                self.job_move_limits(sponsor);
+            }
+        }
+        if !more {
+            self.job_move_limits(j);
+        }
+        if entry.busy {
+            self.queue_delivery_done(q, t);
+        }
+        let peer = &mut self.peers[p as usize];
+        peer.refcount -= 1;
+        if peer.refcount == 0 {
+            self.peer_free(p);
+        }
+        self.refresh(q);
+        self.maybe_queue_done(q);
+        let msg = &mut self.messages[m as usize];
+        msg.refcount -= 1;
+        self.oqmgr_refill_check(m);
+        self.maybe_message_done(m);
+    }
+
+    /// After a delivery: remember when, and pause a rate-limited
+    /// destination (`_destination_rate_delay`).
+    fn queue_delivery_done(&mut self, q: usize, t: usize) {
+        self.queues[q].last_done = Some(self.now);
+        let delay = self.transports[t].cfg.dest_rate_delay;
+        if delay.is_zero() {
+            return;
+        }
+        if self.queues[q].is_dead() {
+            self.queue_unthrottle(q);
+        }
+        let queue = &mut self.queues[q];
+        if queue.window > 0 && !queue.suspended {
+            queue.suspended = true;
+            let generation = queue.generation;
+            self.timers.add(
+                self.now + delay,
+                crate::retry::Timer::QueueResume {
+                    queue: q,
+                    generation,
+                },
+            );
+        }
+    }
+
+    /// Defers every recipient of a waiting entry on the spot, then drops it.
+    pub(crate) fn entry_defer(&mut self, e: u32, dsn: &crate::event::Dsn) {
+        let m = self.entries[e as usize].msg as usize;
+        let id = self.messages[m].id;
+        self.messages[m].deferred = true;
+        for &rcpt in &self.entries[e as usize].rcpts {
+            self.actions.push_back(Action::DeferRecipient {
+                msg: id,
+                rcpt,
+                dsn: dsn.clone(),
+            });
+        }
+        self.entry_done(e);
+    }
+}
+
+/// Unlinks a node whose own links were already taken out of the slab.
+fn splice_out(
+    slab: &mut slab::Slab<Entry>,
+    list: &mut list::List,
+    links: Links,
+    l: list::Access<Entry>,
+) {
+    if links.prev == NIL {
+        list.head = links.next;
+    } else {
+        l(&mut slab[links.prev as usize]).next = links.next;
+    }
+    if links.next == NIL {
+        list.tail = links.prev;
+    } else {
+        l(&mut slab[links.next as usize]).prev = links.prev;
+    }
+    list.len = list.len.saturating_sub(1);
+}
+
+/// A recipient count as Postfix's `int` counters hold it.
+pub(crate) fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
