@@ -187,7 +187,7 @@ impl Runtime {
         };
         let id = message.queue_id.clone();
         let path = self.layout.path(QueueName::Active, &id);
-        let budget = self.sched.recipient_budget();
+        let budget = self.sched.refill_budget(msg);
         let read = OpenOptions::new()
             .read(true)
             .write(true)
@@ -201,6 +201,8 @@ impl Runtime {
                     self.log.warning(&line);
                 }
                 self.save_corrupt(&id);
+                self.sched
+                    .handle(Event::MessageAbandoned { msg }, crate::runtime::sched_now());
                 return;
             }
         };
@@ -216,6 +218,7 @@ impl Runtime {
     }
 
     fn sched_message(&mut self, msg: MessageId, routes: Vec<Route>, more: bool, flush_each: bool) {
+        let now = crate::runtime::sched_now();
         self.sched.handle(
             Event::Message {
                 msg,
@@ -223,8 +226,16 @@ impl Runtime {
                 more,
                 flush_each,
             },
-            crate::runtime::sched_now(),
+            now,
         );
+        // Preemption judges a job by the recipients it will have, not
+        // only those read so far.
+        if more {
+            if let Some(m) = self.messages.get(&msg) {
+                let unread = u32::try_from(m.env.rcpt_unread.max(0)).unwrap_or(u32::MAX);
+                self.sched.handle(Event::MessageInfo { msg, unread }, now);
+            }
+        }
     }
 
     /// Resolves every recipient of the current batch

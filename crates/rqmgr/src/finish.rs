@@ -58,6 +58,12 @@ impl Runtime {
         }
         if m.status != 0 && !matches!(self.layout.open_ok(QueueName::Active, &id), Ok(Some(_))) {
             self.save_corrupt(&id);
+            if refill {
+                self.sched.handle(
+                    rqmgr_sched::Event::MessageAbandoned { msg },
+                    crate::runtime::sched_now(),
+                );
+            }
             return;
         }
         if refill {

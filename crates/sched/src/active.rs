@@ -85,8 +85,21 @@ impl Scheduler {
             .push_back(Action::MessageDone { msg, deferred });
     }
 
+    /// The caller gave up on a message (see [`crate::Event::MessageAbandoned`]).
+    pub(crate) fn message_abandoned(&mut self, msg: crate::MessageId) {
+        let Some(&m) = self.message_ids.get(&msg) else {
+            return;
+        };
+        let message = &mut self.messages[m as usize];
+        message.more = false;
+        message.refilling = false;
+        if message.refcount == 0 {
+            self.message_free(m);
+        }
+    }
+
     /// `qmgr_message_free()`: the message and its jobs go.
-    fn message_free(&mut self, m: u32) {
+    pub(crate) fn message_free(&mut self, m: u32) {
         for j in self.messages[m as usize].jobs.clone() {
             self.job_free(j);
         }

@@ -95,6 +95,13 @@ pub enum Event {
         /// dead destinations it needs come back to life.
         flush_each: bool,
     },
+    /// The caller could not read the rest of the message (its file went
+    /// to `corrupt/` or vanished): forget it without an
+    /// [`Action::MessageDone`]. Deliveries still busy finish normally.
+    MessageAbandoned {
+        /// The message.
+        msg: MessageId,
+    },
     /// Optional, after an [`Event::Message`] whose `more` was set: how
     /// many recipients the message's file still holds beyond those read so
     /// far (from its size record). qmgr's preemption uses it to judge how

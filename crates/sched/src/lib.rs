@@ -243,6 +243,7 @@ impl Scheduler {
                 flush_each,
             } => self.message_arrived(msg, routes, more, flush_each),
             Event::MessageInfo { msg, unread } => self.message_info(msg, unread),
+            Event::MessageAbandoned { msg } => self.message_abandoned(msg),
             Event::AgentReady { conn } => self.agent_ready(conn),
             Event::AgentUnavailable { conn, dsn } => self.agent_unavailable(conn, dsn),
             Event::Delivered { conn, outcome } => self.delivered(conn, outcome),

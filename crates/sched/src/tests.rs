@@ -775,3 +775,23 @@ fn site_hog_factor_limits_one_destinations_share() {
 }
 
 mod traffic;
+
+#[test]
+fn abandoned_refill_frees_the_active_slot() {
+    let mut s = Scheduler::new(Config::default());
+    s.handle(
+        Event::Message {
+            msg: MessageId(1),
+            routes: vec![route(0, "smtp", "r.example")],
+            more: true,
+            flush_each: false,
+        },
+        t0(),
+    );
+    let rest = run_with(&mut s, t0(), |_| Outcome::Final);
+    assert_eq!(rest, vec![Action::Refill { msg: MessageId(1) }]);
+    assert_eq!(s.message_count(), 1);
+    s.handle(Event::MessageAbandoned { msg: MessageId(1) }, t0());
+    assert_eq!(s.message_count(), 0);
+    assert_eq!(s.poll_action(), None);
+}
