@@ -64,6 +64,10 @@ impl Scheduler {
             if !blamed_site {
                 self.queue_unthrottle(q);
             }
+        } else {
+            // A crash says nothing about the transport, but the one
+            // delivery a rate-limited transport allows is over.
+            self.transports[t].rate_locked = false;
         }
         self.entry_done(e);
     }
@@ -120,6 +124,7 @@ impl Scheduler {
             return;
         }
         let tr = &mut self.transports[t];
+        tr.rate_locked = false;
         tr.dsn = Some(dsn.clone());
         tr.generation = tr.generation.wrapping_add(1);
         let generation = tr.generation;
@@ -130,7 +135,10 @@ impl Scheduler {
                 generation,
             },
         );
-        let queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
+        let mut queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
+        // HashMap order differs between runs; sorted, every run of the
+        // same events makes the same decisions.
+        queues.sort_unstable();
         for q in queues {
             if self.queues.contains(q) {
                 self.defer_todo(q, &dsn);
@@ -139,8 +147,12 @@ impl Scheduler {
         }
     }
 
+    /// A delivery went through without the agent failing
+    /// (`qmgr_transport_unthrottle()`): a dead transport lives again, and
+    /// the rate lock is always released.
     pub(crate) fn transport_unthrottle(&mut self, t: usize) {
         let tr = &mut self.transports[t];
+        tr.rate_locked = false;
         if tr.dsn.take().is_some() {
             tr.generation = tr.generation.wrapping_add(1);
         }
@@ -175,9 +187,7 @@ impl Scheduler {
                     self.transport_unthrottle(transport);
                 }
             }
-            Timer::TransportUnlock { transport } => {
-                self.transports[transport].rate_locked = false;
-            }
+            Timer::TransportHandoff { conn } => self.hand_off(conn),
         }
     }
 
@@ -186,7 +196,10 @@ impl Scheduler {
     pub(crate) fn flush_dead(&mut self) {
         for t in 0..self.transports.len() {
             self.transport_unthrottle(t);
-            let queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
+            let mut queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
+            // HashMap order differs between runs; sorted, every run of the
+            // same events makes the same decisions.
+            queues.sort_unstable();
             for q in queues {
                 if self.queues[q].is_dead() {
                     self.queue_unthrottle(q);

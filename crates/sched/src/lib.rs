@@ -332,6 +332,12 @@ impl Scheduler {
             }
             idle_in_a_row = 0;
             self.transports[t].pending += 1;
+            // With a transport rate delay there is one delivery at a time:
+            // no further connection until this one's delivery is over
+            // (`qmgr_transport_alloc()`).
+            if !self.transports[t].cfg.transport_rate_delay.is_zero() {
+                self.transports[t].rate_locked = true;
+            }
             let conn = ConnId(self.next_conn);
             self.next_conn += 1;
             self.conns.insert(
@@ -399,24 +405,38 @@ impl Scheduler {
         let t = c.transport;
         let tr = &mut self.transports[t];
         tr.pending = tr.pending.saturating_sub(1);
-        let entry = if tr.is_dead() {
+        // The hand-off waits out the transport rate delay
+        // (`qmgr_transport_event()`); the entry is chosen only then.
+        let delay = tr.cfg.transport_rate_delay;
+        if !delay.is_zero() {
+            self.timers
+                .add(self.now + delay, Timer::TransportHandoff { conn });
+            return;
+        }
+        self.hand_off(conn);
+    }
+
+    /// Gives a ready agent its entry (`qmgr_deliver()`), or closes it.
+    pub(crate) fn hand_off(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let t = c.transport;
+        let entry = if self.transports[t].is_dead() {
             None
         } else {
             self.select_entry(t)
         };
         let Some(e) = entry else {
             self.conns.remove(&conn);
+            // Nothing to send: release the rate lock, or the transport
+            // would never be selected again.
+            self.transports[t].rate_locked = false;
             self.actions.push_back(Action::Close { conn });
             return;
         };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.entry = Some(e);
-        }
-        let delay = self.transports[t].cfg.transport_rate_delay;
-        if !delay.is_zero() {
-            self.transports[t].rate_locked = true;
-            self.timers
-                .add(self.now + delay, Timer::TransportUnlock { transport: t });
         }
         let entry = &self.entries[e as usize];
         let queue = &self.queues[entry.queue as usize];

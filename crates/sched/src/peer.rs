@@ -145,7 +145,10 @@ impl Scheduler {
     /// Hands every parked peer of the transport back to its job. Only for
     /// recovering from a broken invariant, never on the normal path.
     pub(crate) fn transport_unpark_all(&mut self, t: usize) {
-        let queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
+        let mut queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
+        // HashMap order differs between runs; sorted, every run of the
+        // same events makes the same decisions.
+        queues.sort_unstable();
         for q in queues {
             for (p, stamp) in std::mem::take(&mut self.queues[q].parked) {
                 if self.peer_valid(p, stamp) {

@@ -21,8 +21,8 @@ pub(crate) enum Timer {
     QueueResume { queue: usize, generation: u64 },
     /// A dead transport comes back (`transport_retry_time`).
     TransportRevive { transport: usize, generation: u32 },
-    /// A transport's rate delay is over.
-    TransportUnlock { transport: usize },
+    /// A ready agent's hand-off, postponed by the transport rate delay.
+    TransportHandoff { conn: crate::event::ConnId },
 }
 
 /// A heap of timers, earliest first.
@@ -84,13 +84,25 @@ mod tests {
     #[test]
     fn timers_fire_in_order() {
         let mut t = Timers::default();
-        t.add(Time::from_secs(5), Timer::TransportUnlock { transport: 1 });
-        t.add(Time::from_secs(3), Timer::TransportUnlock { transport: 2 });
+        t.add(
+            Time::from_secs(5),
+            Timer::TransportHandoff {
+                conn: crate::event::ConnId(1),
+            },
+        );
+        t.add(
+            Time::from_secs(3),
+            Timer::TransportHandoff {
+                conn: crate::event::ConnId(2),
+            },
+        );
         assert_eq!(t.next_deadline(), Some(Time::from_secs(3)));
         assert_eq!(t.pop_due(Time::from_secs(2)), None);
         assert_eq!(
             t.pop_due(Time::from_secs(10)),
-            Some(Timer::TransportUnlock { transport: 2 })
+            Some(Timer::TransportHandoff {
+                conn: crate::event::ConnId(2)
+            })
         );
     }
 }
