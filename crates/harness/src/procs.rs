@@ -1,0 +1,100 @@
+//! Finding and stopping the processes that belong to a private instance.
+//!
+//! Job: after a test, no process of its instance may survive (a leftover
+//! daemon holding CI's stdout makes CI hang). A process belongs to an instance
+//! when its executable (`/proc/PID/exe`) or its working directory
+//! (`/proc/PID/cwd`) lies inside the instance's directory: every Postfix
+//! daemon of an instance is a copy inside its `libexec/` and works inside its
+//! queue directory. Limits: Linux only (reads /proc); processes that exit
+//! while being inspected are simply skipped.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Sends `signal` to `pid`, ignoring "no such process".
+pub fn kill_pid(pid: i32, signal: Signal) {
+    let _ = kill(Pid::from_raw(pid), signal);
+}
+
+/// The resolved target of a /proc link, without the " (deleted)" marker that
+/// the kernel appends when the file has been removed meanwhile.
+fn proc_link(pid: i32, what: &str) -> Option<PathBuf> {
+    let target = std::fs::read_link(format!("/proc/{pid}/{what}")).ok()?;
+    let s = target.to_string_lossy();
+    Some(PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s)))
+}
+
+/// Every live process id on the machine, except this process.
+fn all_pids() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| p != me)
+        .collect()
+}
+
+/// True when the process is a zombie (exited, waiting to be reaped): it holds
+/// no resources and cannot be killed, so it does not count as running.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The state follows the parenthesised command name, which may
+            // itself contain spaces or parentheses.
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st == "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Processes whose executable or working directory lies under `root`.
+pub fn pids_under(root: &Path) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| {
+            let inside = |what| proc_link(p, what).is_some_and(|t| t.starts_with(root));
+            (inside("exe") || inside("cwd")) && !is_zombie(p)
+        })
+        .collect()
+}
+
+/// Processes whose executable is exactly `exe`.
+pub fn pids_with_exe(exe: &Path) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| proc_link(p, "exe").is_some_and(|t| t == exe) && !is_zombie(p))
+        .collect()
+}
+
+/// Polls until no process lies under `root` or `timeout` passes; returns the
+/// survivors (empty on success).
+pub fn wait_gone(root: &Path, timeout: Duration) -> Vec<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = pids_under(root);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills (SIGKILL) every process under `root`, repeating until none is left
+/// (a dying master may still fork) or `timeout` passes; returns survivors.
+pub fn kill_all_under(root: &Path, timeout: Duration) -> Vec<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = pids_under(root);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        for p in &left {
+            kill_pid(*p, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

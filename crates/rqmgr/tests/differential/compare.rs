@@ -1,0 +1,186 @@
+//! What a differential scenario compares between the stock qmgr and rqmgr.
+//!
+//! A scenario runs twice, once per queue manager, each time on a fresh
+//! private Postfix instance, and ends by taking an [`Outcome`]: what each
+//! recipient got (smtp-sink dumps, local mailboxes, DSN subjects), what
+//! stayed in which queue with which mode and retry time, and the queue
+//! manager's own log lines. Everything that legitimately differs between
+//! two runs is normalised away: queue IDs (numbered by first appearance in
+//! the log), process IDs, times and delays, and file times (kept as
+//! "seconds after the file's arrival", rounded to `TIME_SLACK`).
+//!
+//! Log lines are compared as sorted multisets, because the order in which
+//! concurrent deliveries finish is not deterministic even for the stock
+//! qmgr; a scenario that cares about order says so itself.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use rqmgr_harness::{Instance, QueueManager, SmtpSink};
+
+/// File times may differ by scheduling jitter between the two runs.
+pub const TIME_SLACK: i64 = 5;
+
+/// One queue file's state, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileState {
+    /// Permission bits (0700 ready, 0710 force-expired, ...).
+    pub mode: u32,
+    /// mtime minus the arrival time in its `T` record, rounded down to
+    /// `TIME_SLACK`: the retry schedule Postfix's backoff rule gives.
+    pub retry_after: i64,
+}
+
+/// Everything a scenario compares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Recipients the sink(s) received, sorted (one entry per delivery).
+    pub sink_recipients: Vec<String>,
+    /// Per local user: the subjects of the messages in the mailbox, sorted.
+    pub mailboxes: BTreeMap<String, Vec<String>>,
+    /// Per queue: the states of its files, sorted.
+    pub queues: BTreeMap<String, Vec<FileState>>,
+    /// The queue manager's log lines, normalised and sorted.
+    pub qmgr_log: Vec<String>,
+}
+
+/// Queues whose contents a scenario's outcome includes.
+pub const QUEUES: [&str; 6] = ["incoming", "active", "deferred", "hold", "corrupt", "maildrop"];
+
+/// Takes the outcome of a run. `users` are the local users whose
+/// mailboxes count.
+pub fn snapshot(inst: &Instance, sinks: &[&SmtpSink], users: &[&str]) -> Outcome {
+    let mut sink_recipients: Vec<String> = sinks
+        .iter()
+        .flat_map(|s| s.messages())
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("X-Rcpt-Args:"))
+                .map(|a| a.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    sink_recipients.sort();
+    let mut mailboxes = BTreeMap::new();
+    for user in users {
+        let mbox = inst.mailbox(user);
+        let mut subjects: Vec<String> = mbox
+            .lines()
+            .filter_map(|l| l.strip_prefix("Subject: "))
+            .map(str::to_string)
+            .collect();
+        subjects.sort();
+        mailboxes.insert((*user).to_string(), subjects);
+    }
+    let mut queues = BTreeMap::new();
+    for q in QUEUES {
+        let mut files: Vec<FileState> = inst
+            .queue_ids(q)
+            .iter()
+            .filter_map(|id| inst.queue_file_path(q, id))
+            .filter_map(|p| file_state(&p))
+            .collect();
+        files.sort();
+        queues.insert(q.to_string(), files);
+    }
+    Outcome {
+        sink_recipients,
+        mailboxes,
+        queues,
+        qmgr_log: qmgr_lines(inst),
+    }
+}
+
+/// The queue manager's lines of the instance's log, normalised, sorted.
+/// Both queue managers log as `postfix/qmgr` (rqmgr is installed under
+/// that name), so the program name is part of the comparison.
+pub fn qmgr_lines(inst: &Instance) -> Vec<String> {
+    let program = inst.queue_manager().log_program();
+    let mut lines: Vec<String> = inst
+        .log()
+        .normalized()
+        .into_iter()
+        .filter(|l| l.starts_with(&format!("{program}[")))
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn file_state(path: &std::path::Path) -> Option<FileState> {
+    let md = std::fs::metadata(path).ok()?;
+    let arrival = arrival_time(path).unwrap_or(md.mtime());
+    let after = md.mtime() - arrival;
+    Some(FileState {
+        mode: md.mode() & 0o7777,
+        retry_after: after.div_euclid(TIME_SLACK) * TIME_SLACK,
+    })
+}
+
+/// Seconds from the file's `T` record (arrival), read with postcat's
+/// help-free parser of the record framing: type byte, base-128 length.
+fn arrival_time(path: &std::path::Path) -> Option<i64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let kind = bytes[pos];
+        pos += 1;
+        let mut len = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = *bytes.get(pos)?;
+            pos += 1;
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let data = bytes.get(pos..pos + len)?;
+        pos += len;
+        if kind == b'T' {
+            let text = std::str::from_utf8(data).ok()?;
+            return text.split_whitespace().next()?.parse().ok();
+        }
+        if kind == b'M' {
+            return None;
+        }
+    }
+    None
+}
+
+/// Runs `scenario` with the stock qmgr and with rqmgr, returning both
+/// outcomes (stock first).
+pub fn run_both(scenario: impl Fn(QueueManager) -> Outcome) -> (Outcome, Outcome) {
+    let stock = scenario(QueueManager::Stock);
+    let ours = scenario(crate::common::rqmgr());
+    (stock, ours)
+}
+
+/// Asserts two outcomes are equal, showing both in full when not.
+pub fn assert_same(what: &str, stock: &Outcome, ours: &Outcome) {
+    assert_eq!(
+        stock.sink_recipients, ours.sink_recipients,
+        "{what}: sink deliveries differ"
+    );
+    assert_eq!(stock.mailboxes, ours.mailboxes, "{what}: mailboxes differ");
+    assert_eq!(stock.queues, ours.queues, "{what}: queue states differ");
+    assert_eq!(
+        stock.qmgr_log, ours.qmgr_log,
+        "{what}: queue manager log lines differ\nstock:\n{}\nrqmgr:\n{}",
+        stock.qmgr_log.join("\n"),
+        ours.qmgr_log.join("\n")
+    );
+}
+
+/// Waits until `f` holds, panicking with the log tail after `timeout`.
+pub fn wait(inst: &Instance, timeout: Duration, what: &str, f: impl Fn(&Instance) -> bool) {
+    let start = std::time::Instant::now();
+    while !f(inst) {
+        if start.elapsed() > timeout {
+            panic!("timed out waiting for {what}\n{}", inst.maillog());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

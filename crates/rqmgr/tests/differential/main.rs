@@ -1,0 +1,15 @@
+//! Differential tests: each scenario runs on a private Postfix instance
+//! with the stock qmgr and again with rqmgr, and the outcomes must match
+//! (see `compare`). Where the stock qmgr's own behaviour is not
+//! deterministic, the scenario says what it compares instead.
+//!
+//! Requires root and Postfix (scripts/test.sh installs it); a missing
+//! Postfix fails the tests, never skips them.
+
+#[path = "../e2e/common.rs"]
+#[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
+mod compare;
+
+mod double_bounce;
