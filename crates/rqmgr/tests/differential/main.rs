@@ -13,3 +13,4 @@ mod common;
 mod compare;
 
 mod double_bounce;
+mod mixed_workload;
