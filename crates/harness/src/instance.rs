@@ -38,6 +38,8 @@
 //! for any process whose executable or working directory lies inside ROOT,
 //! repeated until none is left) and ROOT removed, unless `RQMGR_KEEP_TEST_DIR`
 //! is set. When dropped during a panic it prints the tail of its mail log.
+//! If the test process dies without running drop handlers, the next harness
+//! user reaps the orphaned instance (see the `orphans` module).
 //!
 //! Limits: start-up failures that Postfix reports only to syslog are not
 //! visible (there is no /dev/log here); `start` reports `postfix check` and
@@ -191,7 +193,7 @@ impl InstanceBuilder {
 /// A running private Postfix instance; see the module documentation.
 #[derive(Debug)]
 pub struct Instance {
-    dir: Option<tempfile::TempDir>,
+    dir: Option<crate::orphans::TestDir>,
     root: PathBuf,
     smtpd: PortLease,
     queue_manager: QueueManager,
@@ -396,8 +398,9 @@ impl Instance {
         let check = self.postfix_cmd(&["check"])?;
         if !check.success() || !check.stderr.trim().is_empty() {
             return Err(Error::new(format!(
-                "`postfix check` of the test instance failed: {}\n--- maillog ---\n{}",
+                "`postfix check` of the test instance failed: {}{}\n--- maillog ---\n{}",
                 check.describe(),
+                self.diagnose("check"),
                 self.maillog()
             )));
         }
@@ -406,9 +409,9 @@ impl Instance {
         self.running = true;
         if !start.success() {
             return Err(Error::new(format!(
-                "`postfix start` failed (early errors go to syslog, which is absent here; \
-                 check main.cf/master.cf): {}\n--- maillog ---\n{}",
+                "`postfix start` failed: {}{}\n--- maillog ---\n{}",
                 start.describe(),
+                self.diagnose("start"),
                 self.maillog()
             )));
         }
@@ -422,6 +425,22 @@ impl Instance {
                 self.maillog()
             ))
         })
+    }
+
+    /// Postfix commands report early errors only to syslog, absent here, or
+    /// to stderr when that is a terminal: re-run `postfix -c CONFIG ARG`
+    /// under a pseudo-terminal (util-linux `script`) to show the reason.
+    fn diagnose(&self, arg: &str) -> String {
+        let mut c = Command::new("script");
+        let line = format!("postfix -c {} {arg}", self.config_dir().display());
+        c.args(["-qec", &line, "/dev/null"]);
+        match cmd::run(c, None, CMD_TIMEOUT) {
+            Ok(out) => format!(
+                "\n--- `{line}` on a terminal (shows what went to syslog) ---\n{}{}",
+                out.stdout, out.stderr
+            ),
+            Err(e) => format!("\n(could not re-run on a terminal: {e})"),
+        }
     }
 
     // ----- paths and facts -----

@@ -23,6 +23,7 @@ pub mod cmd;
 mod error;
 pub mod instance;
 pub mod maillog;
+mod orphans;
 pub mod ports;
 pub mod procs;
 pub mod sink;
@@ -119,28 +120,31 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> R
     }
 }
 
-/// A fresh, world-traversable (0755) temporary directory for an instance or
-/// a sink: daemons running as `postfix` or `nobody` must reach inside it.
-pub(crate) fn test_tempdir(prefix: &str) -> Result<tempfile::TempDir> {
-    let base = std::env::var_os(TMPDIR_ENV)
+/// The parent directory of test directories.
+pub(crate) fn test_base() -> PathBuf {
+    std::env::var_os(TMPDIR_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(&base)
-        .map_err(|e| Error::io(format!("cannot create a directory in {base:?}"), e))?;
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// A fresh, world-traversable (0755) temporary directory for an instance or
+/// a sink (daemons running as `postfix` or `nobody` must reach inside it),
+/// after reaping the directories of dead test processes (see [`orphans`]).
+pub(crate) fn test_tempdir(prefix: &str) -> Result<orphans::TestDir> {
+    let base = test_base();
+    orphans::reap(&base);
+    let dir = orphans::TestDir::new(&base, prefix)?;
     set_mode(dir.path(), 0o755)?;
     Ok(dir)
 }
 
 /// Removes a test directory, or keeps it (printing its path) when
 /// [`KEEP_DIR_ENV`] is set.
-pub(crate) fn dispose_dir(dir: tempfile::TempDir) {
-    if std::env::var_os(KEEP_DIR_ENV).is_some() {
-        let path = dir.keep();
-        eprintln!("rqmgr-harness: kept {}", path.display());
-    } else if let Err(e) = dir.close() {
-        eprintln!("rqmgr-harness: could not remove a test directory: {e}");
+pub(crate) fn dispose_dir(dir: orphans::TestDir) {
+    match dir.dispose(std::env::var_os(KEEP_DIR_ENV).is_some()) {
+        Ok(Some(path)) => eprintln!("rqmgr-harness: kept {}", path.display()),
+        Ok(None) => {}
+        Err(e) => eprintln!("rqmgr-harness: could not remove a test directory: {e}"),
     }
 }
 

@@ -5,7 +5,8 @@
 //! when its executable (`/proc/PID/exe`) or its working directory
 //! (`/proc/PID/cwd`) lies inside the instance's directory: every Postfix
 //! daemon of an instance is a copy inside its `libexec/` and works inside its
-//! queue directory. Limits: Linux only (reads /proc); processes that exit
+//! queue directory; smtp-sink names its dump directory on its command line.
+//! Limits: Linux only (reads /proc); processes that exit
 //! while being inspected are simply skipped.
 
 use nix::sys::signal::{kill, Signal};
@@ -51,13 +52,27 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// Processes whose executable or working directory lies under `root`.
+/// True when the process's command line mentions `root` followed by `/`
+/// (e.g. smtp-sink's dump template inside a sink directory).
+fn mentions(pid: i32, root: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let needle = format!("{}/", root.display());
+    cmdline
+        .split(|&b| b == 0)
+        .any(|arg| String::from_utf8_lossy(arg).contains(&needle))
+}
+
+/// Processes that belong to the directory `root`: their executable or
+/// working directory lies under it, or their command line names a path
+/// inside it.
 pub fn pids_under(root: &Path) -> Vec<i32> {
     all_pids()
         .into_iter()
         .filter(|&p| {
             let inside = |what| proc_link(p, what).is_some_and(|t| t.starts_with(root));
-            (inside("exe") || inside("cwd")) && !is_zombie(p)
+            (inside("exe") || inside("cwd") || mentions(p, root)) && !is_zombie(p)
         })
         .collect()
 }

@@ -39,7 +39,7 @@ pub enum SinkMode {
 #[derive(Debug)]
 pub struct SmtpSink {
     lease: PortLease,
-    dir: Option<tempfile::TempDir>,
+    dir: Option<crate::orphans::TestDir>,
     dump_dir: PathBuf,
     child: Option<Child>,
     mode: SinkMode,
