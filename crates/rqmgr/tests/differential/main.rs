@@ -12,4 +12,8 @@ mod common;
 #[allow(dead_code)]
 mod compare;
 
+mod defer_transports;
 mod double_bounce;
+mod flow_tokens;
+mod kick;
+mod triggers;
