@@ -28,14 +28,19 @@ pub fn raw_trigger(inst: &Instance, letters: &[u8]) {
 }
 
 /// Sends message `n` (Subject `mNN`: all the same size, so that log
-/// lines differ only in queue ids) from `sender` to `to`.
+/// lines differ only in queue ids) from `sender` to `to`, and waits until
+/// pickup has taken it in: pickup walks maildrop in directory order, and
+/// the log's queue id numbering (first appearance) must follow submission
+/// order for two runs to compare.
 pub fn send(inst: &Instance, n: usize, to: &str) {
     let from = inst.local_address("sender");
     let text = format!("Subject: m{n:02}\n\nmessage {n:02}\n");
+    let before = submitted(inst).len();
     ok(inst.sendmail(&from, &[to], &text));
+    ok(inst.wait_until(|i| submitted(i).len() > before, GUARD));
 }
 
-/// Queue ids in submission order (pickup's `uid=` lines).
+/// Queue ids in submission order (pickup's `uid=` lines; see [`send`]).
 pub fn submitted(inst: &Instance) -> Vec<String> {
     inst.log().queue_ids_logged("postfix/pickup", "uid=")
 }
