@@ -117,9 +117,12 @@ impl StatusChannel {
         self.generation
     }
 
-    /// Sends AVAIL (`true`) or TAKEN (`false`).  A 12-byte write to a
-    /// socket master drains never blocks in practice; if it would, or is
-    /// short, that is reported as an error.
+    /// Sends AVAIL (`true`) or TAKEN (`false`). Postfix writes these on a
+    /// blocking descriptor: when master falls behind (a flood of trigger
+    /// connections sends two records per connection), the write waits for
+    /// room rather than failing, and failure means master is gone. Our end
+    /// is non-blocking for the reactor, so a full buffer is waited out
+    /// here the same way; only a short write or another error is an error.
     pub fn send(&self, avail: bool) -> io::Result<()> {
         let status = if avail {
             MASTER_STAT_AVAIL
@@ -132,6 +135,7 @@ impl StatusChannel {
         let n = loop {
             match nix::unistd::write(&self.stream, &rec) {
                 Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => self.wait_writable()?,
                 other => break other?,
             }
         };
@@ -140,6 +144,27 @@ impl StatusChannel {
                 io::ErrorKind::WriteZero,
                 "short write on master status channel",
             ));
+        }
+        Ok(())
+    }
+
+    /// Blocks until the status socket has room (or an error/hang-up, which
+    /// the next write then reports).
+    #[allow(unsafe_code)]
+    fn wait_writable(&self) -> io::Result<()> {
+        let mut pfd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on the stack, count 1; the descriptor is owned
+        // by `self` and stays open for the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
         Ok(())
     }

@@ -12,5 +12,9 @@ mod common;
 #[allow(dead_code)]
 mod compare;
 
+mod defer_transports;
 mod double_bounce;
+mod flow_tokens;
+mod kick;
 mod mixed_workload;
+mod triggers;

@@ -1,0 +1,100 @@
+//! The in-flow token pipe (qmgr(8) "in_flow_delay"): cleanup(8) takes one
+//! token per connection and, finding none, waits `in_flow_delay` before it
+//! serves the client. The queue manager keeps the pipe filled up to
+//! `default_process_limit` tokens, so while it keeps up no cleanup waits.
+//!
+//! A small `default_process_limit` makes the pipe small, so that a burst
+//! of messages uses up the initial tokens and only the queue manager's
+//! refills keep cleanup from waiting. Postfix logs nothing about these
+//! waits; the scenario times each SMTP transaction on the client side and
+//! counts those that took at least `in_flow_delay` (the wait is a timer of
+//! exactly that length, far above the time of an unhindered transaction).
+//! What is compared: rqmgr's run has no more such waits than the stock
+//! run, and the outcomes (deliveries, queue manager log) are the same.
+//! No absolute speed is asserted.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::common::{instance_with_sink, ok, rqmgr, GUARD};
+use crate::compare::{assert_same, snapshot, Outcome};
+use crate::kick::wait_count;
+use rqmgr_harness::{QueueManager, SinkMode};
+
+const MESSAGES: usize = 40;
+const IN_FLOW_DELAY: Duration = Duration::from_secs(3);
+
+/// Reads one (possibly multi-line) SMTP reply and checks its class.
+fn reply(r: &mut impl BufRead, class: u8, after: &str) {
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).expect("SMTP reply");
+        assert!(n >= 4, "SMTP connection closed after {after}: {line:?}");
+        assert_eq!(line.as_bytes()[0], class, "after {after}: {line}");
+        if line.as_bytes()[3] != b'-' {
+            return;
+        }
+    }
+}
+
+fn command(w: &mut TcpStream, r: &mut impl BufRead, text: &str, class: u8) {
+    w.write_all(format!("{text}\r\n").as_bytes())
+        .expect("SMTP write");
+    reply(r, class, text);
+}
+
+/// Sends `MESSAGES` messages in one SMTP session; returns each
+/// transaction's duration (MAIL FROM to the reply after the final dot).
+fn transactions(port: u16, from: &str) -> Vec<Duration> {
+    let mut w = TcpStream::connect(("127.0.0.1", port)).expect("connect to smtpd");
+    w.set_read_timeout(Some(GUARD)).expect("read timeout");
+    let mut r = BufReader::new(w.try_clone().expect("clone stream"));
+    reply(&mut r, b'2', "connect");
+    command(&mut w, &mut r, "EHLO client.example", b'2');
+    let mut times = Vec::new();
+    for n in 0..MESSAGES {
+        let start = Instant::now();
+        command(&mut w, &mut r, &format!("MAIL FROM:<{from}>"), b'2');
+        command(
+            &mut w,
+            &mut r,
+            &format!("RCPT TO:<r{n:02}@remote.example>"),
+            b'2',
+        );
+        command(&mut w, &mut r, "DATA", b'3');
+        let body = format!("Subject: m{n:02}\r\n\r\nmessage {n:02}\r\n.");
+        command(&mut w, &mut r, &body, b'2');
+        times.push(start.elapsed());
+    }
+    command(&mut w, &mut r, "QUIT", b'2');
+    times
+}
+
+fn scenario(qm: QueueManager) -> (usize, Outcome) {
+    let (sink, inst) = instance_with_sink(qm, SinkMode::Accept, |b| {
+        b.main_cf("in_flow_delay", &format!("{}s", IN_FLOW_DELAY.as_secs()))
+            .main_cf("default_process_limit", "10")
+    });
+    let times = transactions(inst.smtpd_port(), &inst.local_address("sender"));
+    let waits = times.iter().filter(|t| **t >= IN_FLOW_DELAY).count();
+    ok(sink.wait_received(MESSAGES, GUARD));
+    ok(inst.wait_queue_empty(GUARD));
+    wait_count(&inst, ": removed", MESSAGES);
+    eprintln!(
+        "{:?}: {waits} of {MESSAGES} transactions waited for a flow token",
+        inst.queue_manager()
+    );
+    (waits, snapshot(&inst, &[&sink], &[]))
+}
+
+#[test]
+fn cleanup_never_waits_for_flow_tokens() {
+    let (stock_waits, stock) = scenario(QueueManager::Stock);
+    let (our_waits, ours) = scenario(rqmgr());
+    assert!(
+        our_waits <= stock_waits,
+        "with rqmgr {our_waits} transactions waited in_flow_delay, with the stock qmgr {stock_waits}"
+    );
+    assert_same("in-flow tokens", &stock, &ours);
+}
