@@ -53,18 +53,7 @@ pub const QUEUES: [&str; 6] = [
 /// Takes the outcome of a run. `users` are the local users whose
 /// mailboxes count.
 pub fn snapshot(inst: &Instance, sinks: &[&SmtpSink], users: &[&str]) -> Outcome {
-    let mut sink_recipients: Vec<String> = sinks
-        .iter()
-        .flat_map(|s| s.messages())
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .flat_map(|t| {
-            t.lines()
-                .filter_map(|l| l.strip_prefix("X-Rcpt-Args:"))
-                .map(|a| a.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    sink_recipients.sort();
+    let sink_recipients = sink_recipients(sinks);
     let mut mailboxes = BTreeMap::new();
     for user in users {
         let mbox = inst.mailbox(user);
@@ -93,6 +82,23 @@ pub fn snapshot(inst: &Instance, sinks: &[&SmtpSink], users: &[&str]) -> Outcome
         queues,
         qmgr_log: qmgr_lines(inst),
     }
+}
+
+/// The recipients the sinks received (one entry per delivery), sorted.
+pub fn sink_recipients(sinks: &[&SmtpSink]) -> Vec<String> {
+    let mut all: Vec<String> = sinks
+        .iter()
+        .flat_map(|s| s.messages())
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("X-Rcpt-Args:"))
+                .map(|a| a.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all.sort();
+    all
 }
 
 /// The queue manager's lines of the instance's log, normalised, sorted.

@@ -24,7 +24,7 @@
 use std::time::Duration;
 
 use crate::common::{ok, GUARD};
-use crate::compare::{qmgr_lines, wait};
+use crate::compare::{qmgr_lines, sink_recipients, wait};
 use rqmgr_harness::{Instance, QueueManager, SinkMode, SmtpSink};
 
 struct Result {
@@ -35,22 +35,6 @@ struct Result {
     suspended_via_retry: bool,
     small_before_list: bool,
     qmgr_live: Vec<String>,
-}
-
-fn recipients(sink: &SmtpSink) -> Vec<String> {
-    let mut v: Vec<String> = sink
-        .messages()
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .flat_map(|t| {
-            t.lines()
-                .filter_map(|l| l.strip_prefix("X-Rcpt-Args:"))
-                .map(|a| a.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn closed_port() -> u16 {
@@ -136,10 +120,9 @@ fn scenario(qm: QueueManager) -> Result {
         .into_iter()
         .filter(|l| !dead_ids.iter().any(|id| l.contains(id.as_str())))
         .collect();
-    let _ = &dead_ids;
     Result {
-        sink_a: recipients(&sink_a),
-        sink_c: recipients(&sink_c),
+        sink_a: sink_recipients(&[&sink_a]),
+        sink_c: sink_recipients(&[&sink_c]),
         deferred_files: inst.queue_ids("deferred").len(),
         dead_deferrals,
         suspended_via_retry,
