@@ -12,4 +12,7 @@ mod common;
 #[allow(dead_code)]
 mod compare;
 
+mod delay_warning;
 mod double_bounce;
+#[allow(dead_code)]
+mod support;

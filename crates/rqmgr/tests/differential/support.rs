@@ -1,0 +1,83 @@
+//! Helpers for scenarios that compare more than an [`Outcome`]: queue file
+//! records and the reports a sender receives.
+
+use std::path::Path;
+
+use crate::compare::Outcome;
+use rqmgr_harness::QueueManager;
+
+/// [`crate::compare::run_both`] for scenarios that return more than an
+/// [`Outcome`] (stock first).
+pub fn run_both_with<T>(
+    scenario: impl Fn(QueueManager) -> (Outcome, T),
+) -> ((Outcome, T), (Outcome, T)) {
+    let stock = scenario(QueueManager::Stock);
+    let ours = scenario(crate::common::rqmgr());
+    (stock, ours)
+}
+
+/// The payload of the first envelope record of type `kind` in a queue file
+/// (framing: type byte, base-128 length, payload); `None` if absent.
+pub fn record_payload(path: &Path, kind: u8) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let t = bytes[pos];
+        pos += 1;
+        let mut len = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = *bytes.get(pos)?;
+            pos += 1;
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let data = bytes.get(pos..pos + len)?;
+        pos += len;
+        if t == kind {
+            return Some(data.to_vec());
+        }
+        if t == b'M' {
+            return None;
+        }
+    }
+    None
+}
+
+/// The delivery status notifications in `mailbox` (an mbox text),
+/// normalised for comparison: per message its Subject and the per-recipient
+/// DSN fields (`Final-Recipient`, `Original-Recipient`, `Action`, `Status`)
+/// in order. Texts with queue ids, times or host-specific detail are left
+/// out.
+pub fn dsn_summary(mailbox: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for msg in mailbox.split("\nFrom ") {
+        let mut fields = Vec::new();
+        let mut subject = String::new();
+        for line in msg.lines() {
+            if let Some(s) = line.strip_prefix("Subject: ") {
+                if subject.is_empty() {
+                    subject = s.to_string();
+                }
+            }
+            for key in [
+                "Final-Recipient:",
+                "Original-Recipient:",
+                "Action:",
+                "Status:",
+            ] {
+                if line.starts_with(key) {
+                    fields.push(line.trim_end().to_string());
+                }
+            }
+        }
+        if !subject.is_empty() {
+            out.push(format!("{subject} | {}", fields.join(" | ")));
+        }
+    }
+    out.sort();
+    out
+}
