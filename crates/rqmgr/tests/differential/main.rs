@@ -14,5 +14,6 @@ mod compare;
 
 mod delay_warning;
 mod double_bounce;
+mod relocated;
 #[allow(dead_code)]
 mod support;
