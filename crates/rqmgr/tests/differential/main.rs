@@ -14,6 +14,7 @@ mod compare;
 
 mod delay_warning;
 mod double_bounce;
+mod expiry;
 mod relocated;
 #[allow(dead_code)]
 mod support;
