@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{instance_with_sink, ok, GUARD};
 use crate::compare::{assert_same, run_both, snapshot, wait, Outcome};
-use crate::support::dsn_summary;
+use crate::support::{dsn_summary, submit};
 use rqmgr_harness::{Instance, QueueManager, SinkMode};
 
 /// Both lifetimes; the first attempts come well before.
@@ -22,18 +22,20 @@ fn lifetimes(qm: QueueManager) -> Outcome {
     });
     let submitted = Instant::now();
     // Mail from a local sender to the deferring far end.
-    ok(inst.sendmail(
+    submit(
+        &inst,
         &inst.local_address("sender"),
         &["alice@example.com"],
         "Subject: will expire\n\ntoo late\n",
-    ));
+    );
     // Mail from a remote sender to an unknown local user: its bounce (null
     // sender) goes to the deferring far end.
-    ok(inst.sendmail(
+    submit(
+        &inst,
         "carol@example.com",
         &[&inst.local_address("no-such-user")],
         "Subject: lost\n\nnobody home\n",
-    ));
+    );
     wait_deferred(&inst, 2);
     assert_eq!(inst.log().count("expired"), 0);
 
@@ -61,35 +63,54 @@ fn lifetimes(qm: QueueManager) -> Outcome {
 }
 
 fn forced(qm: QueueManager) -> Outcome {
-    let (sink, inst) = instance_with_sink(qm, SinkMode::SoftReject("RCPT".into()), |b| b);
+    let (sink, inst) = instance_with_sink(qm, SinkMode::SoftReject("RCPT".into()), |b| {
+        b.main_cf("header_checks", "regexp:{ { /^Subject: held/ HOLD } }")
+    });
     let from = inst.local_address("sender");
-    for to in ["a@example.com", "b@example.com", "c@example.com"] {
-        ok(inst.sendmail(&from, &[to], &format!("Subject: for {to}\n\nhi\n")));
-    }
+    let [a, b, c] = ["a", "b", "c"].map(|to| {
+        let rcpt = format!("{to}@example.com");
+        submit(
+            &inst,
+            &from,
+            &[&rcpt],
+            &format!("Subject: for {to}\n\nhi\n"),
+        )
+    });
     wait_deferred(&inst, 3);
-    let (a, b, c) = (id_for(&inst, "a"), id_for(&inst, "b"), id_for(&inst, "c"));
+    // d: held on arrival, never tried, so it has no defer log.
+    let d = submit(
+        &inst,
+        &from,
+        &["d@example.com"],
+        "Subject: held on arrival\n\nhi\n",
+    );
+    wait(&inst, GUARD, "d on hold", |i| {
+        i.queue_ids("hold").len() == 1
+    });
     // a: expire in deferred/. b: hold, then expire and release at once.
-    // c: hold, then expire: it stays on hold, marked.
+    // c: hold, then expire: it stays on hold, marked. d: expire and
+    // release; it bounces as "administratively expired".
     ok(inst.postsuper(&["-e", &a]));
     ok(inst.postsuper(&["-h", &b]));
     ok(inst.postsuper(&["-f", &b]));
     ok(inst.postsuper(&["-h", &c]));
     ok(inst.postsuper(&["-e", &c]));
+    ok(inst.postsuper(&["-f", &d]));
     ok(inst.postqueue_flush());
-    wait(&inst, GUARD, "two bounces", |i| {
+    wait(&inst, GUARD, "three bounces", |i| {
         i.mailbox("sender")
             .matches("\nSubject: Undelivered Mail Returned to Sender")
             .count()
-            == 2
+            == 3
             && i.queued_count() == 0
     });
     let qmgr = inst.queue_manager().log_program();
-    ok(inst.wait_for_log(|l| l.matching(&qmgr, ": removed").len() == 4, GUARD));
+    ok(inst.wait_for_log(|l| l.matching(&qmgr, ": removed").len() == 6, GUARD));
     let log = inst.log();
     assert_eq!(
         log.matching(&qmgr, "status=force-expired, returned to sender")
             .len(),
-        2,
+        3,
         "{}",
         log.text()
     );
@@ -110,17 +131,6 @@ fn wait_deferred(inst: &Instance, n: usize) {
             && i.queue_ids("active").is_empty()
             && i.queue_ids("incoming").is_empty()
     });
-}
-
-/// The queue id of the message the smtp client tried for `local@example.com`.
-fn id_for(inst: &Instance, local: &str) -> String {
-    let log = inst.log();
-    let needle = format!("to=<{local}@example.com>");
-    let line = log.matching("postfix/smtp", &needle);
-    line.first()
-        .and_then(|l| l.queue_id())
-        .unwrap_or_else(|| panic!("no attempt for {needle}"))
-        .to_string()
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod compare;
 mod delay_warning;
 mod double_bounce;
 mod expiry;
+mod hold_release;
 mod relocated;
 #[allow(dead_code)]
 mod support;

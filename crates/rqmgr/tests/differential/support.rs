@@ -2,9 +2,11 @@
 //! records and the reports a sender receives.
 
 use std::path::Path;
+use std::process::Command;
 
+use crate::common::{ok, GUARD};
 use crate::compare::Outcome;
-use rqmgr_harness::QueueManager;
+use rqmgr_harness::{cmd, Instance, QueueManager};
 
 /// [`crate::compare::run_both`] for scenarios that return more than an
 /// [`Outcome`] (stock first).
@@ -80,4 +82,30 @@ pub fn dsn_summary(mailbox: &str) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Queue ids pickup(8) logged, in order.
+pub fn picked_up(inst: &Instance) -> Vec<String> {
+    inst.log().queue_ids_logged("postfix/pickup", "uid=")
+}
+
+/// Submits a message with sendmail and waits until pickup(8) has taken
+/// it; returns its queue id. Submitting one at a time keeps the order in
+/// which queue ids first appear in the log (their normalised names) the
+/// same in every run: pickup walks maildrop in directory order.
+pub fn submit(inst: &Instance, from: &str, to: &[&str], message: &str) -> String {
+    let before = picked_up(inst).len();
+    ok(inst.sendmail(from, to, message));
+    ok(inst.wait_until(|i| picked_up(i).len() > before, GUARD));
+    picked_up(inst)[before].clone()
+}
+
+/// Wakes pickup(8) (`postkick public pickup W`), e.g. after `postsuper
+/// -r`, which leaves the file for pickup's next periodic scan.
+pub fn kick_pickup(inst: &Instance) {
+    let mut c = Command::new("postkick");
+    c.arg("-c")
+        .arg(inst.config_dir())
+        .args(["public", "pickup", "W"]);
+    ok(cmd::run_ok(c, None, GUARD));
 }
