@@ -16,6 +16,7 @@ mod delay_warning;
 mod double_bounce;
 mod expiry;
 mod hold_release;
+mod probes;
 mod relocated;
 #[allow(dead_code)]
 mod support;

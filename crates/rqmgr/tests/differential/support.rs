@@ -50,14 +50,16 @@ pub fn record_payload(path: &Path, kind: u8) -> Option<Vec<u8>> {
 }
 
 /// The delivery status notifications in `mailbox` (an mbox text),
-/// normalised for comparison: per message its Subject and the per-recipient
-/// DSN fields (`Final-Recipient`, `Original-Recipient`, `Action`, `Status`)
-/// in order. Texts with queue ids, times or host-specific detail are left
-/// out.
+/// normalised for comparison: per message its Subject and the
+/// per-recipient DSN fields (`Final-Recipient`, `Original-Recipient`,
+/// `Action`, `Status`). Texts with queue ids, times or host-specific detail
+/// are left out. Recipient blocks are sorted within a report: their order
+/// is the order in which concurrent delivery agents finished, which is not
+/// deterministic even for the stock qmgr.
 pub fn dsn_summary(mailbox: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for msg in mailbox.split("\nFrom ") {
-        let mut fields = Vec::new();
+        let mut blocks: Vec<Vec<String>> = Vec::new();
         let mut subject = String::new();
         for line in msg.lines() {
             if let Some(s) = line.strip_prefix("Subject: ") {
@@ -65,18 +67,23 @@ pub fn dsn_summary(mailbox: &str) -> Vec<String> {
                     subject = s.to_string();
                 }
             }
+            if line.starts_with("Final-Recipient:") {
+                blocks.push(Vec::new());
+            }
             for key in [
                 "Final-Recipient:",
                 "Original-Recipient:",
                 "Action:",
                 "Status:",
             ] {
-                if line.starts_with(key) {
-                    fields.push(line.trim_end().to_string());
+                if let Some(block) = blocks.last_mut().filter(|_| line.starts_with(key)) {
+                    block.push(line.trim_end().to_string());
                 }
             }
         }
+        blocks.sort();
         if !subject.is_empty() {
+            let fields: Vec<String> = blocks.into_iter().map(|b| b.join(", ")).collect();
             out.push(format!("{subject} | {}", fields.join(" | ")));
         }
     }
