@@ -18,5 +18,4 @@ mod expiry;
 mod hold_release;
 mod probes;
 mod relocated;
-#[allow(dead_code)]
 mod support;

@@ -72,3 +72,96 @@ fn probes_and_traces_as_postfix_does() {
     let (stock, ours) = run_both(scenario);
     assert_same("probes and traces", &stock, &ours);
 }
+
+/// Address verification probes of verify(8), asked for by smtpd's
+/// `reject_unverified_recipient`: mail from the double-bounce address that
+/// the agents only verify (smtp ends the session after RCPT, local looks
+/// the user up); the result goes back to verify(8), not to anyone's
+/// mailbox. The probe's recipients are compared via smtpd's later answers.
+fn mta_probes(qm: QueueManager) -> (Outcome, Vec<String>) {
+    let (sink, inst) = instance_with_sink(qm, SinkMode::Accept, |b| {
+        b.main_cf(
+            "smtpd_recipient_restrictions",
+            "reject_unverified_recipient",
+        )
+        .main_cf("address_verify_poll_delay", "1s")
+    });
+    let qmgr = inst.queue_manager().log_program();
+    let rcpts = [
+        inst.local_address("alice"),
+        inst.local_address("no-such-user"),
+        "bob@example.com".to_string(),
+    ];
+    let mut answers = Vec::new();
+    for (n, rcpt) in rcpts.iter().enumerate() {
+        // The first RCPT starts the probe (smtpd may wait for it up to
+        // address_verify_poll_count times); once its result is known, a
+        // second RCPT gets the final answer.
+        let _ = rcpt_answer(&inst, rcpt);
+        ok(inst.wait_for_log(|l| l.matching(&qmgr, ": removed").len() == n + 1, GUARD));
+        answers.push(format!("{rcpt}: {}", rcpt_answer(&inst, rcpt)));
+    }
+    assert!(sink.received() == 0, "probes deliver nothing");
+    (snapshot(&inst, &[&sink], &["sender", "alice"]), answers)
+}
+
+/// The first three characters (the reply code) of smtpd's answer to RCPT
+/// TO:<rcpt>.
+fn rcpt_answer(inst: &Instance, rcpt: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", inst.smtpd_port())).expect("connect");
+    stream.set_read_timeout(Some(GUARD)).expect("timeout");
+    let mut w = stream.try_clone().expect("clone");
+    let mut r = BufReader::new(stream);
+    let mut reply = || {
+        let mut last = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).expect("read") == 0 {
+                return last;
+            }
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            last = line;
+            if !more {
+                return last;
+            }
+        }
+    };
+    reply();
+    let from = inst.local_address("sender");
+    for c in [
+        "EHLO client.example".to_string(),
+        format!("MAIL FROM:<{from}>"),
+    ] {
+        write!(w, "{c}\r\n").expect("write");
+        reply();
+    }
+    write!(w, "RCPT TO:<{rcpt}>\r\n").expect("write");
+    let answer = reply();
+    write!(w, "QUIT\r\n").expect("write");
+    reply();
+    answer.get(..3).unwrap_or_default().to_string()
+}
+
+#[test]
+fn mta_probes_as_postfix_does() {
+    let (stock, ours) = crate::support::run_both_with(mta_probes);
+    assert_same("address verification probes", &stock.0, &ours.0);
+    assert_eq!(stock.1, ours.1, "smtpd's answers after the probes differ");
+    let codes: Vec<&str> = stock
+        .1
+        .iter()
+        .filter_map(|a| a.rsplit(' ').next())
+        .collect();
+    // unverified_recipient_reject_code is 450 by default.
+    assert_eq!(codes, ["250", "450", "250"], "{:?}", stock.1);
+    assert!(
+        stock
+            .0
+            .qmgr_log
+            .iter()
+            .any(|l| l.contains("from=<double-bounce@")),
+        "{:?}",
+        stock.0.qmgr_log
+    );
+}
