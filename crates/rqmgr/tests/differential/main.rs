@@ -13,8 +13,14 @@ mod common;
 mod compare;
 
 mod defer_transports;
+mod delay_warning;
 mod double_bounce;
+mod expiry;
 mod flow_tokens;
+mod hold_release;
 mod kick;
 mod mixed_workload;
+mod probes;
+mod relocated;
+mod support;
 mod triggers;

@@ -1,0 +1,118 @@
+//! Helpers for scenarios that compare more than an [`Outcome`]: queue file
+//! records and the reports a sender receives.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{ok, GUARD};
+use crate::compare::Outcome;
+use rqmgr_harness::{cmd, Instance, QueueManager};
+
+/// [`crate::compare::run_both`] for scenarios that return more than an
+/// [`Outcome`] (stock first).
+pub fn run_both_with<T>(
+    scenario: impl Fn(QueueManager) -> (Outcome, T),
+) -> ((Outcome, T), (Outcome, T)) {
+    let stock = scenario(QueueManager::Stock);
+    let ours = scenario(crate::common::rqmgr());
+    (stock, ours)
+}
+
+/// The payload of the first envelope record of type `kind` in a queue file
+/// (framing: type byte, base-128 length, payload); `None` if absent.
+pub fn record_payload(path: &Path, kind: u8) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let t = bytes[pos];
+        pos += 1;
+        let mut len = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = *bytes.get(pos)?;
+            pos += 1;
+            len |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let data = bytes.get(pos..pos + len)?;
+        pos += len;
+        if t == kind {
+            return Some(data.to_vec());
+        }
+        if t == b'M' {
+            return None;
+        }
+    }
+    None
+}
+
+/// The delivery status notifications in `mailbox` (an mbox text),
+/// normalised for comparison: per message its Subject and the
+/// per-recipient DSN fields (`Final-Recipient`, `Original-Recipient`,
+/// `Action`, `Status`). Texts with queue ids, times or host-specific detail
+/// are left out. Recipient blocks are sorted within a report: their order
+/// is the order in which concurrent delivery agents finished, which is not
+/// deterministic even for the stock qmgr.
+pub fn dsn_summary(mailbox: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for msg in mailbox.split("\nFrom ") {
+        let mut blocks: Vec<Vec<String>> = Vec::new();
+        let mut subject = String::new();
+        for line in msg.lines() {
+            if let Some(s) = line.strip_prefix("Subject: ") {
+                if subject.is_empty() {
+                    subject = s.to_string();
+                }
+            }
+            if line.starts_with("Final-Recipient:") {
+                blocks.push(Vec::new());
+            }
+            for key in [
+                "Final-Recipient:",
+                "Original-Recipient:",
+                "Action:",
+                "Status:",
+            ] {
+                if let Some(block) = blocks.last_mut().filter(|_| line.starts_with(key)) {
+                    block.push(line.trim_end().to_string());
+                }
+            }
+        }
+        blocks.sort();
+        if !subject.is_empty() {
+            let fields: Vec<String> = blocks.into_iter().map(|b| b.join(", ")).collect();
+            out.push(format!("{subject} | {}", fields.join(" | ")));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Queue ids pickup(8) logged, in order.
+pub fn picked_up(inst: &Instance) -> Vec<String> {
+    inst.log().queue_ids_logged("postfix/pickup", "uid=")
+}
+
+/// Submits a message with sendmail and waits until pickup(8) has taken
+/// it; returns its queue id. Submitting one at a time keeps the order in
+/// which queue ids first appear in the log (their normalised names) the
+/// same in every run: pickup walks maildrop in directory order.
+pub fn submit(inst: &Instance, from: &str, to: &[&str], message: &str) -> String {
+    let before = picked_up(inst).len();
+    ok(inst.sendmail(from, to, message));
+    ok(inst.wait_until(|i| picked_up(i).len() > before, GUARD));
+    picked_up(inst)[before].clone()
+}
+
+/// Wakes pickup(8) (`postkick public pickup W`), e.g. after `postsuper
+/// -r`, which leaves the file for pickup's next periodic scan.
+pub fn kick_pickup(inst: &Instance) {
+    let mut c = Command::new("postkick");
+    c.arg("-c")
+        .arg(inst.config_dir())
+        .args(["public", "pickup", "W"]);
+    ok(cmd::run_ok(c, None, GUARD));
+}
