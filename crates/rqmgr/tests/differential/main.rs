@@ -13,3 +13,8 @@ mod common;
 mod compare;
 
 mod double_bounce;
+mod lines;
+
+mod big_recipient_list;
+mod chroot;
+mod dead_destination;
