@@ -344,9 +344,8 @@ impl Runtime {
                         if !e.scan_is_silent() {
                             self.log.warning(&e.to_string());
                         }
-                        self.log.warning(&format!(
-                            "private/{transport} socket: malformed response"
-                        ));
+                        self.log
+                            .warning(&format!("private/{transport} socket: malformed response"));
                         Outcome::Crashed
                     }
                 };

@@ -17,7 +17,9 @@ fn scenario(qm: QueueManager) -> Outcome {
             .main_cf("smtp_recipient_refill_limit", "50")
             .main_cf("smtp_destination_recipient_limit", "50")
     });
-    let rcpts: Vec<String> = (0..RECIPIENTS).map(|n| format!("r{n}@remote.example")).collect();
+    let rcpts: Vec<String> = (0..RECIPIENTS)
+        .map(|n| format!("r{n}@remote.example"))
+        .collect();
     let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
     ok(inst.sendmail(
         &inst.local_address("sender"),
@@ -29,7 +31,11 @@ fn scenario(qm: QueueManager) -> Outcome {
     let out = snapshot(&inst, &[&sink], &[]);
     let mut unique = out.sink_recipients.clone();
     unique.dedup();
-    assert_eq!(out.sink_recipients.len(), RECIPIENTS, "some recipient missing or repeated");
+    assert_eq!(
+        out.sink_recipients.len(),
+        RECIPIENTS,
+        "some recipient missing or repeated"
+    );
     assert_eq!(unique.len(), RECIPIENTS, "some recipient delivered twice");
     out
 }

@@ -9,10 +9,7 @@ use crate::compare::{assert_same, run_both, snapshot, Outcome};
 use rqmgr_harness::{QueueManager, SinkMode};
 
 fn scenario(qm: QueueManager, chroot: &str) -> Outcome {
-    let line = format!(
-        "qmgr unix n - {chroot} 300 1 {}",
-        qm.command()
-    );
+    let line = format!("qmgr unix n - {chroot} 300 1 {}", qm.command());
     let (sink, inst) = instance_with_sink(qm, SinkMode::Accept, |b| b.master_cf_line(&line));
     let from = inst.local_address("sender");
     let alice = inst.local_address("alice");

@@ -46,7 +46,9 @@ pub struct Outcome {
 }
 
 /// Queues whose contents a scenario's outcome includes.
-pub const QUEUES: [&str; 6] = ["incoming", "active", "deferred", "hold", "corrupt", "maildrop"];
+pub const QUEUES: [&str; 6] = [
+    "incoming", "active", "deferred", "hold", "corrupt", "maildrop",
+];
 
 /// Takes the outcome of a run. `users` are the local users whose
 /// mailboxes count.
@@ -167,7 +169,8 @@ pub fn assert_same(what: &str, stock: &Outcome, ours: &Outcome) {
     assert_eq!(stock.mailboxes, ours.mailboxes, "{what}: mailboxes differ");
     assert_eq!(stock.queues, ours.queues, "{what}: queue states differ");
     assert_eq!(
-        stock.qmgr_log, ours.qmgr_log,
+        stock.qmgr_log,
+        ours.qmgr_log,
         "{what}: queue manager log lines differ\nstock:\n{}\nrqmgr:\n{}",
         stock.qmgr_log.join("\n"),
         ours.qmgr_log.join("\n")

@@ -99,7 +99,10 @@ fn check(what: &str, scenario: fn(QueueManager) -> (Outcome, Vec<String>)) {
     let (ours, our_deferred) = scenario(crate::common::rqmgr());
     let (stock_deferred, our_deferred) = (anonymous(stock_deferred), anonymous(our_deferred));
     assert_same(what, &stock, &ours);
-    assert_eq!(stock_deferred, our_deferred, "{what}: deferral lines differ");
+    assert_eq!(
+        stock_deferred, our_deferred,
+        "{what}: deferral lines differ"
+    );
 }
 
 #[test]

@@ -16,5 +16,7 @@ mod double_bounce;
 mod lines;
 
 mod big_recipient_list;
+mod broken_transport;
 mod chroot;
 mod dead_destination;
+mod service_outage;
