@@ -19,4 +19,5 @@ mod big_recipient_list;
 mod broken_transport;
 mod chroot;
 mod dead_destination;
+mod reload;
 mod service_outage;
