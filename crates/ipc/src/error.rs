@@ -220,6 +220,9 @@ pub enum IpcError {
         service: String,
         /// What was due.
         context: ReadContext,
+        /// Nothing of the list had arrived: Postfix's `attr_scan()` then
+        /// fails without a warning of its own (see [`IpcError::scan_is_silent`]).
+        list_start: bool,
     },
     /// EOF in the middle of a name or value.
     #[error("unexpected end-of-input from {service} socket while reading {}", .context.as_str())]
@@ -263,6 +266,20 @@ pub enum IpcError {
 }
 
 impl IpcError {
+    /// True when Postfix's `attr_scan()` would fail without logging
+    /// anything itself: the peer closed before sending a byte of the list.
+    /// Callers that add their own sentence (qmgr's "malformed response")
+    /// then log only that.
+    pub fn scan_is_silent(&self) -> bool {
+        matches!(
+            self,
+            IpcError::PrematureDisconnect {
+                list_start: true,
+                ..
+            }
+        )
+    }
+
     /// True when Postfix would stay silent about this failure on a first
     /// attempt: its clients warn on a first failure only when errno is set
     /// to something other than EPIPE or ENOENT (EOF and malformed input

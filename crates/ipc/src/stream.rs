@@ -152,12 +152,18 @@ impl AttrStream {
                 Ok(Ok(n)) => n,
             };
             if n == 0 {
-                let (context, partial) = self.decoder.eof_context(&self.buf[self.start..]);
+                let rest = &self.buf[self.start..];
+                let (context, partial) = self.decoder.eof_context(rest);
+                let list_start = rest.is_empty() && self.decoder.at_list_start();
                 let service = self.service.clone();
                 return Err(if partial {
                     IpcError::UnexpectedEof { service, context }
                 } else {
-                    IpcError::PrematureDisconnect { service, context }
+                    IpcError::PrematureDisconnect {
+                        service,
+                        context,
+                        list_start,
+                    }
                 });
             }
         }

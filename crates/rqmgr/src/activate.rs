@@ -17,6 +17,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
+use rqmgr_ipc::error::IpcError;
 use rqmgr_ipc::rewrite::{resolve_flags, ResolveReply};
 use rqmgr_queue::dirs::{mtime_secs, QueueName};
 use rqmgr_queue::message::{read_message, ReadLimits};
@@ -326,17 +327,13 @@ impl Runtime {
         tflags: i32,
     ) -> ResolveReply {
         let verify = tflags & DEL_REQ_FLAG_MTA_VRFY != 0;
+        let mut trouble = RewriteTrouble::default();
         let mut reply = loop {
             match self.rewrite.resolve(verify, &m.env.sender, address).await {
                 Ok(r) => break r,
                 Err(e) => {
-                    if !e.quiet_on_first_attempt() {
-                        self.log.warning(&format!(
-                            "problem talking to service {}: {}",
-                            self.p.rewrite_service_name, e
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let pause = self.rewrite_trouble(&e, &mut trouble);
+                    tokio::time::sleep(pause).await;
                 }
             }
         };
@@ -349,18 +346,48 @@ impl Runtime {
     }
 
     async fn rewrite_canonical(&mut self, address: &[u8]) -> Vec<u8> {
+        let mut trouble = RewriteTrouble::default();
         loop {
             match self.rewrite.rewrite("canonicalize", address).await {
                 Ok(r) => return r,
                 Err(e) => {
-                    self.log.warning(&format!(
-                        "problem talking to service {}: {}",
-                        self.p.rewrite_service_name, e
-                    ));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let pause = self.rewrite_trouble(&e, &mut trouble);
+                    tokio::time::sleep(pause).await;
                 }
             }
         }
+    }
+
+    /// Logs a failed trivial-rewrite request as Postfix's clients do and
+    /// returns the pause before the next try. A connection that cannot be
+    /// made is `mail_connect_wait()`: a warning per attempt, ten seconds
+    /// apart, fatal at the eleventh. A request that fails on a connection
+    /// is the resolve/rewrite client loop: quiet the first time unless
+    /// the error is a real one, then a warning every second.
+    fn rewrite_trouble(&mut self, e: &IpcError, t: &mut RewriteTrouble) -> Duration {
+        if let IpcError::Connect { service, source } = e {
+            t.connects += 1;
+            let text = format!(
+                "connect #{} to subsystem {}: {}",
+                t.connects,
+                service,
+                os_error(source)
+            );
+            if t.connects > 10 {
+                self.fatal(&text);
+            }
+            self.log.warning(&text);
+            return Duration::from_secs(10);
+        }
+        t.connects = 0;
+        t.requests += 1;
+        if t.requests > 1 || !e.quiet_on_first_attempt() {
+            self.log.warning(&format!(
+                "problem talking to service {}: {}",
+                self.p.rewrite_service_name, e
+            ));
+        }
+        Duration::from_secs(1)
     }
 
     fn is_double_bounce(&self, recipient: &[u8]) -> bool {
@@ -473,6 +500,16 @@ fn domain_of(address: &[u8]) -> Option<&[u8]> {
 }
 
 /// The error text as Postfix's `%m` prints it (no "(os error N)").
+/// Failed tries of one trivial-rewrite request (see
+/// `Runtime::rewrite_trouble`).
+#[derive(Debug, Default)]
+struct RewriteTrouble {
+    /// Connection attempts that failed in a row.
+    connects: u32,
+    /// Requests that failed on an established connection.
+    requests: u32,
+}
+
 pub(crate) fn os_error(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),

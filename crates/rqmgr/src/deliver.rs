@@ -46,10 +46,17 @@ pub fn spawn_connect(
                 Ok(()) => AgentEvent::Ready(conn, agent),
                 Err(e) => AgentEvent::Unavailable(conn, format!("{}: {}", path.display(), e)),
             },
-            Err(e) => AgentEvent::Unavailable(
-                conn,
-                format!("connect to transport {}: {}", path.display(), e),
-            ),
+            Err(e) => {
+                // Postfix words it "connect to transport private/X: %m".
+                let why = match &e {
+                    IpcError::Connect { source, .. } => crate::activate::os_error(source),
+                    other => other.to_string(),
+                };
+                AgentEvent::Unavailable(
+                    conn,
+                    format!("connect to transport {}: {}", path.display(), why),
+                )
+            }
         };
         let _ = tx.send(event);
     });

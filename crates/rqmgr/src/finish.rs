@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rqmgr_ipc::bounce::{self, BounceCommand, BounceRequest};
+use rqmgr_ipc::error::IpcError;
 use rqmgr_queue::dirs::QueueName;
 use rqmgr_sched::retry::next_attempt;
 use rqmgr_sched::MessageId;
@@ -205,7 +206,14 @@ impl Runtime {
         match bounce::notify(&path, command, &req, verp, timeout).await {
             Ok(status) => status,
             Err(e) => {
-                self.log.warning(&format!("{}: {}", path.display(), e));
+                // Postfix's abounce client says nothing of its own: a
+                // refused connection or a failed write is silent, and only
+                // attr_scan's complaint about a bad reply is logged.
+                let silent = matches!(e, IpcError::Connect { .. } | IpcError::Write { .. })
+                    || e.scan_is_silent();
+                if !silent {
+                    self.log.warning(&e.to_string());
+                }
                 self.log.info(&format!(
                     "{}: status=deferred ({} failed)",
                     m.queue_id,

@@ -335,11 +335,17 @@ impl Runtime {
                 );
             }
             AgentEvent::Replied(conn, reply) => {
-                self.transports.remove(&conn);
+                let transport = self.transports.remove(&conn).unwrap_or_default();
                 let outcome = match reply {
                     Ok(reply) => deliver::outcome(&reply),
                     Err(e) => {
-                        self.log.warning(&e.to_string());
+                        // As qmgr_deliver_final_reply(): attr_scan's own
+                        // warning, if it has one, then "malformed response".
+                        if !e.scan_is_silent() {
+                            self.log.warning(&e.to_string());
+                        }
+                        self.log
+                            .warning(&format!("private/{transport} socket: malformed response"));
                         Outcome::Crashed
                     }
                 };

@@ -12,6 +12,10 @@ mod common;
 #[allow(dead_code)]
 mod compare;
 
+mod big_recipient_list;
+mod broken_transport;
+mod chroot;
+mod dead_destination;
 mod defer_transports;
 mod delay_warning;
 mod double_bounce;
@@ -19,8 +23,11 @@ mod expiry;
 mod flow_tokens;
 mod hold_release;
 mod kick;
+mod lines;
 mod mixed_workload;
 mod probes;
+mod reload;
 mod relocated;
+mod service_outage;
 mod support;
 mod triggers;

@@ -1,0 +1,61 @@
+//! `postfix reload` while deliveries are in flight. The old queue manager
+//! exits; its agents finish on their own (the sink holds each DATA for a
+//! few seconds). The new one finds their files still locked, logs
+//! `QID: skipped, still being delivered` and puts them back for later;
+//! a flush then finds nothing left to deliver in them. Every recipient
+//! reaches the sink exactly once.
+//!
+//! Deterministic for the stock qmgr: with the initial destination
+//! concurrency of 5 and no delivery finished before the reload, exactly
+//! five files are locked when the new queue manager starts (it reports
+//! each of them once per incoming scan that meets it).
+
+use std::time::Duration;
+
+use crate::common::{instance_with_sink, ok, GUARD};
+use crate::compare::{assert_same, run_both, snapshot, Outcome};
+use rqmgr_harness::{QueueManager, SinkMode};
+
+const MESSAGES: usize = 8;
+
+fn scenario(qm: QueueManager) -> Outcome {
+    let (sink, inst) = instance_with_sink(qm, SinkMode::SlowData(6), |b| b);
+    for n in 0..MESSAGES {
+        let to = format!("r{n}@remote.example");
+        ok(inst.sendmail(
+            &inst.local_address("sender"),
+            &[&to],
+            "Subject: busy\n\nhello\n",
+        ));
+    }
+    ok(inst.wait_for_log(|l| l.count("(queue active)") == MESSAGES, GUARD));
+    // Let the first five deliveries reach the sink's slow DATA.
+    std::thread::sleep(Duration::from_secs(1));
+    ok(inst.reload());
+    ok(inst.wait_for_log(|l| l.count("skipped, still being delivered") >= 5, GUARD));
+    ok(sink.wait_received(MESSAGES, GUARD));
+    // The old agents are done once they logged their deliveries and
+    // closed the files; only then can a flush take the files.
+    ok(inst.wait_for_log(|l| l.count("status=sent") == MESSAGES, GUARD));
+    std::thread::sleep(Duration::from_secs(1));
+    ok(inst.postqueue_flush());
+    ok(inst.wait_queue_empty(GUARD));
+    ok(inst.wait_for_log(|l| l.count(": removed") == MESSAGES, GUARD));
+    let out = snapshot(&inst, &[&sink], &[]);
+    let mut unique = out.sink_recipients.clone();
+    unique.dedup();
+    assert_eq!(
+        out.sink_recipients.len(),
+        MESSAGES,
+        "{:?}",
+        out.sink_recipients
+    );
+    assert_eq!(unique.len(), MESSAGES, "{:?}", out.sink_recipients);
+    out
+}
+
+#[test]
+fn reload_during_delivery_loses_nothing() {
+    let (stock, ours) = run_both(scenario);
+    assert_same("reload during delivery", &stock, &ours);
+}
