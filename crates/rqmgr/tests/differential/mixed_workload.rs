@@ -85,7 +85,7 @@ fn scenario(qm: QueueManager) -> Result {
         sink_a.recipients_received() >= 320 && sink_c.recipients_received() >= 10
     });
     wait(&inst, GUARD, "dead mail deferred", |i| {
-        i.queue_ids("deferred").len() >= 1 && i.queue_ids("active").is_empty()
+        !i.queue_ids("deferred").is_empty() && i.queue_ids("active").is_empty()
     });
     // Let late log lines land.
     std::thread::sleep(Duration::from_millis(500));
