@@ -148,36 +148,15 @@ fn file_state(path: &std::path::Path) -> Option<FileState> {
     })
 }
 
-/// Seconds from the file's `T` record (arrival), read with postcat's
-/// help-free parser of the record framing: type byte, base-128 length.
+/// Seconds from the file's `T` record (arrival).
 fn arrival_time(path: &std::path::Path) -> Option<i64> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let kind = bytes[pos];
-        pos += 1;
-        let mut len = 0usize;
-        let mut shift = 0;
-        loop {
-            let b = *bytes.get(pos)?;
-            pos += 1;
-            len |= usize::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-        }
-        let data = bytes.get(pos..pos + len)?;
-        pos += len;
-        if kind == b'T' {
-            let text = std::str::from_utf8(data).ok()?;
-            return text.split_whitespace().next()?.parse().ok();
-        }
-        if kind == b'M' {
-            return None;
-        }
-    }
-    None
+    let t = crate::support::record_payload(path, b'T')?;
+    std::str::from_utf8(&t)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Runs `scenario` with the stock qmgr and with rqmgr, returning both

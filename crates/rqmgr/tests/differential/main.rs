@@ -28,6 +28,7 @@ mod mixed_workload;
 mod probes;
 mod reload;
 mod relocated;
+mod reports;
 mod service_outage;
 mod support;
 mod triggers;

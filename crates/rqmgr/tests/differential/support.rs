@@ -18,31 +18,16 @@ pub fn run_both_with<T>(
     (stock, ours)
 }
 
-/// The payload of the first envelope record of type `kind` in a queue file
-/// (framing: type byte, base-128 length, payload); `None` if absent.
+/// The payload of the first envelope record of type `kind` in a queue file,
+/// read with the project's own record reader; `None` if absent.
 pub fn record_payload(path: &Path, kind: u8) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let t = bytes[pos];
-        pos += 1;
-        let mut len = 0usize;
-        let mut shift = 0;
-        loop {
-            let b = *bytes.get(pos)?;
-            pos += 1;
-            len |= usize::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
+    let file = std::fs::File::open(path).ok()?;
+    let mut reader = rqmgr_queue::record::RecordReader::new(file);
+    while let Ok(Some(rec)) = reader.next() {
+        if rec.rec_type == kind {
+            return Some(rec.data);
         }
-        let data = bytes.get(pos..pos + len)?;
-        pos += len;
-        if t == kind {
-            return Some(data.to_vec());
-        }
-        if t == b'M' {
+        if rec.rec_type == b'M' {
             return None;
         }
     }
