@@ -24,7 +24,43 @@ pub(crate) struct Entry {
     /// Place on the peer's entry list.
     pub in_peer: Links,
     pub busy: bool,
-    pub rcpts: Vec<u32>,
+    pub rcpts: Rcpts,
+}
+
+/// An entry's recipient indexes. Many entries hold one recipient (small
+/// messages, or one recipient per destination), which is kept inline:
+/// no allocation, and no second cache miss when the entry is delivered.
+#[derive(Debug)]
+pub(crate) enum Rcpts {
+    One(u32),
+    /// Empty or more than one.
+    Many(Vec<u32>),
+}
+
+impl Rcpts {
+    pub const EMPTY: Rcpts = Rcpts::Many(Vec::new());
+
+    pub fn len(&self) -> usize {
+        match self {
+            Rcpts::One(_) => 1,
+            Rcpts::Many(v) => v.len(),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u32] {
+        match self {
+            Rcpts::One(r) => std::slice::from_ref(r),
+            Rcpts::Many(v) => v,
+        }
+    }
+
+    pub fn push(&mut self, rcpt: u32) {
+        match self {
+            Rcpts::Many(v) if v.is_empty() => *self = Rcpts::One(rcpt),
+            Rcpts::One(first) => *self = Rcpts::Many(vec![*first, rcpt]),
+            Rcpts::Many(v) => v.push(rcpt),
+        }
+    }
 }
 
 pub(crate) fn in_queue(e: &mut Entry) -> &mut Links {
@@ -49,7 +85,7 @@ impl Scheduler {
             in_queue: Links::NONE,
             in_peer: Links::NONE,
             busy: false,
-            rcpts: Vec::new(),
+            rcpts: Rcpts::EMPTY,
         }));
         let peer = &mut self.peers[p as usize];
         list::push_back(&mut self.entries, &mut peer.entries, e, in_peer);
@@ -58,6 +94,7 @@ impl Scheduler {
         list::push_back(&mut self.entries, &mut queue.todo, e, in_queue);
         self.messages[m as usize].refcount += 1;
         self.jobs[j as usize].read_entries += 1;
+        self.job_rekey(j);
         self.peer_offer(p);
         e
     }
@@ -79,6 +116,7 @@ impl Scheduler {
         queue.update_dest_flags(self.now);
         self.entries[e as usize].busy = true;
         self.jobs[j].selected_entries += 1;
+        self.job_rekey(ix(j));
         self.refresh(q);
     }
 
@@ -98,6 +136,7 @@ impl Scheduler {
         list::push_front(&mut self.entries, &mut peer.entries, e, in_peer);
         let j = peer.job as usize;
         self.jobs[j].selected_entries -= 1;
+        self.job_rekey(ix(j));
         self.peer_offer(p);
         self.refresh(q);
     }
@@ -111,7 +150,7 @@ impl Scheduler {
         let dst_job = self.job_obtain(m, t);
         let dst_peer = self.peer_obtain(dst_job, ix(dst_queue));
         let new = self.entry_create(dst_peer);
-        let rcpts = std::mem::take(&mut self.entries[e as usize].rcpts);
+        let rcpts = std::mem::replace(&mut self.entries[e as usize].rcpts, Rcpts::EMPTY);
         let n = count(rcpts.len());
         let src_job = self.peers[self.entries[e as usize].peer as usize].job;
         self.jobs[src_job as usize].rcpt_count -= n;
@@ -140,6 +179,7 @@ impl Scheduler {
             let queue = &mut self.queues[q];
             splice_out(&mut self.entries, &mut queue.todo, entry.in_queue, in_queue);
             self.jobs[j as usize].selected_entries += 1;
+            self.job_rekey(j);
         }
         let n = count(entry.rcpts.len());
         self.jobs[j as usize].rcpt_count -= n;
@@ -208,7 +248,7 @@ impl Scheduler {
         let m = self.entries[e as usize].msg as usize;
         let id = self.messages[m].id;
         self.messages[m].deferred = true;
-        for &rcpt in &self.entries[e as usize].rcpts {
+        for &rcpt in self.entries[e as usize].rcpts.as_slice() {
             self.actions.push_back(Action::DeferRecipient {
                 msg: id,
                 rcpt,

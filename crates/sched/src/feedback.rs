@@ -19,7 +19,7 @@ use crate::{Conn, Scheduler};
 
 impl Scheduler {
     pub(crate) fn agent_unavailable(&mut self, conn: ConnId, dsn: Dsn) {
-        let Some(c) = self.conns.remove(&conn) else {
+        let Some(c) = self.conns.remove(conn) else {
             return;
         };
         let t = c.transport;
@@ -39,7 +39,7 @@ impl Scheduler {
         let Some(Conn {
             transport: t,
             entry: Some(e),
-        }) = self.conns.remove(&conn)
+        }) = self.conns.remove(conn)
         else {
             return;
         };

@@ -11,7 +11,9 @@
 //! `delivery_slot_cost` slots per entry of another, later job may let that
 //! job go first. The candidate is the job with the best ratio of time in
 //! the active queue to total entries, among those small enough to fit the
-//! slots the current job can still earn. The `delivery_slot_loan` lets a
+//! slots the current job can still earn (found through the job tree of
+//! [`crate::order`], which skips jobs that cannot win instead of visiting
+//! each as Postfix does). The `delivery_slot_loan` lets a
 //! preemption happen before all slots are earned, and
 //! `delivery_slot_discount` lowers the price; either way the preempting
 //! job's entries are paid for. A preempting job is pushed on a *stack*
@@ -29,6 +31,8 @@
 use std::collections::VecDeque;
 
 use crate::list::{self, ix, Links, NIL};
+use crate::order::{Node, Search};
+use crate::peer::PeerIndex;
 use crate::Scheduler;
 
 /// One message's deliveries through one transport.
@@ -52,6 +56,12 @@ pub(crate) struct Job {
     pub read_entries: i64,
     pub rcpt_count: i64,
     pub rcpt_limit: i64,
+    /// Place in the transport's job tree (see [`crate::order`]).
+    pub node: Node,
+    /// Noted for the tree's next flush.
+    pub tree_dirty: bool,
+    /// The job's peers by queue (`peer_byname`).
+    pub peers: PeerIndex,
 }
 
 fn on_list(j: &mut Job) -> &mut Links {
@@ -91,6 +101,9 @@ impl Scheduler {
                     read_entries: 0,
                     rcpt_count: 0,
                     rcpt_limit: 0,
+                    node: Node::NONE,
+                    tree_dirty: false,
+                    peers: PeerIndex::default(),
                 }));
                 self.messages[m as usize].jobs.push(j);
                 j
@@ -145,6 +158,7 @@ impl Scheduler {
             next,
             on_list,
         );
+        self.tree_insert(t, j);
         let mut unread = self.transports[t].job_next_unread;
         let (mut prev, mut next) = (self.transports[t].job_bytime.tail, NIL);
         while prev != NIL {
@@ -165,6 +179,7 @@ impl Scheduler {
             on_time,
         );
         self.jobs[j as usize].level = 0;
+        self.job_rekey(j);
         if current == NIL {
             self.transports[t].job_current = j;
         }
@@ -231,6 +246,10 @@ impl Scheduler {
             }
             self.jobs[child as usize].parent = parent;
         }
+        self.job_rekey(j);
+        if parent != NIL {
+            self.job_rekey(parent);
+        }
     }
 
     fn job_unlink(&mut self, j: u32) {
@@ -251,6 +270,7 @@ impl Scheduler {
         if j == tr.candidate_cache || j == tr.candidate_cache_current {
             tr.reset_candidate_cache();
         }
+        self.tree_remove(t, j);
         list::unlink(&mut self.jobs, &mut self.transports[t].job_list, j, on_list);
         list::unlink(
             &mut self.jobs,
@@ -331,41 +351,70 @@ impl Scheduler {
         let cost = tr.slot_cost.max(1);
         let cur = &self.jobs[current as usize];
         let max_slots = (cur.read_entries - cur.selected_entries + cur.slots_available) / cost;
-        let (mut best, mut best_score) = (NIL, 0.0f64);
+        let mut search = Search {
+            now,
+            max_slots,
+            best: NIL,
+            best_score: 0.0,
+            stopped: false,
+        };
         if max_slots > 0 {
-            let mut j = cur.list.next;
-            while j != NIL {
-                let job = &self.jobs[j as usize];
-                let next = job.list.next;
-                // Stack parents are behind their children; children of
-                // other stacks are fair game.
-                if !job.children.is_empty() || self.is_blocker(j) {
-                    j = next;
-                    continue;
-                }
-                let total = self.max_entries(j);
-                let needed = total - job.selected_entries;
-                let queued = self.messages[job.msg as usize].queued.as_secs();
-                let delay = now.saturating_sub(queued).saturating_add(1) as f64;
-                if needed > 0 && needed <= max_slots {
-                    let score = delay / total as f64;
-                    if score > best_score {
-                        best_score = score;
-                        best = j;
-                    }
-                }
-                // Later jobs arrived later: none can beat this score.
-                if delay <= best_score && job.level == 0 {
-                    break;
-                }
-                j = next;
-            }
+            self.tree_flush(t);
+            self.tree_search_after(current, &mut search);
         }
+        // Debug builds check the tree walk against Postfix's plain one.
+        #[cfg(debug_assertions)]
+        {
+            self.tree_flush(t);
+            self.tree_check(t);
+            let mut plain = Search {
+                now,
+                max_slots,
+                best: NIL,
+                best_score: 0.0,
+                stopped: false,
+            };
+            if max_slots > 0 {
+                let mut j = self.jobs[current as usize].list.next;
+                while j != NIL && !plain.stopped {
+                    self.candidate_visit(j, &mut plain);
+                    j = self.jobs[j as usize].list.next;
+                }
+            }
+            assert_eq!(search.best, plain.best, "job_candidate: tree walk differs");
+        }
+        let best = search.best;
         let tr = &mut self.transports[t];
         tr.candidate_cache = best;
         tr.candidate_cache_current = current;
         tr.candidate_cache_time = self.now;
         best
+    }
+
+    /// One job of the candidate walk, in list order: skip stack parents
+    /// and blockers, score the rest, stop where no later job can win.
+    pub(crate) fn candidate_visit(&self, j: u32, s: &mut Search) {
+        let job = &self.jobs[j as usize];
+        // Stack parents are behind their children; children of other
+        // stacks are fair game.
+        if !job.children.is_empty() || self.is_blocker(j) {
+            return;
+        }
+        let total = self.max_entries(j);
+        let needed = total - job.selected_entries;
+        let queued = self.messages[job.msg as usize].queued.as_secs();
+        let delay = s.now.saturating_sub(queued).saturating_add(1) as f64;
+        if needed > 0 && needed <= s.max_slots {
+            let score = delay / total as f64;
+            if score > s.best_score {
+                s.best_score = score;
+                s.best = j;
+            }
+        }
+        // Later jobs arrived later: none can beat this score.
+        if delay <= s.best_score && job.level == 0 {
+            s.stopped = true;
+        }
     }
 
     /// Lets a smaller job go before `current` if `current` has earned
@@ -401,6 +450,7 @@ impl Scheduler {
         if self.jobs[j as usize].level > 0 {
             self.job_pop(j);
         }
+        self.tree_remove(t, j);
         list::unlink(&mut self.jobs, &mut self.transports[t].job_list, j, on_list);
         list::insert_before(
             &mut self.jobs,
@@ -409,11 +459,14 @@ impl Scheduler {
             current,
             on_list,
         );
+        self.tree_insert(t, j);
         let level = self.jobs[current as usize].level + 1;
         self.jobs[current as usize].children.push(j);
         let job = &mut self.jobs[j as usize];
         job.parent = current;
         job.level = level;
+        self.job_rekey(j);
+        self.job_rekey(current);
         let tr = &mut self.transports[t];
         tr.job_current = j;
         tr.reset_candidate_cache();
@@ -460,8 +513,8 @@ impl Scheduler {
             p.children.retain(|&c| c != j);
             self.jobs[j as usize].parent = NIL;
         }
-        self.job_parent_gone(j, parent);
         self.jobs[j as usize].level = 0;
+        self.job_parent_gone(j, parent);
         self.transports[t].reset_candidate_cache();
     }
 

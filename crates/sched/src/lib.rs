@@ -40,12 +40,15 @@
 
 mod active;
 pub mod config;
+mod conn;
 mod entry;
 pub mod event;
 mod feedback;
+mod hash;
 mod job;
 mod list;
 mod message;
+mod order;
 mod peer;
 mod queue;
 pub mod retry;
@@ -60,7 +63,9 @@ pub use config::{Config, Feedback, TransportConfig};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
 pub use time::Time;
 
+use conn::{Conn, Conns};
 use entry::Entry;
+use hash::FxHashMap;
 use job::Job;
 use list::{ix, NIL};
 use message::Message;
@@ -74,13 +79,6 @@ pub const RETRY_TRANSPORT: &str = "retry";
 /// The `error` pseudo-transport: error(8) bouncing.
 pub const ERROR_TRANSPORT: &str = "error";
 
-/// A connection to a delivery agent.
-#[derive(Debug)]
-struct Conn {
-    transport: usize,
-    entry: Option<u32>,
-}
-
 /// The scheduler. See the crate documentation.
 pub struct Scheduler {
     cfg: Config,
@@ -93,12 +91,10 @@ pub struct Scheduler {
     queues: Slab<DestQueue>,
     entries: Slab<Entry>,
     peers: Slab<Peer>,
-    /// (job, queue) -> peer, as each job's `peer_byname`.
-    peer_ids: HashMap<(u32, u32), u32>,
     jobs: Slab<Job>,
     messages: Slab<Message>,
-    message_ids: HashMap<MessageId, u32>,
-    conns: HashMap<ConnId, Conn>,
+    message_ids: FxHashMap<MessageId, u32>,
+    conns: Conns,
     next_conn: u64,
     recipients: usize,
     actions: VecDeque<Action>,
@@ -107,6 +103,8 @@ pub struct Scheduler {
     serial: u64,
     /// Source of peer stamps.
     stamp: u32,
+    /// State of the job trees' priority generator.
+    prio_state: u64,
     now: Time,
 }
 
@@ -136,17 +134,17 @@ impl Scheduler {
             queues: Slab::new(),
             entries: Slab::new(),
             peers: Slab::new(),
-            peer_ids: HashMap::new(),
             jobs: Slab::new(),
             messages: Slab::new(),
-            message_ids: HashMap::new(),
-            conns: HashMap::new(),
+            message_ids: FxHashMap::default(),
+            conns: Conns::default(),
             next_conn: 0,
             recipients: 0,
             actions: VecDeque::new(),
             timers: Timers::default(),
             serial: 0,
             stamp: 0,
+            prio_state: 0x9e37_79b9_7f4a_7c15,
             now: Time::ZERO,
         }
     }
@@ -399,7 +397,7 @@ impl Scheduler {
     }
 
     fn agent_ready(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.get(conn) else {
             return;
         };
         let t = c.transport;
@@ -418,7 +416,7 @@ impl Scheduler {
 
     /// Gives a ready agent its entry (`qmgr_deliver()`), or closes it.
     pub(crate) fn hand_off(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.get(conn) else {
             return;
         };
         let t = c.transport;
@@ -428,14 +426,14 @@ impl Scheduler {
             self.select_entry(t)
         };
         let Some(e) = entry else {
-            self.conns.remove(&conn);
+            self.conns.remove(conn);
             // Nothing to send: release the rate lock, or the transport
             // would never be selected again.
             self.transports[t].rate_locked = false;
             self.actions.push_back(Action::Close { conn });
             return;
         };
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(conn) {
             c.entry = Some(e);
         }
         let entry = &self.entries[e as usize];
@@ -444,7 +442,7 @@ impl Scheduler {
             conn,
             msg: self.messages[entry.msg as usize].id,
             nexthop: queue.nexthop.clone(),
-            rcpts: entry.rcpts.clone(),
+            rcpts: entry.rcpts.as_slice().to_vec(),
             dest_flags: queue.dest_flags,
         });
     }

@@ -84,8 +84,9 @@ impl Scheduler {
                 m
             }
         };
-        if !more {
+        if !more && self.messages[m as usize].rcpt_unread != 0 {
             self.messages[m as usize].rcpt_unread = 0;
+            self.message_rekey(m);
         }
         // Resolve the whole batch before assigning any of it, so that the
         // hog factor sees the queues as they were before this batch.
@@ -257,7 +258,17 @@ impl Scheduler {
                     self.transports[self.jobs[j as usize].transport as usize]
                         .reset_candidate_cache();
                 }
+                self.message_rekey(m);
             }
+        }
+    }
+
+    /// The message's unread count changed: so did its jobs' tree keys.
+    fn message_rekey(&mut self, m: u32) {
+        // By index: rekeying never changes a message's job list.
+        for k in 0..self.messages[m as usize].jobs.len() {
+            let j = self.messages[m as usize].jobs[k];
+            self.job_rekey(j);
         }
     }
 

@@ -15,9 +15,70 @@
 //! `parked` means a live slot of its queue's `parked` names it; never both.
 //! Slots carry the peer's `stamp` so that a slot left behind by a freed
 //! peer (whose slab index may be reused) is recognised and skipped.
+//!
+//! Each job finds its peers by queue through its own [`PeerIndex`], as
+//! Postfix's per-job `peer_byname`: a job's deliveries tend to come and go
+//! together, so its small index stays in cache where one scheduler-wide
+//! table of a million peers would miss on every lookup.
 
+use crate::hash::FxHashMap;
 use crate::list::{ix, List};
 use crate::Scheduler;
+
+/// Up to this many peers a job's index is a plain list.
+const SMALL_INDEX: usize = 8;
+
+/// One job's peers by queue: a short list for the many jobs with few
+/// destinations, a hash table beyond that.
+#[derive(Debug)]
+pub(crate) enum PeerIndex {
+    /// (queue, peer) pairs, unordered.
+    Small(Vec<(u32, u32)>),
+    /// Queue to peer.
+    Big(FxHashMap<u32, u32>),
+}
+
+impl Default for PeerIndex {
+    fn default() -> Self {
+        PeerIndex::Small(Vec::new())
+    }
+}
+
+impl PeerIndex {
+    fn get(&self, q: u32) -> Option<u32> {
+        match self {
+            PeerIndex::Small(v) => v.iter().find(|&&(k, _)| k == q).map(|&(_, p)| p),
+            PeerIndex::Big(m) => m.get(&q).copied(),
+        }
+    }
+
+    fn insert(&mut self, q: u32, p: u32) {
+        match self {
+            PeerIndex::Small(v) if v.len() < SMALL_INDEX => v.push((q, p)),
+            PeerIndex::Small(v) => {
+                let mut m: FxHashMap<u32, u32> = v.drain(..).collect();
+                m.insert(q, p);
+                *self = PeerIndex::Big(m);
+            }
+            PeerIndex::Big(m) => {
+                m.insert(q, p);
+            }
+        }
+    }
+
+    fn remove(&mut self, q: u32) {
+        match self {
+            PeerIndex::Small(v) => {
+                if let Some(i) = v.iter().position(|&(k, _)| k == q) {
+                    v.swap_remove(i);
+                }
+            }
+            PeerIndex::Big(m) => {
+                m.remove(&q);
+            }
+        }
+    }
+}
 
 /// A job's entries for one destination queue.
 #[derive(Debug)]
@@ -36,7 +97,7 @@ impl Scheduler {
     /// The job's peer for the queue, created on first use
     /// (`qmgr_peer_obtain()`).
     pub(crate) fn peer_obtain(&mut self, j: u32, q: u32) -> u32 {
-        if let Some(&p) = self.peer_ids.get(&(j, q)) {
+        if let Some(p) = self.jobs[j as usize].peers.get(q) {
             return p;
         }
         self.stamp = self.stamp.wrapping_add(1);
@@ -49,7 +110,7 @@ impl Scheduler {
             in_ring: false,
             parked: false,
         }));
-        self.peer_ids.insert((j, q), p);
+        self.jobs[j as usize].peers.insert(q, p);
         p
     }
 
@@ -61,7 +122,7 @@ impl Scheduler {
                 peer.refcount, peer.entries.len
             );
         }
-        self.peer_ids.remove(&(peer.job, peer.queue));
+        self.jobs[peer.job as usize].peers.remove(peer.queue);
     }
 
     fn peer_valid(&self, p: u32, stamp: u32) -> bool {

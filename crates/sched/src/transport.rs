@@ -50,6 +50,10 @@ pub(crate) struct Transport {
     /// Jobs in order of their message's arrival (`job_bytime`).
     pub job_bytime: List,
     pub job_current: u32,
+    /// Root of the search tree over `job_list` (see [`crate::order`]).
+    pub job_tree: u32,
+    /// Jobs whose tree keys may be stale.
+    pub tree_dirty: Vec<u32>,
     /// First job whose message still has unread recipients.
     pub job_next_unread: u32,
     pub candidate_cache: u32,
@@ -84,6 +88,8 @@ impl Transport {
             job_list: List::default(),
             job_bytime: List::default(),
             job_current: NIL,
+            job_tree: NIL,
+            tree_dirty: Vec::new(),
             job_next_unread: NIL,
             candidate_cache: NIL,
             candidate_cache_current: NIL,

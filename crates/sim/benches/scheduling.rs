@@ -32,6 +32,18 @@
 //!   runs; criterion 0.35M/s [0.22M..0.46M] (qmgr), 0.33M/s [0.25M..0.47M]
 //!   (oqmgr). The 1M/s target is not met at 9e8fa9f, even allowing for
 //!   the load; re-measure on a quiet machine before profiling.
+//! - core after the profiling pass on top of 08e5061 (candidate search
+//!   through a per-transport job tree, per-job peer index, connection
+//!   window, FxHash on integer keys, one-recipient entries inline), load
+//!   average 5-9 throughout, medians of five runs: 124.8 bytes per
+//!   recipient (qmgr), 114.8 (oqmgr); hand-timed 2.33M decisions/s (qmgr,
+//!   1.90M-3.78M) and 2.22M/s (oqmgr, 1.81M-4.27M); criterion 1.06M/s
+//!   (qmgr, 0.28M-1.39M) and 1.28M/s (oqmgr, 1.00M-4.24M). The same loop
+//!   timed by thread CPU time, which the load disturbs less: 4.55M/s
+//!   (qmgr) and 3.38M/s (oqmgr), against 0.52M/s and 0.86M/s at 08e5061.
+//!   Criterion's figures are the least stable here; its short samples
+//!   also carry the up-front hand-out of ~200,000 busy deliveries from one
+//!   batch into the next.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
