@@ -220,12 +220,15 @@ impl Runtime {
 
     fn sched_message(&mut self, msg: MessageId, routes: Vec<Route>, more: bool, flush_each: bool) {
         let now = crate::runtime::sched_now();
+        // VERP rewrites the sender per recipient: one recipient per request.
+        let single_rcpt = self.messages.get(&msg).is_some_and(|m| m.env.single_rcpt);
         self.sched.handle(
             Event::Message {
                 msg,
                 routes,
                 more,
                 flush_each,
+                single_rcpt,
             },
             now,
         );

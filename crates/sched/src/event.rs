@@ -94,6 +94,9 @@ pub enum Event {
         /// The message is being flushed (fast flush / group-read bit):
         /// dead destinations it needs come back to life.
         flush_each: bool,
+        /// One recipient per delivery, whatever the transport allows:
+        /// VERP mail, whose sender is rewritten per recipient.
+        single_rcpt: bool,
     },
     /// The caller could not read the rest of the message (its file went
     /// to `corrupt/` or vanished): forget it without an

@@ -46,6 +46,8 @@ pub(crate) struct Message {
     /// The file holds recipients not yet read (`rcpt_offset != 0`).
     pub more: bool,
     pub refilling: bool,
+    /// One recipient per entry (VERP: `message->single_rcpt`).
+    pub single_rcpt: bool,
     /// The message's jobs, one per transport it uses.
     pub jobs: Vec<u32>,
 }
@@ -57,6 +59,7 @@ impl Scheduler {
         routes: Vec<Route>,
         more: bool,
         flush_each: bool,
+        single_rcpt: bool,
     ) {
         let m = match self.message_ids.get(&msg) {
             Some(&m) => {
@@ -78,6 +81,7 @@ impl Scheduler {
                     deferred: false,
                     more,
                     refilling: false,
+                    single_rcpt,
                     jobs: Vec::new(),
                 }));
                 self.message_ids.insert(msg, m);
@@ -121,7 +125,11 @@ impl Scheduler {
                 peer = self.peer_obtain(job, ix(q));
                 pq = q;
             }
-            let limit = self.transports[t].cfg.dest_recipient_limit as usize;
+            let limit = if self.messages[m as usize].single_rcpt {
+                1
+            } else {
+                self.transports[t].cfg.dest_recipient_limit as usize
+            };
             let last = self.peers[peer as usize].entries.tail;
             let e = if last == NIL
                 || (limit != 0 && self.entries[last as usize].rcpts.len() >= limit)

@@ -31,6 +31,7 @@ fn one_message_one_delivery() {
             routes: vec![route(0, "smtp", "a.example"), route(1, "smtp", "a.example")],
             more: false,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -80,6 +81,7 @@ fn recipient_limit_splits_entries_and_local_is_per_recipient() {
             routes,
             more: false,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -94,6 +96,7 @@ fn recipient_limit_splits_entries_and_local_is_per_recipient() {
             routes: vec![route(0, "local", "host"), route(1, "local", "host")],
             more: false,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -150,6 +153,7 @@ fn failed_cohorts_kill_destination_and_redirect_to_retry() {
                 routes: vec![route(0, "smtp", "dead.example")],
                 more: false,
                 flush_each: false,
+                single_rcpt: false,
             },
             t0(),
         );
@@ -192,6 +196,7 @@ fn dead_destination_revives_after_backoff_or_on_flush() {
         routes: (0..n).map(|i| route(i, "smtp", "d.example")).collect(),
         more: false,
         flush_each: false,
+        single_rcpt: false,
     };
     // Three failed deliveries in a row kill it (see queue.rs).
     for id in 10..13 {
@@ -264,6 +269,7 @@ fn window_limits_busy_deliveries() {
                 routes: vec![route(0, "smtp", "w.example")],
                 more: false,
                 flush_each: false,
+                single_rcpt: false,
             },
             t0(),
         );
@@ -291,6 +297,7 @@ fn transport_failure_kills_transport_for_retry_time() {
             routes: vec![route(0, "smtp", "x.example")],
             more: false,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -328,6 +335,7 @@ fn refill_is_asked_for_when_in_core_recipients_are_done() {
             routes: vec![route(0, "smtp", "r.example")],
             more: true,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -339,6 +347,7 @@ fn refill_is_asked_for_when_in_core_recipients_are_done() {
             routes: vec![route(1, "smtp", "r.example")],
             more: false,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -361,6 +370,7 @@ fn empty_message_is_done_at_once() {
             routes: vec![],
             more: false,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -394,6 +404,7 @@ fn msg_to(id: u64, n: u32, nexthop: &str) -> Event {
         routes: (0..n).map(|i| route(i, "smtp", nexthop)).collect(),
         more: false,
         flush_each: false,
+        single_rcpt: false,
     }
 }
 
@@ -573,6 +584,7 @@ fn message(id: u64, range: std::ops::Range<u32>, nexthop: &str, more: bool) -> E
         routes: range.map(|i| route(i, "smtp", nexthop)).collect(),
         more,
         flush_each: false,
+        single_rcpt: false,
     }
 }
 
@@ -785,6 +797,7 @@ fn abandoned_refill_frees_the_active_slot() {
             routes: vec![route(0, "smtp", "r.example")],
             more: true,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -794,4 +807,52 @@ fn abandoned_refill_frees_the_active_slot() {
     s.handle(Event::MessageAbandoned { msg: MessageId(1) }, t0());
     assert_eq!(s.message_count(), 0);
     assert_eq!(s.poll_action(), None);
+}
+
+/// VERP mail goes out one recipient per delivery request, whatever the
+/// transport's recipient limit (`qmgr_message_assign()`, `single_rcpt`).
+#[test]
+fn verp_message_gets_one_recipient_per_entry() {
+    let mut s = Scheduler::new(Config::default());
+    s.handle(
+        Event::Message {
+            msg: MessageId(1),
+            routes: (0..3).map(|i| route(i, "smtp", "v.example")).collect(),
+            more: false,
+            flush_each: false,
+            single_rcpt: true,
+        },
+        t0(),
+    );
+    let mut sizes = Vec::new();
+    let rest = run_with_sizes(&mut s, &mut sizes);
+    assert_eq!(sizes, vec![1, 1, 1]);
+    assert_eq!(rest.len(), 1);
+}
+
+fn run_with_sizes(s: &mut Scheduler, sizes: &mut Vec<usize>) -> Vec<Action> {
+    let mut rest = Vec::new();
+    let mut busy = Vec::new();
+    loop {
+        while let Some(a) = s.poll_action() {
+            match a {
+                Action::Connect { conn, .. } => s.handle(Event::AgentReady { conn }, t0()),
+                Action::Deliver { conn, rcpts, .. } => {
+                    sizes.push(rcpts.len());
+                    busy.push(conn);
+                }
+                other => rest.push(other),
+            }
+        }
+        let Some(conn) = busy.pop() else {
+            return rest;
+        };
+        s.handle(
+            Event::Delivered {
+                conn,
+                outcome: Outcome::Final,
+            },
+            t0(),
+        );
+    }
 }

@@ -130,6 +130,7 @@ fn message(id: u64) -> Event {
         routes,
         more: false,
         flush_each: false,
+        single_rcpt: false,
     }
 }
 

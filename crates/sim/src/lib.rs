@@ -501,6 +501,7 @@ impl Sim {
                 routes,
                 more,
                 flush_each: false,
+                single_rcpt: false,
             },
             self.now,
         );

@@ -60,6 +60,7 @@ fn smtp_then_retry_unavailable_defers_one_recipient() {
             routes: vec![route(0, "a.example")],
             more: false,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -97,6 +98,7 @@ fn smtp_then_retry_unavailable_defers_two_entries() {
             routes: vec![route(0, "a.example"), route(1, "b.example")],
             more: false,
             flush_each: false,
+            single_rcpt: false,
         },
         t0(),
     );
@@ -142,6 +144,7 @@ fn identical_runs_decide_identically_after_transport_death() {
                     .collect(),
                 more: false,
                 flush_each: false,
+                single_rcpt: false,
             },
             t0(),
         );

@@ -87,6 +87,7 @@ fn random_traffic(preemptive: bool, early: bool, seed: u64) {
                 routes,
                 more,
                 flush_each: rng.next(10) == 0,
+                single_rcpt: false,
             },
             now,
         );
