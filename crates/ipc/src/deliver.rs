@@ -254,6 +254,35 @@ pub struct DeliveryRequest {
 }
 
 impl DeliveryRequest {
+    /// The variable-length part of the encoded request (strings and
+    /// per-recipient attributes), for sizing the output buffer.
+    fn approx_len(&self) -> usize {
+        let strings = [
+            &self.queue_name,
+            &self.queue_id,
+            &self.nexthop,
+            &self.encoding,
+            &self.sender,
+            &self.envelope_id,
+            &self.log_client_name,
+            &self.log_client_address,
+            &self.log_client_port,
+            &self.log_protocol_name,
+            &self.log_helo_name,
+            &self.sasl_method,
+            &self.sasl_username,
+            &self.sasl_sender,
+            &self.log_ident,
+            &self.rewrite_context,
+        ];
+        let rcpts: usize = self
+            .recipients
+            .iter()
+            .map(|r| 96 + r.orig_rcpt.len() + r.address.len() + r.dsn_orig_rcpt.len())
+            .sum();
+        strings.iter().map(|s| s.len()).sum::<usize>() + rcpts
+    }
+
     /// Appends the whole request: the message list, then one list per
     /// recipient.
     pub fn encode(&self, out: &mut AttrWriter) {
@@ -362,7 +391,9 @@ impl AgentConnection {
 
     /// Sends the request.  A failure here means "transport unavailable".
     pub async fn send_request(&mut self, req: &DeliveryRequest) -> Result<(), IpcError> {
-        let mut w = AttrWriter::new();
+        // The fixed part (names, numbers, statistics) is about 450 bytes;
+        // sizing the buffer up front avoids regrowing it.
+        let mut w = AttrWriter::with_capacity(512 + req.approx_len());
         req.encode(&mut w);
         self.stream.send(w.as_bytes()).await
     }

@@ -153,21 +153,36 @@ impl QueueLayout {
     /// Path relative to the queue directory, as Postfix names the file in
     /// logs and in its own paths (e.g. `deferred/1/154E7990181`).
     pub fn relative_path(&self, q: QueueName, id: &QueueId) -> PathBuf {
-        let mut p = PathBuf::from(q.as_str());
-        if self.is_hashed(q) {
-            let key = id.hash_key();
+        PathBuf::from(self.relative_string(q, id))
+    }
+
+    /// [`Self::relative_path`] as a string, built in one allocation: the
+    /// queue manager computes several paths per message.
+    fn relative_string(&self, q: QueueName, id: &QueueId) -> String {
+        let hashed = self.is_hashed(q);
+        let levels = if hashed { self.depth } else { 0 };
+        let mut s = String::with_capacity(q.as_str().len() + 2 * levels + 1 + id.as_str().len());
+        s.push_str(q.as_str());
+        if hashed {
+            let key = id.hash_key_cow();
             let mut chars = key.chars();
-            for _ in 0..self.depth {
-                p.push(chars.next().unwrap_or('_').to_string());
+            for _ in 0..levels {
+                s.push('/');
+                s.push(chars.next().unwrap_or('_'));
             }
         }
-        p.push(id.as_str());
-        p
+        s.push('/');
+        s.push_str(id.as_str());
+        s
     }
 
     /// Absolute path of the file `id` in queue `q`.
     pub fn path(&self, q: QueueName, id: &QueueId) -> PathBuf {
-        self.root.join(self.relative_path(q, id))
+        let rel = self.relative_string(q, id);
+        let mut p = PathBuf::with_capacity(self.root.as_os_str().len() + 1 + rel.len());
+        p.push(&self.root);
+        p.push(rel);
+        p
     }
 
     /// Moves `id` from queue `from` to queue `to`.
@@ -295,6 +310,21 @@ mod tests {
             l.relative_path(QueueName::Deferred, &long),
             PathBuf::from(format!("deferred/1/3/8/{long}"))
         );
+    }
+
+    #[test]
+    fn path_is_root_joined_with_relative_path() {
+        for root in ["", ".", "/q", "/q/", "q/r"] {
+            let l = QueueLayout::new(root, "deferred", 2);
+            for q in [QueueName::Deferred, QueueName::Active] {
+                let qid = id("154E7990181");
+                assert_eq!(
+                    l.path(q, &qid),
+                    Path::new(root).join(l.relative_path(q, &qid)),
+                    "root {root:?}"
+                );
+            }
+        }
     }
 
     #[test]

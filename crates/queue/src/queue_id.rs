@@ -16,6 +16,7 @@
 //! Limits: the fast-flush log names that share this name space (domain
 //! names with `_`) are valid IDs too; they are simply never `is_long`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Postfix's "safe" alphabet: digits and consonants, so IDs spell no words.
@@ -78,12 +79,17 @@ impl QueueId {
     /// `%05X`, so both forms of an ID created in the same microsecond land
     /// in the same directory.
     pub fn hash_key(&self) -> String {
+        self.hash_key_cow().into_owned()
+    }
+
+    /// [`Self::hash_key`] without copying a short ID.
+    pub(crate) fn hash_key_cow(&self) -> Cow<'_, str> {
         match self.long_separator() {
-            None => self.0.clone(),
+            None => Cow::Borrowed(&self.0),
             Some(z) => {
                 let usec = safe_decode(&self.0.as_bytes()[z - 4..z], 52).unwrap_or(0);
                 // Postfix formats through an `int`; the value is < 52^4.
-                format!("{:05X}", usec as u32)
+                Cow::Owned(format!("{:05X}", usec as u32))
             }
         }
     }
