@@ -1,0 +1,253 @@
+//! Cheap observation of a running instance: the queue manager's CPU time and
+//! memory from `/proc`, and counts of interesting mail-log lines.
+//!
+//! Job: let the measuring loop poll often (every few tens of milliseconds)
+//! without disturbing the queue manager it measures. Reading one
+//! `/proc/PID/stat` and the bytes appended to the mail log since the last
+//! poll costs microseconds; walking a queue directory of 100,000 files would
+//! cost tens of milliseconds, so the loop only does that once, to confirm.
+//!
+//! Invariants: CPU time of a queue manager that exits (master restarts it) is
+//! not lost: [`QmgrTracker`] keeps the last reading of every pid it saw and
+//! counts the restarts. Log lines are counted exactly once, also when a poll
+//! sees half a line.
+//!
+//! Limits: Linux only. The last reading of a process that died is at most
+//! one poll interval old, so its final slice of CPU time can be missed; such
+//! runs are flagged by a non-zero restart count.
+
+use rqmgr_harness::Instance;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::BenchResult;
+
+/// Kernel clock ticks per second (`getconf CLK_TCK`), for `/proc/PID/stat`.
+pub fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// One reading of a process's `/proc` files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSample {
+    /// utime + stime, in seconds.
+    pub cpu: f64,
+    /// utime alone (user space), in seconds.
+    pub user: f64,
+    /// Start time since boot, in seconds.
+    pub start_since_boot: f64,
+    /// Peak resident set size (VmHWM), in kB.
+    pub hwm_kb: u64,
+    /// Context switches (voluntary + involuntary).
+    pub ctxsw: u64,
+}
+
+/// Reads `/proc/PID/stat` (and `status` when `with_mem`); `None` when the
+/// process is gone or a zombie.
+pub fn sample(pid: i32, ticks: f64, with_mem: bool) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, which may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.first() == Some(&"Z") || f.len() < 20 {
+        return None;
+    }
+    // Field numbers per proc(5): 14 utime, 15 stime, 22 starttime; `rest`
+    // starts at field 3.
+    let num = |i: usize| f[i - 3].parse::<f64>().unwrap_or(0.0);
+    let mut s = ProcSample {
+        cpu: (num(14) + num(15)) / ticks,
+        user: num(14) / ticks,
+        start_since_boot: num(22) / ticks,
+        hwm_kb: 0,
+        ctxsw: 0,
+    };
+    if with_mem {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        s.hwm_kb = field("VmHWM:");
+        s.ctxsw = field("voluntary_ctxt_switches:") + field("nonvoluntary_ctxt_switches:");
+    }
+    Some(s)
+}
+
+/// Seconds since boot, from `/proc/uptime`.
+fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Follows the queue manager process(es) of one instance across restarts.
+#[derive(Debug)]
+pub struct QmgrTracker {
+    ticks: f64,
+    pid: i32,
+    last: ProcSample,
+    /// CPU seconds of queue manager processes that already exited.
+    dead_cpu: f64,
+    /// The user-space part of `dead_cpu`.
+    dead_user: f64,
+    /// Highest VmHWM seen in any of them, kB.
+    dead_hwm: u64,
+    /// Context switches of those that exited.
+    dead_ctxsw: u64,
+    /// How many times a new queue manager process replaced the old one.
+    pub restarts: u32,
+    /// When the first queue manager process started (its /proc start time,
+    /// converted to this process's monotonic clock).
+    pub started: Instant,
+}
+
+impl QmgrTracker {
+    /// Waits for the instance's queue manager and starts following it.
+    pub fn attach(inst: &Instance, ticks: f64) -> BenchResult<QmgrTracker> {
+        let pid = inst.wait_for_qmgr(Duration::from_secs(60))?;
+        let last = sample(pid, ticks, true).ok_or("queue manager vanished at start")?;
+        let age = (uptime() - last.start_since_boot).max(0.0);
+        let started = Instant::now()
+            .checked_sub(Duration::from_secs_f64(age))
+            .unwrap_or_else(Instant::now);
+        Ok(QmgrTracker {
+            ticks,
+            pid,
+            last,
+            dead_cpu: 0.0,
+            dead_user: 0.0,
+            dead_hwm: 0,
+            dead_ctxsw: 0,
+            restarts: 0,
+            started,
+        })
+    }
+
+    /// The pid currently followed.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Takes a reading (memory too when `with_mem`); switches to a new
+    /// queue manager process when the old one is gone.
+    pub fn poll(&mut self, inst: &Instance, with_mem: bool) {
+        if let Some(s) = sample(self.pid, self.ticks, with_mem) {
+            if with_mem {
+                self.last = s;
+            } else {
+                self.last = ProcSample {
+                    hwm_kb: self.last.hwm_kb,
+                    ctxsw: self.last.ctxsw,
+                    ..s
+                };
+            }
+            return;
+        }
+        // Gone: bank what we know and look for its successor.
+        self.dead_cpu += self.last.cpu;
+        self.dead_user += self.last.user;
+        self.dead_hwm = self.dead_hwm.max(self.last.hwm_kb);
+        self.dead_ctxsw += self.last.ctxsw;
+        if let Some(&p) = inst.qmgr_pids().first() {
+            self.pid = p;
+            self.restarts += 1;
+            self.last = sample(p, self.ticks, true).unwrap_or_default();
+        } else {
+            self.last = ProcSample::default();
+        }
+    }
+
+    /// Total CPU seconds of all queue manager processes so far.
+    pub fn cpu(&self) -> f64 {
+        self.dead_cpu + self.last.cpu
+    }
+
+    /// User-space CPU seconds of all queue manager processes so far.
+    pub fn user(&self) -> f64 {
+        self.dead_user + self.last.user
+    }
+
+    /// Context switches of all queue manager processes, as of the last
+    /// memory reading.
+    pub fn ctxsw(&self) -> u64 {
+        self.dead_ctxsw + self.last.ctxsw
+    }
+
+    /// Peak RSS over all queue manager processes so far, kB.
+    pub fn hwm_kb(&self) -> u64 {
+        self.dead_hwm.max(self.last.hwm_kb)
+    }
+}
+
+/// Counts mail-log lines incrementally.
+#[derive(Debug)]
+pub struct LogCounter {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    tag: String,
+    /// Queue manager `ID: removed` lines so far.
+    pub removed: usize,
+    /// Queue manager `(queue active)` lines so far.
+    pub activated: usize,
+}
+
+impl LogCounter {
+    /// Counts lines of the program `program` (e.g. `postfix/qmgr`) in `path`.
+    pub fn new(path: &Path, program: &str) -> LogCounter {
+        LogCounter {
+            path: path.to_path_buf(),
+            offset: 0,
+            partial: Vec::new(),
+            tag: format!(" {program}["),
+            removed: 0,
+            activated: 0,
+        }
+    }
+
+    /// Reads what was appended since the last call and counts its lines.
+    pub fn poll(&mut self) {
+        let Ok(mut f) = File::open(&self.path) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.partial);
+        let start = buf.len();
+        if let Ok(n) = f.read_to_end(&mut buf) {
+            self.offset += n as u64;
+        }
+        if buf.len() == start && start > 0 {
+            self.partial = buf;
+            return;
+        }
+        let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        for line in buf[..complete].split(|&b| b == b'\n') {
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
+            if !line.contains(&self.tag) {
+                continue;
+            }
+            if line.ends_with(": removed") {
+                self.removed += 1;
+            } else if line.ends_with("(queue active)") {
+                self.activated += 1;
+            }
+        }
+        self.partial = buf[complete..].to_vec();
+    }
+}

@@ -1,0 +1,421 @@
+//! The benchmark workloads and the measuring loop they share.
+//!
+//! Job: for one (workload, queue manager) pair, build a fresh private
+//! instance, stop it, fill its queue with prepared files, start it again and
+//! measure until the workload's end condition holds; return one
+//! [`Measurement`] per reported phase.
+//!
+//! Invariants: every instance and sink is owned by a local variable, so it
+//! is stopped (and its directory removed) when the run ends, also on error
+//! or panic. The queue manager's CPU time and peak RSS are read from `/proc`
+//! before the instance stops. Wall time starts when the queue manager
+//! process starts (its `/proc` start time, 10 ms resolution) and ends when
+//! the poller sees the end condition (at most one poll interval late, plus
+//! postlogd's lag). Nothing here asserts a timing: timeouts only guard
+//! against hangs.
+//!
+//! Limits: the "removed"/"(queue active)" counts come from the mail log, so
+//! a queue manager must log like Postfix's for the end conditions to fire
+//! (rqmgr does); a drain is confirmed by one walk of the queue at the end.
+
+use rqmgr_harness::{Instance, QueueManager, SinkMode, SmtpSink};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::prepare::{Filler, Placement};
+use crate::probe::{LogCounter, QmgrTracker};
+use crate::BenchResult;
+
+/// Guard against hangs for one phase (never a speed requirement).
+const GUARD: Duration = Duration::from_secs(1800);
+
+/// How often the health check re-reads the whole mail log.
+const HEALTH_EVERY: Duration = Duration::from_secs(10);
+
+/// Sizes of the workloads (full or `--quick`).
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// Messages in the small discard drain.
+    pub discard_small: usize,
+    /// Messages in the large discard drain.
+    pub discard_large: usize,
+    /// Messages in the smtp drain.
+    pub smtp: usize,
+    /// Recipients of the fan-out message.
+    pub fanout_rcpts: usize,
+    /// Domains they are spread over.
+    pub fanout_domains: usize,
+    /// Messages in the deferred queue.
+    pub deferred: usize,
+    /// Length of the deferred-scan observation window.
+    pub deferred_window: Duration,
+    /// Messages waiting in the active queue for the memory workload.
+    pub active_full: usize,
+}
+
+impl Sizes {
+    /// The sizes of the full benchmark.
+    pub fn full() -> Sizes {
+        Sizes {
+            discard_small: 20_000,
+            discard_large: 100_000,
+            smtp: 20_000,
+            fanout_rcpts: 10_000,
+            fanout_domains: 100,
+            deferred: 100_000,
+            deferred_window: Duration::from_secs(15),
+            active_full: 20_000,
+        }
+    }
+
+    /// Small sizes for a smoke run.
+    pub fn quick() -> Sizes {
+        Sizes {
+            discard_small: 2_000,
+            discard_large: 5_000,
+            smtp: 1_000,
+            fanout_rcpts: 1_000,
+            fanout_domains: 10,
+            deferred: 5_000,
+            deferred_window: Duration::from_secs(4),
+            active_full: 2_000,
+        }
+    }
+}
+
+/// The workloads, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Drain `discard_small` single-recipient messages via discard.
+    Discard,
+    /// Drain `discard_large` single-recipient messages via discard.
+    DiscardLarge,
+    /// Drain `smtp` messages via smtp to smtp-sink.
+    Smtp,
+    /// One message to `fanout_rcpts` recipients over `fanout_domains`
+    /// domains, via discard.
+    Fanout,
+    /// A deferred queue with 1% due: scan cost, then `postqueue -f`.
+    Deferred,
+    /// Fill the active queue while the destination is slow (memory).
+    ActiveFull,
+}
+
+impl Workload {
+    /// Every workload, in the order they run.
+    pub const ALL: [Workload; 6] = [
+        Workload::Discard,
+        Workload::DiscardLarge,
+        Workload::Smtp,
+        Workload::Fanout,
+        Workload::Deferred,
+        Workload::ActiveFull,
+    ];
+}
+
+/// One measured phase of one run.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// Row name in the report, e.g. `discard 20000`.
+    pub row: String,
+    /// Units the per-unit CPU is divided by (messages, or recipients).
+    pub units: usize,
+    /// Wall-clock seconds.
+    pub wall: f64,
+    /// Queue manager CPU seconds (utime + stime, all its processes).
+    pub cpu: f64,
+    /// The user-space part of `cpu` (utime).
+    pub user: f64,
+    /// Peak RSS of the queue manager, kB.
+    pub hwm_kb: u64,
+    /// Queue manager restarts during the run.
+    pub restarts: u32,
+    /// Context switches of the queue manager.
+    pub ctxsw: u64,
+}
+
+/// Settings shared by all runs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Workload sizes.
+    pub sizes: Sizes,
+    /// Poll interval of the measuring loop.
+    pub poll: Duration,
+    /// Clock ticks per second.
+    pub ticks: f64,
+    /// When set, every queue manager is recorded with `perf record -g` into
+    /// this directory.
+    pub perf_dir: Option<PathBuf>,
+    /// When set, every queue manager is watched by `strace -c` into this
+    /// directory (syscall counts; slows the queue manager down).
+    pub strace_dir: Option<PathBuf>,
+}
+
+/// Runs `w` once with queue manager `qm` (labelled `label`).
+pub fn run(
+    cfg: &RunConfig,
+    w: Workload,
+    qm: &QueueManager,
+    label: &str,
+    round: usize,
+) -> BenchResult<Vec<Measurement>> {
+    let s = &cfg.sizes;
+    let rcpt = |i: usize| format!("user{i}@example.com");
+    match w {
+        Workload::Discard | Workload::DiscardLarge => {
+            let n = if w == Workload::Discard {
+                s.discard_small
+            } else {
+                s.discard_large
+            };
+            let mut r = Run::new(cfg, qm, None, label, round, w)?;
+            r.fill(|f| (0..n).try_for_each(|i| f.write(&[rcpt(i)], Placement::Incoming)))?;
+            r.start()?;
+            let end = r.wait(|l| l.removed >= n)?;
+            r.confirm_empty()?;
+            Ok(vec![r.measure(format!("discard {n}"), n, end)])
+        }
+        Workload::Smtp => {
+            let n = s.smtp;
+            let mut r = Run::new(cfg, qm, Some(SinkMode::Accept), label, round, w)?;
+            r.fill(|f| (0..n).try_for_each(|i| f.write(&[rcpt(i)], Placement::Incoming)))?;
+            r.start()?;
+            let end = r.wait(|l| l.removed >= n)?;
+            r.confirm_empty()?;
+            Ok(vec![r.measure(format!("smtp {n}"), n, end)])
+        }
+        Workload::Fanout => {
+            let (n, d) = (s.fanout_rcpts, s.fanout_domains.max(1));
+            let rcpts: Vec<String> = (0..n).map(|i| format!("u{i}@d{}.example", i % d)).collect();
+            let mut r = Run::new(cfg, qm, None, label, round, w)?;
+            r.fill(|f| f.write(&rcpts, Placement::Incoming))?;
+            r.start()?;
+            let end = r.wait(|l| l.removed >= 1)?;
+            r.confirm_empty()?;
+            Ok(vec![r.measure(
+                format!("fanout 1x{n} rcpt/{d} dom"),
+                n,
+                end,
+            )])
+        }
+        Workload::Deferred => deferred(cfg, qm, label, round),
+        Workload::ActiveFull => {
+            let n = s.active_full;
+            // Deliveries stall in DATA far longer than the run lasts, so
+            // every message stays in the active queue.
+            let mut r = Run::new(cfg, qm, Some(SinkMode::SlowData(900)), label, round, w)?;
+            r.fill(|f| (0..n).try_for_each(|i| f.write(&[rcpt(i)], Placement::Incoming)))?;
+            r.start()?;
+            let end = r.wait(|l| l.activated >= n)?;
+            Ok(vec![r.measure(format!("active-full {n}"), n, end)])
+        }
+    }
+}
+
+/// The deferred workload: 1% of the files are due. Phase 1 observes the
+/// queue manager for a fixed window after start (its start-up deferred scan
+/// skips the 99% not due and delivers the 1%): wall = time until the due
+/// ones are removed, CPU = CPU over the window. Phase 2 runs `postqueue -f`
+/// and measures until the queue is empty.
+fn deferred(
+    cfg: &RunConfig,
+    qm: &QueueManager,
+    label: &str,
+    round: usize,
+) -> BenchResult<Vec<Measurement>> {
+    let n = cfg.sizes.deferred;
+    let due = n.div_ceil(100);
+    let mut r = Run::new(cfg, qm, None, label, round, Workload::Deferred)?;
+    r.fill(|f| {
+        (0..n).try_for_each(|i| {
+            // Every 100th message is due; the rest wait a week.
+            let when = if i % 100 == 0 { -60 } else { 7 * 86_400 };
+            f.write(&[format!("user{i}@example.com")], Placement::Deferred(when))
+        })
+    })?;
+    r.start()?;
+    let window_end = r.tracker()?.started + cfg.sizes.deferred_window;
+    let due_at = r.wait(|l| l.removed >= due)?;
+    r.wait(|_| Instant::now() >= window_end)?;
+    // Wall is until the due ones are gone; CPU is over the whole window.
+    let scan = r.measure(format!("deferred scan {n} (1% due)"), n, due_at);
+
+    let cpu0 = r.tracker()?.cpu();
+    let ctx0 = scan.ctxsw;
+    let user0 = r.tracker()?.user();
+    let t0 = Instant::now();
+    r.inst.postqueue_flush()?;
+    let end = r.wait(|l| l.removed >= n)?;
+    r.confirm_empty()?;
+    let mut flush = r.measure(format!("deferred flush {}", n - due), n - due, end);
+    flush.wall = end.duration_since(t0).as_secs_f64();
+    flush.cpu -= cpu0;
+    flush.user -= user0;
+    flush.ctxsw -= ctx0;
+    Ok(vec![scan, flush])
+}
+
+/// Starts an observer with its output silenced.
+fn spawn_quiet(mut c: Command) -> BenchResult<Child> {
+    Ok(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?)
+}
+
+/// One run in progress: the sink (if any), the instance, and the probes.
+struct Run<'a> {
+    cfg: &'a RunConfig,
+    label: String,
+    round: usize,
+    workload: Workload,
+    // Field order matters for drop: observers (perf, strace) first, then the instance (stopped
+    // before the sink it relays to disappears), then the sink.
+    observers: Vec<Child>,
+    inst: Instance,
+    _sink: Option<SmtpSink>,
+    tracker: Option<QmgrTracker>,
+    log: LogCounter,
+    last_health: Instant,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        cfg: &'a RunConfig,
+        qm: &QueueManager,
+        sink: Option<SinkMode>,
+        label: &str,
+        round: usize,
+        workload: Workload,
+    ) -> BenchResult<Run<'a>> {
+        let sink = sink.map(SmtpSink::start).transpose()?;
+        let mut b = Instance::builder()
+            .queue_manager(qm.clone())
+            // Nothing goes through cleanup here, but keep a stopped-qmgr
+            // fill from ever stalling on flow control.
+            .main_cf("in_flow_delay", "0");
+        if let Some(s) = &sink {
+            b = b.relay_to_port(s.port());
+        }
+        let mut inst = b.start()?;
+        inst.stop()?;
+        let log = LogCounter::new(&inst.maillog_path(), &qm.log_program());
+        Ok(Run {
+            cfg,
+            label: label.to_string(),
+            round,
+            workload,
+            observers: Vec::new(),
+            inst,
+            _sink: sink,
+            tracker: None,
+            log,
+            last_health: Instant::now(),
+        })
+    }
+
+    /// Fills the stopped instance's queue.
+    fn fill(&mut self, f: impl FnOnce(&Filler) -> BenchResult<()>) -> BenchResult<()> {
+        let filler = Filler::new(&self.inst)?;
+        f(&filler)?;
+        filler.finish()
+    }
+
+    /// Starts the instance and attaches the probes (and perf).
+    fn start(&mut self) -> BenchResult<()> {
+        // Skip what the first start logged.
+        self.log.poll();
+        self.log.removed = 0;
+        self.log.activated = 0;
+        self.inst.restart()?;
+        let t = QmgrTracker::attach(&self.inst, self.cfg.ticks)?;
+        let name = format!("{:?}-{}-r{}", self.workload, self.label, self.round);
+        if let Some(dir) = &self.cfg.perf_dir {
+            let mut c = Command::new("perf");
+            c.args([
+                "record",
+                "-q",
+                // DWARF unwinding: Rust release code has no frame
+                // pointers; a low rate keeps the files manageable.
+                "-F",
+                "499",
+                "--call-graph",
+                "dwarf,8192",
+                "-p",
+            ])
+            .arg(t.pid().to_string())
+            .arg("-o")
+            .arg(dir.join(format!("{name}.data")));
+            self.observers.push(spawn_quiet(c)?);
+        }
+        if let Some(dir) = &self.cfg.strace_dir {
+            let mut c = Command::new("strace");
+            c.args(["-c", "-f", "-p"])
+                .arg(t.pid().to_string())
+                .arg("-o")
+                .arg(dir.join(format!("{name}.strace")));
+            self.observers.push(spawn_quiet(c)?);
+        }
+        self.tracker = Some(t);
+        Ok(())
+    }
+
+    fn tracker(&self) -> BenchResult<&QmgrTracker> {
+        Ok(self.tracker.as_ref().ok_or("run not started")?)
+    }
+
+    /// Polls until `done` holds for the log counts; returns when it did.
+    fn wait(&mut self, mut done: impl FnMut(&LogCounter) -> bool) -> BenchResult<Instant> {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            self.log.poll();
+            if let Some(t) = self.tracker.as_mut() {
+                t.poll(&self.inst, false);
+            }
+            if done(&self.log) {
+                return Ok(Instant::now());
+            }
+            if self.last_health.elapsed() >= HEALTH_EVERY {
+                self.last_health = Instant::now();
+                self.inst.check_qmgr_health()?;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{:?}/{}: no end after {GUARD:?} (removed {}, activated {})",
+                    self.workload, self.label, self.log.removed, self.log.activated
+                )
+                .into());
+            }
+            std::thread::sleep(self.cfg.poll);
+        }
+    }
+
+    /// Checks (once) that no message is left in the queue.
+    fn confirm_empty(&self) -> BenchResult<()> {
+        Ok(self.inst.wait_queue_empty(Duration::from_secs(120))?)
+    }
+
+    /// Reads CPU and memory now; wall time from queue manager start to `end`.
+    fn measure(&mut self, row: String, units: usize, end: Instant) -> Measurement {
+        let t = self.tracker.as_mut().expect("measure after start");
+        t.poll(&self.inst, true);
+        Measurement {
+            row,
+            units,
+            wall: end.duration_since(t.started).as_secs_f64(),
+            cpu: t.cpu(),
+            user: t.user(),
+            hwm_kb: t.hwm_kb(),
+            restarts: t.restarts,
+            ctxsw: t.ctxsw(),
+        }
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        for mut p in self.observers.drain(..) {
+            // SIGINT makes perf and strace write complete output.
+            rqmgr_harness::procs::kill_pid(p.id() as i32, nix::sys::signal::Signal::SIGINT);
+            let _ = p.wait();
+        }
+    }
+}
