@@ -62,6 +62,10 @@ struct Cli {
     /// Also write every single run as tab-separated values to this file.
     #[arg(long)]
     tsv: Option<PathBuf>,
+    /// Override the message count of the large workloads (discard-large
+    /// and deferred), e.g. to see how cost grows with queue size.
+    #[arg(long)]
+    large: Option<usize>,
 }
 
 fn main() {
@@ -110,12 +114,17 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
     for d in [&cli.perf_dir, &cli.strace_dir].into_iter().flatten() {
         std::fs::create_dir_all(d)?;
     }
+    let mut sizes = if cli.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    if let Some(n) = cli.large {
+        sizes.discard_large = n;
+        sizes.deferred = n;
+    }
     let cfg = RunConfig {
-        sizes: if cli.quick {
-            Sizes::quick()
-        } else {
-            Sizes::full()
-        },
+        sizes,
         poll: Duration::from_millis(cli.poll_ms.max(1)),
         ticks: probe::clock_ticks(),
         perf_dir: cli.perf_dir.clone(),
