@@ -196,7 +196,11 @@ impl Runtime {
                 () = sleep_until(wake) => self.sched.handle_timeout(sched_now()),
                 _ = deferred_timer.tick() => self.scan_request(DEFERRED, SCAN_START),
                 accepted = master.listener.accept() => self.trigger_accepted(accepted, &master),
-                () = std::future::ready(()), if busy => {}
+                // Busy: like event_loop(0), let the I/O driver and the
+                // connection tasks run once before the next pass, so that
+                // replies are taken in between feeds rather than only when
+                // a feed happens to block.
+                () = tokio::task::yield_now(), if busy => {}
             }
             // Take in whatever else already happened before deciding again.
             while let Ok(event) = self.rx.try_recv() {
