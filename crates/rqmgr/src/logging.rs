@@ -187,7 +187,21 @@ pub struct Logger {
     path: PathBuf,
     utf8: bool,
     also_stderr: bool,
-    socket: Mutex<Option<UnixDatagram>>,
+    /// `tag[pid]: `, built once (the pid cannot change: we never fork).
+    tag_pid: String,
+    state: Mutex<State>,
+}
+
+/// What records share: the socket, the time-stamp part of the prefix
+/// (rebuilt only when the second changes) and one reused record buffer.
+#[derive(Debug)]
+struct State {
+    socket: Option<UnixDatagram>,
+    /// The second `head` was built for; `i64::MIN` when it is stale.
+    head_secs: i64,
+    /// `Mon DD HH:MM:SS host ` (postlog) or `Mon  D HH:MM:SS ` (syslog).
+    head: Vec<u8>,
+    buf: Vec<u8>,
 }
 
 impl Logger {
@@ -213,15 +227,23 @@ impl Logger {
         let host_label = if label.is_empty() { "amnesiac" } else { label };
         let socket = UnixDatagram::unbound()?;
         let connected = socket.connect(&path).is_ok().then_some(socket);
+        let tag = format!("{}/{}", cfg.syslog_name, cfg.process_name);
+        let tag_pid = format!("{tag}[{}]: ", std::process::id());
         let logger = Logger {
             mode,
-            tag: format!("{}/{}", cfg.syslog_name, cfg.process_name),
+            tag,
+            tag_pid,
             facility: cfg.facility,
             host_label: host_label.to_string(),
             path,
             utf8: cfg.utf8,
             also_stderr: cfg.also_stderr,
-            socket: Mutex::new(connected),
+            state: Mutex::new(State {
+                socket: connected,
+                head_secs: i64::MIN,
+                head: Vec::with_capacity(64),
+                buf: Vec::with_capacity(512),
+            }),
         };
         // Converting a time once loads the time zone before any chroot hides
         // the zone files; later conversions reuse it.
@@ -263,40 +285,70 @@ impl Logger {
     /// Log `text` at `severity` with the current local time.
     pub fn log(&self, severity: Severity, text: &str) {
         let secs = now_secs();
-        let stamp = local_stamp(secs).unwrap_or_else(|| utc_stamp(secs));
-        self.emit(severity, text, &stamp);
+        let mut state = self.lock();
+        if state.head_secs != secs {
+            let stamp = local_stamp(secs).unwrap_or_else(|| utc_stamp(secs));
+            self.write_head(&mut state.head, &stamp);
+            state.head_secs = secs;
+        }
+        self.emit_locked(&mut state, severity, text);
     }
 
+    /// Logs with a given time stamp (tests).
+    #[cfg(test)]
     fn emit(&self, severity: Severity, text: &str, stamp: &Stamp) {
-        let clean = printable(text, self.utf8);
-        let pid = std::process::id();
+        let mut state = self.lock();
+        self.write_head(&mut state.head, stamp);
+        state.head_secs = i64::MIN;
+        self.emit_locked(&mut state, severity, text);
+    }
+
+    /// The time-stamp part of the prefix: `Mon DD HH:MM:SS host ` for
+    /// postlog, `Mon  D HH:MM:SS ` for syslog (its `<pri>` goes before).
+    fn write_head(&self, head: &mut Vec<u8>, stamp: &Stamp) {
+        use std::fmt::Write as _;
+        let month = MONTHS.get(stamp.month).copied().unwrap_or("Jan");
+        let mut text = String::with_capacity(64);
+        let _ = match self.mode {
+            Mode::Postlog => write!(
+                text,
+                "{month} {:02} {:02}:{:02}:{:02} {} ",
+                stamp.day, stamp.hour, stamp.min, stamp.sec, self.host_label
+            ),
+            Mode::Syslog => write!(
+                text,
+                "{month} {:>2} {:02}:{:02}:{:02} ",
+                stamp.day, stamp.hour, stamp.min, stamp.sec
+            ),
+        };
+        head.clear();
+        head.extend_from_slice(text.as_bytes());
+    }
+
+    fn emit_locked(&self, state: &mut State, severity: Severity, text: &str) {
         if self.also_stderr {
+            let clean = printable(text, self.utf8);
             let line = self.stderr_line(severity, &clean);
             let _ = io::stderr().lock().write_all(&line);
         }
-        let record = self.record(severity, &clean, stamp, pid);
-        self.send(&record);
-    }
-
-    /// The record for the socket, without trailing newline.
-    fn record(&self, severity: Severity, clean: &[u8], stamp: &Stamp, pid: u32) -> Vec<u8> {
-        let month = MONTHS.get(stamp.month).copied().unwrap_or("Jan");
-        let time = format!("{:02}:{:02}:{:02}", stamp.hour, stamp.min, stamp.sec);
-        let mut out = match self.mode {
-            Mode::Postlog => format!("{month} {:02} {time} {} ", stamp.day, self.host_label),
-            Mode::Syslog => {
-                let pri = self.facility | severity.syslog_level();
-                format!("<{pri}>{month} {:>2} {time} ", stamp.day)
-            }
+        let State {
+            socket, head, buf, ..
+        } = state;
+        buf.clear();
+        if self.mode == Mode::Syslog {
+            let pri = self.facility | severity.syslog_level();
+            let _ = write!(buf, "<{pri}>");
         }
-        .into_bytes();
-        out.extend_from_slice(format!("{}[{pid}]: ", self.tag).as_bytes());
+        buf.extend_from_slice(head);
+        buf.extend_from_slice(self.tag_pid.as_bytes());
         if let Some(word) = severity.word() {
-            out.extend_from_slice(word.as_bytes());
-            out.extend_from_slice(b": ");
+            buf.extend_from_slice(word.as_bytes());
+            buf.extend_from_slice(b": ");
         }
-        out.extend_from_slice(&clean[..clean.len().min(MAX_TEXT)]);
-        out
+        let start = buf.len();
+        printable_into(buf, text, self.utf8);
+        buf.truncate(start + MAX_TEXT);
+        self.send(socket, buf);
     }
 
     /// The stderr line (`-V`): not truncated, newline-terminated.
@@ -311,10 +363,10 @@ impl Logger {
         out
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<UnixDatagram>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic elsewhere while holding the lock leaves only a socket
-        // behind, which is still usable.
-        self.socket.lock().unwrap_or_else(PoisonError::into_inner)
+        // and buffers behind, which are still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn connect(&self) -> Option<UnixDatagram> {
@@ -323,8 +375,7 @@ impl Logger {
         Some(sock)
     }
 
-    fn send(&self, record: &[u8]) {
-        let mut guard = self.lock();
+    fn send(&self, guard: &mut Option<UnixDatagram>, record: &[u8]) {
         if guard.is_none() {
             *guard = self.connect();
         }
@@ -344,8 +395,18 @@ impl Logger {
 
 /// Postfix's `printable()` applied to a message, cut at the first NUL.
 fn printable(text: &str, utf8: bool) -> Vec<u8> {
-    let text = text.split('\0').next().unwrap_or("");
     let mut out = Vec::with_capacity(text.len());
+    printable_into(&mut out, text, utf8);
+    out
+}
+
+/// [`printable`], appending to `out`.
+fn printable_into(out: &mut Vec<u8>, text: &str, utf8: bool) {
+    let text = text.split('\0').next().unwrap_or("");
+    if text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
     for ch in text.chars() {
         if ch.is_ascii() {
             out.push(if ch.is_ascii_graphic() || ch == ' ' {
@@ -360,7 +421,6 @@ fn printable(text: &str, utf8: bool) -> Vec<u8> {
             out.resize(out.len() + ch.len_utf8(), b'?');
         }
     }
-    out
 }
 
 fn now_secs() -> i64 {
