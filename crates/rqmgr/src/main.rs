@@ -119,7 +119,7 @@ fn start() -> i32 {
                 return 1;
             }
         };
-        Runtime::new(p, raw, log, sched).run(link).await
+        Runtime::new(p, log, sched).run(link).await
     })
 }
 

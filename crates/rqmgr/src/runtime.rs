@@ -27,7 +27,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::deliver::{self, AgentEvent};
 use crate::logging::Logger;
 use crate::message::ActiveMessage;
-use crate::params::{QmgrParams, RawParams};
+use crate::params::QmgrParams;
 use crate::scan::{self, QueueScan, FLUSH_ONCE, SCAN_START};
 
 /// Index of the incoming scan in [`Runtime::scans`].
@@ -38,8 +38,6 @@ const DEFERRED: usize = 1;
 /// The daemon's state.
 pub struct Runtime {
     pub(crate) p: QmgrParams,
-    #[allow(dead_code)]
-    pub(crate) raw: RawParams,
     pub(crate) log: Arc<Logger>,
     pub(crate) layout: QueueLayout,
     pub(crate) sched: Scheduler,
@@ -84,7 +82,7 @@ pub fn sched_now() -> Time {
 
 impl Runtime {
     /// A runtime over the queue directory we are in.
-    pub fn new(p: QmgrParams, raw: RawParams, log: Arc<Logger>, sched: Scheduler) -> Runtime {
+    pub fn new(p: QmgrParams, log: Arc<Logger>, sched: Scheduler) -> Runtime {
         let layout = QueueLayout::new(
             ".",
             &p.hash_queue_names.join(","),
@@ -99,7 +97,6 @@ impl Runtime {
         let (tx, rx) = unbounded_channel();
         Runtime {
             p,
-            raw,
             log,
             layout,
             sched,
@@ -176,7 +173,7 @@ impl Runtime {
     }
 
     /// Runs until master goes away. Returns the process exit status.
-    pub async fn run(mut self, mut master: MasterLink) -> i32 {
+    pub async fn run(mut self, master: MasterLink) -> i32 {
         self.start();
         let run_delay = self.p.queue_run_delay.max(Duration::from_secs(1));
         let mut deferred_timer =
@@ -206,7 +203,6 @@ impl Runtime {
             while let Ok(event) = self.rx.try_recv() {
                 self.agent_event(event, &master);
             }
-            let _ = &mut master;
         }
     }
 
