@@ -84,6 +84,14 @@ pub fn snapshot(inst: &Instance, sinks: &[&SmtpSink], users: &[&str]) -> Outcome
     }
 }
 
+/// A local port nothing listens on: a destination that refuses
+/// connections. It comes from the kernel's ephemeral range, where the
+/// harness never puts a listener (its leased ports lie below that range).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
 /// The recipients the sinks received (one entry per delivery), sorted.
 pub fn sink_recipients(sinks: &[&SmtpSink]) -> Vec<String> {
     let mut all: Vec<String> = sinks

@@ -25,7 +25,7 @@
 use std::time::Duration;
 
 use crate::common::{ok, GUARD};
-use crate::compare::{qmgr_lines, sink_recipients, wait};
+use crate::compare::{closed_port, qmgr_lines, sink_recipients, wait};
 use rqmgr_harness::{Instance, QueueManager, SinkMode, SmtpSink};
 
 struct Result {
@@ -36,11 +36,6 @@ struct Result {
     suspended_via_retry: bool,
     small_before_list: bool,
     qmgr_live: Vec<String>,
-}
-
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 fn scenario(qm: QueueManager) -> Result {

@@ -15,14 +15,9 @@
 use std::process::Command;
 
 use crate::common::{ok, GUARD};
-use crate::compare::{assert_same, snapshot, wait, Outcome};
+use crate::compare::{assert_same, closed_port, snapshot, wait, Outcome};
 use crate::support::{run_both_with, submit};
 use rqmgr_harness::{cmd, Instance, QueueManager, SinkMode, SmtpSink};
-
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 fn run(qm: QueueManager) -> (Outcome, (Vec<String>, Vec<String>)) {
     let sink = ok(SmtpSink::start(SinkMode::Accept));
