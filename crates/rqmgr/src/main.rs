@@ -21,6 +21,7 @@ mod message;
 mod params;
 mod runtime;
 mod scan;
+mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;

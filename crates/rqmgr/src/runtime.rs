@@ -29,6 +29,7 @@ use crate::logging::Logger;
 use crate::message::ActiveMessage;
 use crate::params::QmgrParams;
 use crate::scan::{self, QueueScan, FLUSH_ONCE, SCAN_START};
+use crate::watchdog::Watchdog;
 
 /// Index of the incoming scan in [`Runtime::scans`].
 const INCOMING: usize = 0;
@@ -174,11 +175,13 @@ impl Runtime {
 
     /// Runs until master goes away. Returns the process exit status.
     pub async fn run(mut self, master: MasterLink) -> i32 {
+        let dog = Watchdog::start(self.p.qmgr_daemon_timeout, Arc::clone(&self.log));
         self.start();
         let run_delay = self.p.queue_run_delay.max(Duration::from_secs(1));
         let mut deferred_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + run_delay, run_delay);
         loop {
+            dog.pet();
             let busy = self.pass().await;
             self.flow_control(&master, busy);
             let wake = self.sched.poll_timeout().map(|t| {
