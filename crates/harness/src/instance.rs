@@ -552,16 +552,22 @@ impl Instance {
 
     /// Sends trigger `letters` to the queue manager (`postkick public qmgr`).
     pub fn postkick(&self, letters: &str) -> Result<()> {
+        self.postkick_service("qmgr", letters)
+    }
+
+    /// Sends trigger `letters` to the public service `service` (e.g.
+    /// `pickup`) with `postkick`.
+    pub fn postkick_service(&self, service: &str, letters: &str) -> Result<()> {
         let mut c = Command::new("postkick");
         c.arg("-c")
             .arg(self.config_dir())
-            .args(["public", "qmgr", letters]);
+            .args(["public", service, letters]);
         // Watched: with no working queue manager postkick can block.
         let mut watch = QmgrWatch::new();
         let out = cmd::run_watched(c, None, CMD_TIMEOUT, || watch.check(self))?;
-        // postkick writes the letters, then a NUL byte; the queue manager
-        // reads once and closes, so the second write may raise SIGPIPE after
-        // the letters were delivered. That is success.
+        // postkick writes the letters, then a NUL byte; the server reads
+        // once and closes, so the second write may raise SIGPIPE after the
+        // letters were delivered. That is success.
         if out.success() || out.signal == Some(Signal::SIGPIPE as i32) {
             Ok(())
         } else {

@@ -2,11 +2,10 @@
 //! records and the reports a sender receives.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::{ok, GUARD};
 use crate::compare::Outcome;
-use rqmgr_harness::{cmd, Instance, QueueManager};
+use rqmgr_harness::{Instance, QueueManager};
 
 /// [`crate::compare::run_both`] for scenarios that return more than an
 /// [`Outcome`] (stock first).
@@ -95,9 +94,5 @@ pub fn submit(inst: &Instance, from: &str, to: &[&str], message: &str) -> String
 /// Wakes pickup(8) (`postkick public pickup W`), e.g. after `postsuper
 /// -r`, which leaves the file for pickup's next periodic scan.
 pub fn kick_pickup(inst: &Instance) {
-    let mut c = Command::new("postkick");
-    c.arg("-c")
-        .arg(inst.config_dir())
-        .args(["public", "pickup", "W"]);
-    ok(cmd::run_ok(c, None, GUARD));
+    ok(inst.postkick_service("pickup", "W"));
 }
