@@ -216,6 +216,11 @@ fn sched_config(p: &QmgrParams, raw: &RawParams, process_name: &str, log: &Arc<L
         fudge_factor: u32::try_from(p.qmgr_fudge_factor).unwrap_or(100),
         site_hog_factor: u32::try_from(p.qmgr_site_hog_factor).unwrap_or(100),
         preemptive: process_name != "oqmgr",
+        clog_warn_time: if p.helpful_warnings {
+            p.qmgr_clog_warn_time
+        } else {
+            std::time::Duration::ZERO
+        },
         recipient_delimiter: p.recipient_delimiter.clone(),
         transports,
     }

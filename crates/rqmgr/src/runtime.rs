@@ -296,6 +296,7 @@ impl Runtime {
                 Action::MessageDone { msg, deferred } => {
                     self.message_done(msg, deferred, false).await
                 }
+                Action::Warning { text } => self.log.warning(&text),
             }
         }
     }

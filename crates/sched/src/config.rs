@@ -149,6 +149,10 @@ pub struct Config {
     pub site_hog_factor: u32,
     /// Preemptive scheduling (qmgr) rather than plain round robin (oqmgr).
     pub preemptive: bool,
+    /// `qmgr_clog_warn_time` (zero when off, or when `helpful_warnings`
+    /// is off): how often to warn about one destination clogging the
+    /// active queue.
+    pub clog_warn_time: Duration,
     /// `recipient_delimiter`, for naming per-recipient queues.
     pub recipient_delimiter: String,
     /// Per-transport configuration.
@@ -180,6 +184,7 @@ impl Default for Config {
             transport_retry_time: Duration::from_secs(60),
             fudge_factor: 100,
             site_hog_factor: 100,
+            clog_warn_time: Duration::from_secs(300),
             preemptive: true,
             recipient_delimiter: String::new(),
             transports: Box::new(|name| {

@@ -96,7 +96,75 @@ impl Scheduler {
         self.jobs[j as usize].read_entries += 1;
         self.job_rekey(j);
         self.peer_offer(p);
+        self.clog_warning(q as usize);
         e
+    }
+
+    /// Postfix's advice when one destination holds more than a fifth of
+    /// the active queue (`qmgr_entry_create()`), at most once per
+    /// `qmgr_clog_warn_time` per destination. The lines and the choice of
+    /// advice are Postfix's, because operators search for them.
+    fn clog_warning(&mut self, q: usize) {
+        let period = self.cfg.clog_warn_time;
+        if period.is_zero() {
+            return;
+        }
+        let limit = self.cfg.message_active_limit;
+        let queue = &self.queues[q];
+        let length = queue.length() as usize;
+        if length <= limit / 5 || self.now < queue.clog_time_to_warn {
+            return;
+        }
+        let messages = self.messages.len();
+        let share = length as f64 / messages.max(1) as f64;
+        let t = &self.transports[queue.transport];
+        let mut lines = vec![format!(
+            "mail for {} is using up {} of {} active queue entries",
+            queue.nexthop, length, messages
+        )];
+        if share < 0.9 {
+            lines.push("this may slow down other mail deliveries".to_owned());
+        }
+        let conc = t.cfg.dest_concurrency_limit;
+        if conc > 0 && conc <= queue.busy + 1 {
+            lines.push(format!(
+                "you may need to increase the main.cf {}_destination_concurrency_limit from {}",
+                t.name, conc
+            ));
+        } else if f64::from(queue.window) > limit as f64 * share {
+            lines.push(format!(
+                "you may need to increase the main.cf qmgr_message_active_limit from {limit}"
+            ));
+        } else if t.queues.len() > 1 {
+            lines.push(format!(
+                "you may need a separate master.cf transport for {}",
+                queue.nexthop
+            ));
+        } else {
+            lines.push(format!(
+                "you may need to reduce {} connect and helo timeouts",
+                t.name
+            ));
+            lines.push("so that Postfix quickly skips unavailable hosts".to_owned());
+            lines.push(
+                "you may need to increase the main.cf minimal_backoff_time and maximal_backoff_time"
+                    .to_owned(),
+            );
+            lines.push("so that Postfix wastes less time on undeliverable mail".to_owned());
+            lines.push(format!(
+                "you may need to increase the master.cf {} process limit",
+                t.name
+            ));
+        }
+        lines.push("please avoid flushing the whole queue when you have".to_owned());
+        lines.push("lots of deferred mail, that is bad for performance".to_owned());
+        lines.push("to turn off these warnings specify: qmgr_clog_warn_time = 0".to_owned());
+        self.queues[q].clog_time_to_warn = self.now + period;
+        self.actions.extend(
+            lines
+                .into_iter()
+                .map(|text| crate::Action::Warning { text }),
+        );
     }
 
     /// Takes a waiting entry off its lists for delivery

@@ -184,6 +184,13 @@ pub enum Action {
         /// The message.
         msg: MessageId,
     },
+    /// Log this warning line as the queue manager's own
+    /// (`warning: ...`): Postfix's advice when one destination clogs the
+    /// active queue (`qmgr_clog_warn_time`).
+    Warning {
+        /// The text after `warning: `.
+        text: String,
+    },
     /// Every recipient of `msg` has been handed out and every delivery has
     /// finished: finish the message (bounce/trace flush, defer or remove).
     MessageDone {

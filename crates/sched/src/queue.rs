@@ -50,6 +50,8 @@ pub(crate) struct DestQueue {
     /// The ticket of this queue's slot in its transport's round robin, if
     /// it has one; slots with another ticket are stale.
     pub rr_ticket: Option<u64>,
+    /// No clog warning for this destination before this time.
+    pub clog_time_to_warn: Time,
 }
 
 impl DestQueue {
@@ -78,6 +80,7 @@ impl DestQueue {
             generation,
             contribution: 0,
             rr_ticket: None,
+            clog_time_to_warn: Time::ZERO,
         }
     }
 

@@ -856,3 +856,57 @@ fn run_with_sizes(s: &mut Scheduler, sizes: &mut Vec<usize>) -> Vec<Action> {
         );
     }
 }
+
+/// One destination holding more than a fifth of the active queue gets
+/// Postfix's clog warning, once per `qmgr_clog_warn_time`
+/// (`qmgr_entry_create()`).
+#[test]
+fn clog_warning_once_per_period() {
+    let cfg = Config {
+        message_active_limit: 10,
+        clog_warn_time: Duration::from_secs(300),
+        ..Config::default()
+    };
+    let mut s = Scheduler::new(cfg);
+    let warnings = |s: &mut Scheduler| -> Vec<String> {
+        std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Warning { text } => Some(text),
+                _ => None,
+            })
+            .collect()
+    };
+    for id in 0..3 {
+        s.handle(
+            Event::Message {
+                msg: MessageId(id),
+                routes: vec![route(0, "smtp", "clog.example")],
+                more: false,
+                flush_each: false,
+                single_rcpt: false,
+            },
+            t0(),
+        );
+    }
+    let w = warnings(&mut s);
+    assert_eq!(
+        w.first().map(String::as_str),
+        Some("mail for clog.example is using up 3 of 3 active queue entries")
+    );
+    assert_eq!(
+        w.last().map(String::as_str),
+        Some("to turn off these warnings specify: qmgr_clog_warn_time = 0")
+    );
+    // Not again within the period.
+    s.handle(
+        Event::Message {
+            msg: MessageId(9),
+            routes: vec![route(0, "smtp", "clog.example")],
+            more: false,
+            flush_each: false,
+            single_rcpt: false,
+        },
+        t0() + Duration::from_secs(10),
+    );
+    assert!(warnings(&mut s).is_empty());
+}

@@ -685,6 +685,7 @@ impl Sim {
                 }
             }
             Action::MessageDone { msg, deferred } => self.message_done(msg, deferred),
+            Action::Warning { text } => self.record.warnings.push((self.now, text)),
         }
     }
 

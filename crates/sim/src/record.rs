@@ -118,6 +118,8 @@ pub struct Record {
     pub completions: Vec<Completion>,
     /// Refill requests: when, and for which message.
     pub refills: Vec<(Time, MessageId)>,
+    /// Warning lines the scheduler asked to log ([`rqmgr_sched::Action::Warning`]).
+    pub warnings: Vec<(Time, String)>,
     /// Synchronous deferrals: when, message, recipient index, reason.
     pub sync_deferred: Vec<(Time, MessageId, u32, Dsn)>,
     /// When each message entered the active queue, in order.

@@ -180,6 +180,7 @@ fn random_traffic(preemptive: bool, early: bool, seed: u64) {
                     assert!(*b <= 4 || key.is_empty(), "{key}: {b} busy");
                     busy.push((conn, msg.0, key));
                 }
+                Action::Warning { .. } => {}
                 Action::DeferRecipient { msg, rcpt, .. } => {
                     let f = files.get_mut(&msg.0).expect("known message");
                     assert_eq!(
@@ -228,6 +229,7 @@ fn random_traffic(preemptive: bool, early: bool, seed: u64) {
                     }
                     busy.push((conn, msg.0, String::new()));
                 }
+                Action::Warning { .. } => {}
                 Action::DeferRecipient { msg, rcpt, .. } => {
                     let f = files.get_mut(&msg.0).expect("known message");
                     assert_eq!(f.2[rcpt as usize], 0);
