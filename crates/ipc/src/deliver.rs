@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::attr::{AttrList, AttrWriter};
 use crate::error::{AttrError, IpcError};
 use crate::stream::AttrStream;
+use tokio::time::Instant;
 
 /// Protocol a delivery agent announces.
 pub const PROTOCOL: &str = "delivery_request_protocol";
@@ -283,6 +284,15 @@ impl DeliveryRequest {
         strings.iter().map(|s| s.len()).sum::<usize>() + rcpts
     }
 
+    /// The whole request encoded, in a buffer sized for it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // The fixed part (names, numbers, statistics) is about 450 bytes;
+        // sizing the buffer up front avoids regrowing it.
+        let mut w = AttrWriter::with_capacity(512 + self.approx_len());
+        self.encode(&mut w);
+        w.into_bytes()
+    }
+
     /// Appends the whole request: the message list, then one list per
     /// recipient.
     pub fn encode(&self, out: &mut AttrWriter) {
@@ -368,6 +378,19 @@ impl AgentConnection {
         })
     }
 
+    /// Connects to `private/<transport>` by `deadline`; later I/O steps
+    /// are bounded by `timeout` each unless [`set_deadline`](Self::set_deadline)
+    /// gives them one deadline.
+    pub async fn connect_until(
+        path: &Path,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<AgentConnection, IpcError> {
+        Ok(AgentConnection {
+            stream: AttrStream::connect_until(path, deadline, timeout).await?,
+        })
+    }
+
     /// Wraps an existing stream (tests, fakes).
     pub fn from_stream(stream: AttrStream) -> AgentConnection {
         AgentConnection { stream }
@@ -383,6 +406,12 @@ impl AgentConnection {
         self.stream.set_timeout(timeout);
     }
 
+    /// Bounds all following I/O steps together by `deadline` (`None`: each
+    /// step by the timeout again).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.stream.set_deadline(deadline);
+    }
+
     /// Waits for the agent's announcement; only then is it ready for a
     /// request.
     pub async fn wait_ready(&mut self) -> Result<(), IpcError> {
@@ -391,11 +420,14 @@ impl AgentConnection {
 
     /// Sends the request.  A failure here means "transport unavailable".
     pub async fn send_request(&mut self, req: &DeliveryRequest) -> Result<(), IpcError> {
-        // The fixed part (names, numbers, statistics) is about 450 bytes;
-        // sizing the buffer up front avoids regrowing it.
-        let mut w = AttrWriter::with_capacity(512 + req.approx_len());
-        req.encode(&mut w);
-        self.stream.send(w.as_bytes()).await
+        self.stream.send(&req.to_bytes()).await
+    }
+
+    /// Sends a request already encoded with [`DeliveryRequest::encode`]
+    /// (or an equivalent encoder), e.g. by a caller that builds it from
+    /// borrowed fields.  A failure here means "transport unavailable".
+    pub async fn send_encoded(&mut self, request: &[u8]) -> Result<(), IpcError> {
+        self.stream.send(request).await
     }
 
     /// Reads and parses the reply.  A failure here means "agent crashed".
