@@ -311,9 +311,9 @@ impl Runtime {
         let Some(m) = self.messages.get(&msg) else {
             return;
         };
-        let request = m.request(rcpts, nexthop, dest_flags, self.p.smtputf8_enable);
+        let request = m.request_bytes(rcpts, nexthop, dest_flags, self.p.smtputf8_enable);
         // The task is gone only if it failed, which it reports itself.
-        let _ = request_tx.send(request.to_bytes());
+        let _ = request_tx.send(request);
     }
 
     fn agent_event(&mut self, event: AgentEvent, master: &MasterLink) {
