@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::attr::{AttrList, AttrWriter};
 use crate::error::{AttrError, IpcError};
 use crate::stream::AttrStream;
+use tokio::time::Instant;
 
 /// Protocol a delivery agent announces.
 pub const PROTOCOL: &str = "delivery_request_protocol";
@@ -283,6 +284,15 @@ impl DeliveryRequest {
         strings.iter().map(|s| s.len()).sum::<usize>() + rcpts
     }
 
+    /// The whole request encoded, in a buffer sized for it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // The fixed part (names, numbers, statistics) is about 450 bytes;
+        // sizing the buffer up front avoids regrowing it.
+        let mut w = AttrWriter::with_capacity(512 + self.approx_len());
+        self.encode(&mut w);
+        w.into_bytes()
+    }
+
     /// Appends the whole request: the message list, then one list per
     /// recipient.
     pub fn encode(&self, out: &mut AttrWriter) {
@@ -309,6 +319,159 @@ impl DeliveryRequest {
             .str("sasl_sender", &self.sasl_sender)
             .str("log_ident", &self.log_ident)
             .str("rewrite_context", &self.rewrite_context)
+            .int("recipient_count", count)
+            .end();
+        for rcpt in &self.recipients {
+            rcpt.encode(out);
+            out.end();
+        }
+    }
+}
+
+/// One recipient of a [`DeliveryRequestRef`], borrowed from where the
+/// caller keeps it; encodes like [`RecipientOut`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecipientRef<'a> {
+    /// `original_recipient`.
+    pub orig_rcpt: &'a [u8],
+    /// `recipient`.
+    pub address: &'a [u8],
+    /// `offset` of the recipient record in the queue file.
+    pub offset: i64,
+    /// `dsn_orig_rcpt`.
+    pub dsn_orig_rcpt: &'a [u8],
+    /// `notify_flags`.
+    pub notify_flags: i32,
+}
+
+impl RecipientRef<'_> {
+    /// Appends the five recipient attributes (no terminator).
+    pub fn encode(&self, out: &mut AttrWriter) {
+        out.str("original_recipient", self.orig_rcpt)
+            .str("recipient", self.address)
+            .long("offset", self.offset)
+            .str("dsn_orig_rcpt", self.dsn_orig_rcpt)
+            .int("notify_flags", self.notify_flags);
+    }
+}
+
+/// [`DeliveryRequest`] with borrowed strings: qmgr builds one per
+/// delivery from the message it holds, and copying some fifteen strings
+/// into an owned request only to encode it would be wasted work. Encodes
+/// to exactly the same bytes as the owned request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryRequestRef<'a> {
+    /// [`flags`] bits.
+    pub flags: i32,
+    /// Queue name, normally `active`.
+    pub queue_name: &'a [u8],
+    /// Queue ID.
+    pub queue_id: &'a [u8],
+    /// Offset of the message content (`offset`).
+    pub data_offset: i64,
+    /// Content length (`size`).
+    pub data_size: i64,
+    /// Next-hop destination.
+    pub nexthop: &'a [u8],
+    /// Content encoding: empty, `7bit` or `8bit`.
+    pub encoding: &'a [u8],
+    /// SMTPUTF8 flags.
+    pub smtputf8: i32,
+    /// Envelope sender (VERP already applied).
+    pub sender: &'a [u8],
+    /// DSN envelope ID.
+    pub envelope_id: &'a [u8],
+    /// DSN RET flags.
+    pub ret_flags: i32,
+    /// Timing statistics.
+    pub stats: MsgStats,
+    /// Client host name.
+    pub log_client_name: &'a [u8],
+    /// Client address.
+    pub log_client_address: &'a [u8],
+    /// Client port.
+    pub log_client_port: &'a [u8],
+    /// Client protocol (SMTP/ESMTP).
+    pub log_protocol_name: &'a [u8],
+    /// Client HELO name.
+    pub log_helo_name: &'a [u8],
+    /// SASL method.
+    pub sasl_method: &'a [u8],
+    /// SASL user name.
+    pub sasl_username: &'a [u8],
+    /// SASL sender.
+    pub sasl_sender: &'a [u8],
+    /// Log identifier.
+    pub log_ident: &'a [u8],
+    /// Rewrite context (`local`/`remote`).
+    pub rewrite_context: &'a [u8],
+    /// The recipients (at least one).
+    pub recipients: Vec<RecipientRef<'a>>,
+}
+
+impl DeliveryRequestRef<'_> {
+    /// The variable-length part of the encoded request, for sizing the
+    /// output buffer (as [`DeliveryRequest`]'s).
+    fn approx_len(&self) -> usize {
+        let strings = [
+            self.queue_name,
+            self.queue_id,
+            self.nexthop,
+            self.encoding,
+            self.sender,
+            self.envelope_id,
+            self.log_client_name,
+            self.log_client_address,
+            self.log_client_port,
+            self.log_protocol_name,
+            self.log_helo_name,
+            self.sasl_method,
+            self.sasl_username,
+            self.sasl_sender,
+            self.log_ident,
+            self.rewrite_context,
+        ];
+        let rcpts: usize = self
+            .recipients
+            .iter()
+            .map(|r| 96 + r.orig_rcpt.len() + r.address.len() + r.dsn_orig_rcpt.len())
+            .sum();
+        strings.iter().map(|s| s.len()).sum::<usize>() + rcpts
+    }
+
+    /// The whole request encoded, in a buffer sized for it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = AttrWriter::with_capacity(512 + self.approx_len());
+        self.encode(&mut w);
+        w.into_bytes()
+    }
+
+    /// Appends the whole request, byte for byte as
+    /// [`DeliveryRequest::encode`] does.
+    pub fn encode(&self, out: &mut AttrWriter) {
+        let count = i32::try_from(self.recipients.len()).unwrap_or(i32::MAX);
+        out.int("flags", self.flags)
+            .str("queue_name", self.queue_name)
+            .str("queue_id", self.queue_id)
+            .long("offset", self.data_offset)
+            .long("size", self.data_size)
+            .str("nexthop", self.nexthop)
+            .str("encoding", self.encoding)
+            .int("smtputf8", self.smtputf8)
+            .str("sender", self.sender)
+            .str("envelope_id", self.envelope_id)
+            .int("ret_flags", self.ret_flags)
+            .data("time", &self.stats.to_bytes())
+            .str("log_client_name", self.log_client_name)
+            .str("log_client_address", self.log_client_address)
+            .str("log_client_port", self.log_client_port)
+            .str("log_protocol_name", self.log_protocol_name)
+            .str("log_helo_name", self.log_helo_name)
+            .str("sasl_method", self.sasl_method)
+            .str("sasl_username", self.sasl_username)
+            .str("sasl_sender", self.sasl_sender)
+            .str("log_ident", self.log_ident)
+            .str("rewrite_context", self.rewrite_context)
             .int("recipient_count", count)
             .end();
         for rcpt in &self.recipients {
@@ -368,6 +531,19 @@ impl AgentConnection {
         })
     }
 
+    /// Connects to `private/<transport>` by `deadline`; later I/O steps
+    /// are bounded by `timeout` each unless [`set_deadline`](Self::set_deadline)
+    /// gives them one deadline.
+    pub async fn connect_until(
+        path: &Path,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<AgentConnection, IpcError> {
+        Ok(AgentConnection {
+            stream: AttrStream::connect_until(path, deadline, timeout).await?,
+        })
+    }
+
     /// Wraps an existing stream (tests, fakes).
     pub fn from_stream(stream: AttrStream) -> AgentConnection {
         AgentConnection { stream }
@@ -383,6 +559,12 @@ impl AgentConnection {
         self.stream.set_timeout(timeout);
     }
 
+    /// Bounds all following I/O steps together by `deadline` (`None`: each
+    /// step by the timeout again).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.stream.set_deadline(deadline);
+    }
+
     /// Waits for the agent's announcement; only then is it ready for a
     /// request.
     pub async fn wait_ready(&mut self) -> Result<(), IpcError> {
@@ -391,11 +573,14 @@ impl AgentConnection {
 
     /// Sends the request.  A failure here means "transport unavailable".
     pub async fn send_request(&mut self, req: &DeliveryRequest) -> Result<(), IpcError> {
-        // The fixed part (names, numbers, statistics) is about 450 bytes;
-        // sizing the buffer up front avoids regrowing it.
-        let mut w = AttrWriter::with_capacity(512 + req.approx_len());
-        req.encode(&mut w);
-        self.stream.send(w.as_bytes()).await
+        self.stream.send(&req.to_bytes()).await
+    }
+
+    /// Sends a request already encoded with [`DeliveryRequest::encode`]
+    /// (or an equivalent encoder), e.g. by a caller that builds it from
+    /// borrowed fields.  A failure here means "transport unavailable".
+    pub async fn send_encoded(&mut self, request: &[u8]) -> Result<(), IpcError> {
+        self.stream.send(request).await
     }
 
     /// Reads and parses the reply.  A failure here means "agent crashed".
@@ -409,5 +594,116 @@ impl AgentConnection {
     pub async fn deliver(&mut self, req: &DeliveryRequest) -> Result<DeliveryReply, IpcError> {
         self.send_request(req).await?;
         self.read_reply().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field distinct and non-empty, so a swapped or missing field
+    /// changes the bytes.
+    fn full_request() -> DeliveryRequest {
+        let s = |v: &str| v.as_bytes().to_vec();
+        DeliveryRequest {
+            flags: 3 | flags::RECORD,
+            queue_name: s("active"),
+            queue_id: s("4ABCDEF0123"),
+            data_offset: 612,
+            data_size: 123_456,
+            nexthop: s("example.com"),
+            encoding: s("8bit"),
+            smtputf8: 12,
+            sender: s("list+joe=example.com@origin.org"),
+            envelope_id: s("env-id"),
+            ret_flags: 2,
+            stats: MsgStats {
+                incoming_arrival: (1_700_000_000, 123_456),
+                active_arrival: (1_700_000_001, 654_321),
+                ..MsgStats::default()
+            },
+            log_client_name: s("client.example"),
+            log_client_address: s("192.0.2.1"),
+            log_client_port: s("2525"),
+            log_protocol_name: s("ESMTP"),
+            log_helo_name: s("helo.example"),
+            sasl_method: s("PLAIN"),
+            sasl_username: s("joe"),
+            sasl_sender: s("joe@origin.org"),
+            log_ident: s("4ABCDEF0123"),
+            rewrite_context: s("remote"),
+            recipients: vec![
+                RecipientOut {
+                    orig_rcpt: s("Joe@Example.com"),
+                    address: s("joe@example.com"),
+                    offset: 345,
+                    dsn_orig_rcpt: s("rfc822;joe@example.com"),
+                    notify_flags: 9,
+                },
+                RecipientOut {
+                    orig_rcpt: Vec::new(),
+                    address: s("ann@example.com"),
+                    offset: 400,
+                    dsn_orig_rcpt: Vec::new(),
+                    notify_flags: 0,
+                },
+            ],
+        }
+    }
+
+    fn borrowed(r: &DeliveryRequest) -> DeliveryRequestRef<'_> {
+        DeliveryRequestRef {
+            flags: r.flags,
+            queue_name: &r.queue_name,
+            queue_id: &r.queue_id,
+            data_offset: r.data_offset,
+            data_size: r.data_size,
+            nexthop: &r.nexthop,
+            encoding: &r.encoding,
+            smtputf8: r.smtputf8,
+            sender: &r.sender,
+            envelope_id: &r.envelope_id,
+            ret_flags: r.ret_flags,
+            stats: r.stats,
+            log_client_name: &r.log_client_name,
+            log_client_address: &r.log_client_address,
+            log_client_port: &r.log_client_port,
+            log_protocol_name: &r.log_protocol_name,
+            log_helo_name: &r.log_helo_name,
+            sasl_method: &r.sasl_method,
+            sasl_username: &r.sasl_username,
+            sasl_sender: &r.sasl_sender,
+            log_ident: &r.log_ident,
+            rewrite_context: &r.rewrite_context,
+            recipients: r
+                .recipients
+                .iter()
+                .map(|o| RecipientRef {
+                    orig_rcpt: &o.orig_rcpt,
+                    address: &o.address,
+                    offset: o.offset,
+                    dsn_orig_rcpt: &o.dsn_orig_rcpt,
+                    notify_flags: o.notify_flags,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn borrowed_request_encodes_identically() {
+        for req in [full_request(), DeliveryRequest::default()] {
+            let owned = req.to_bytes();
+            let by_ref = borrowed(&req).to_bytes();
+            assert_eq!(owned, by_ref);
+            let mut w = AttrWriter::new();
+            borrowed(&req).encode(&mut w);
+            assert_eq!(w.as_bytes(), &owned[..]);
+        }
+        // Golden start of the owned encoding, so both cannot drift
+        // together unnoticed.
+        let owned = full_request().to_bytes();
+        assert!(owned.starts_with(
+            b"flags\x001027\0queue_name\0active\0queue_id\x004ABCDEF0123\0offset\x00612\0"
+        ));
     }
 }

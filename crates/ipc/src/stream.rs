@@ -5,7 +5,9 @@
 //! a server's `protocol` announcement, write requests.
 //!
 //! Invariants: every operation (connect, one `read_list`, one `send`) is
-//! bounded by the stream's timeout as a whole, not per system call; at most
+//! bounded by the stream's timeout as a whole, not per system call, or,
+//! after [`AttrStream::set_deadline`], by one deadline shared by all the
+//! operations of a phase (connect and announcement, request and reply); at most
 //! one list is decoded per call and bytes after it stay buffered for the
 //! next call.  Errors name the service ("private/smtp") and use Postfix's
 //! wording.
@@ -45,6 +47,8 @@ pub struct AttrStream {
     stream: UnixStream,
     service: String,
     timeout: Duration,
+    /// When set, bounds every operation instead of `timeout`.
+    deadline: Option<Instant>,
     buf: Vec<u8>,
     /// Index in `buf` of the first unconsumed byte.
     start: usize,
@@ -56,8 +60,17 @@ pub struct AttrStream {
 impl AttrStream {
     /// Connects to the socket at `path` within `timeout`.
     pub async fn connect(path: &Path, timeout: Duration) -> Result<AttrStream, IpcError> {
+        Self::connect_until(path, Instant::now() + timeout, timeout).await
+    }
+
+    /// Connects to the socket at `path` by `deadline`; later operations
+    /// are bounded by `timeout` each (see [`set_deadline`](Self::set_deadline)).
+    pub async fn connect_until(
+        path: &Path,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<AttrStream, IpcError> {
         let service = service_name(path);
-        let deadline = Instant::now() + timeout;
         match timeout_at(deadline, UnixStream::connect(path)).await {
             Err(_) => Err(IpcError::Timeout {
                 service,
@@ -85,6 +98,7 @@ impl AttrStream {
             stream,
             service,
             timeout,
+            deadline: None,
             buf: Vec::new(),
             start: 0,
             offset: 0,
@@ -108,6 +122,20 @@ impl AttrStream {
         self.timeout = timeout;
     }
 
+    /// Bounds every following operation by `deadline` as a whole phase
+    /// (`None`: each operation by the timeout again). A phase of several
+    /// reads and writes then reads the clock once rather than per
+    /// operation, and cannot take longer than the deadline in total.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// When the next operation must be done.
+    fn op_deadline(&self) -> Instant {
+        self.deadline
+            .unwrap_or_else(|| Instant::now() + self.timeout)
+    }
+
     /// Wraps a decoding error with this stream's service name.
     pub fn attr_error(&self, error: AttrError) -> IpcError {
         IpcError::Attr {
@@ -118,7 +146,7 @@ impl AttrStream {
 
     /// Reads one complete attribute list.
     pub async fn read_list(&mut self) -> Result<AttrList, IpcError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.op_deadline();
         loop {
             match self.decoder.feed(&self.buf[self.start..], self.offset) {
                 Err(e) => return Err(self.attr_error(e)),
@@ -201,7 +229,7 @@ impl AttrStream {
 
     /// Writes `bytes` completely.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), IpcError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.op_deadline();
         let write = async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await

@@ -1,12 +1,18 @@
 //! Delivery agent connections (`qmgr_transport_alloc()`, `qmgr_deliver()`).
 //!
-//! Each connection runs as its own task: connect to `private/<transport>`,
-//! wait for the agent's announcement, and report back. Only then does the
-//! scheduler pick an entry for it, because an agent may take long to come
-//! free (master queues the connection until a process is idle) and by
-//! then the best entry to send may be another. The request and reply run
-//! in a second task; the socket is closed after the reply, which is the
-//! agent's signal that the queue manager is done with it.
+//! Each connection runs as one task for its whole life: connect to
+//! `private/<transport>`, wait for the agent's announcement, and report
+//! back. Only then does the scheduler pick an entry for it, because an
+//! agent may take long to come free (master queues the connection until a
+//! process is idle) and by then the best entry to send may be another. The
+//! task then waits for the encoded request (or for the event loop to drop
+//! the [`RequestSender`], which closes the connection unused), sends it,
+//! reads the reply and closes the socket, which is the agent's signal
+//! that the queue manager is done with it. One task rather than one per
+//! phase saves a spawn and the hand-over of the socket per delivery.
+//!
+//! Connecting and the announcement share one `daemon_timeout` deadline,
+//! and so do sending the request and reading the reply.
 //!
 //! A failure to connect or to send marks the transport unavailable; a
 //! reply that cannot be read counts as a crash (retry, no feedback).
@@ -14,16 +20,22 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rqmgr_ipc::deliver::{AgentConnection, DeliveryReply, DeliveryRequest};
+use rqmgr_ipc::deliver::{AgentConnection, DeliveryReply};
 use rqmgr_ipc::error::IpcError;
 use rqmgr_sched::{ConnId, Dsn, Outcome};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// Hands a ready connection its encoded delivery request; dropping it
+/// closes the connection without a delivery.
+pub type RequestSender = oneshot::Sender<Vec<u8>>;
 
 /// What a connection task reports to the event loop.
 #[derive(Debug)]
 pub enum AgentEvent {
     /// The agent announced itself and waits for a request.
-    Ready(ConnId, AgentConnection),
+    Ready(ConnId, RequestSender),
     /// The agent could not be reached or the request not sent.
     Unavailable(ConnId, String),
     /// The reply to the request, or why there is none.
@@ -32,46 +44,51 @@ pub enum AgentEvent {
     Trigger(Vec<u8>),
 }
 
-/// Starts connecting to a transport's delivery agent.
-pub fn spawn_connect(
+/// Starts a connection to a transport's delivery agent, which then
+/// carries out at most one delivery.
+pub fn spawn_connection(
     tx: UnboundedSender<AgentEvent>,
     conn: ConnId,
     transport: &str,
     timeout: Duration,
 ) {
-    let path = PathBuf::from(format!("private/{transport}"));
+    let transport = transport.to_owned();
     tokio::task::spawn_local(async move {
-        let event = match AgentConnection::connect(&path, timeout).await {
-            Ok(mut agent) => match agent.wait_ready().await {
-                Ok(()) => AgentEvent::Ready(conn, agent),
-                Err(e) => AgentEvent::Unavailable(conn, format!("{}: {}", path.display(), e)),
-            },
+        let path = PathBuf::from(format!("private/{transport}"));
+        let deadline = Instant::now() + timeout;
+        let mut agent = match AgentConnection::connect_until(&path, deadline, timeout).await {
+            Ok(agent) => agent,
             Err(e) => {
                 // Postfix words it "connect to transport private/X: %m".
                 let why = match &e {
                     IpcError::Connect { source, .. } => crate::activate::os_error(source),
                     other => other.to_string(),
                 };
-                AgentEvent::Unavailable(
+                let _ = tx.send(AgentEvent::Unavailable(
                     conn,
                     format!("connect to transport {}: {}", path.display(), why),
-                )
+                ));
+                return;
             }
         };
-        let _ = tx.send(event);
-    });
-}
-
-/// Sends a request on a ready connection and waits for the reply.
-pub fn spawn_deliver(
-    tx: UnboundedSender<AgentEvent>,
-    conn: ConnId,
-    mut agent: AgentConnection,
-    request: DeliveryRequest,
-    transport: String,
-) {
-    tokio::task::spawn_local(async move {
-        if let Err(e) = agent.send_request(&request).await {
+        agent.set_deadline(Some(deadline));
+        if let Err(e) = agent.wait_ready().await {
+            let _ = tx.send(AgentEvent::Unavailable(
+                conn,
+                format!("{}: {}", path.display(), e),
+            ));
+            return;
+        }
+        let (request_tx, request_rx) = oneshot::channel();
+        if tx.send(AgentEvent::Ready(conn, request_tx)).is_err() {
+            return;
+        }
+        // An error means the scheduler closed the connection unused.
+        let Ok(request) = request_rx.await else {
+            return;
+        };
+        agent.set_deadline(Some(Instant::now() + timeout));
+        if let Err(e) = agent.send_encoded(&request).await {
             let _ = tx.send(AgentEvent::Unavailable(
                 conn,
                 format!("write to process ({transport}): {e}"),

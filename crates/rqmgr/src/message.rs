@@ -8,7 +8,7 @@
 
 use std::time::SystemTime;
 
-use rqmgr_ipc::deliver::{DeliveryRequest, MsgStats, RecipientOut};
+use rqmgr_ipc::deliver::{DeliveryRequestRef, MsgStats, RecipientOut, RecipientRef};
 use rqmgr_queue::message::{QueueMessage, Recipient};
 use rqmgr_queue::queue_id::QueueId;
 
@@ -88,25 +88,40 @@ impl ActiveMessage {
         }
     }
 
-    /// The delivery request for these recipients (`qmgr_deliver_send_request()`).
-    pub fn request(
+    /// Recipient `i` as sent to an agent, borrowed from the message.
+    fn recipient_ref(&self, i: usize) -> RecipientRef<'_> {
+        let r: &Recipient = &self.env.recipients[i];
+        RecipientRef {
+            orig_rcpt: &r.orig_rcpt,
+            address: self.address(i),
+            offset: i64::try_from(r.offset).unwrap_or(i64::MAX),
+            dsn_orig_rcpt: &r.dsn_orig_rcpt,
+            notify_flags: r.notify_flags,
+        }
+    }
+
+    /// The encoded delivery request for these recipients
+    /// (`qmgr_deliver_send_request()`). It is encoded straight from the
+    /// message's fields rather than from an owned copy of them, because
+    /// this runs once per delivery.
+    pub fn request_bytes(
         &self,
         rcpts: &[u32],
         nexthop: &str,
         dest_flags: u32,
         smtputf8_enable: bool,
-    ) -> DeliveryRequest {
+    ) -> Vec<u8> {
         let env = &self.env;
-        let recipients: Vec<RecipientOut> = rcpts
+        let recipients: Vec<RecipientRef<'_>> = rcpts
             .iter()
-            .map(|&i| self.recipient_out(i as usize))
+            .map(|&i| self.recipient_ref(i as usize))
             .collect();
         let mut smtputf8 = env.size.smtputf8;
         if smtputf8_enable {
             for r in &recipients {
                 if !r.address.is_empty()
                     && !r.address.is_ascii()
-                    && std::str::from_utf8(&r.address).is_ok()
+                    && std::str::from_utf8(r.address).is_ok()
                 {
                     smtputf8 |= SMTPUTF8_FLAG_RECIPIENT;
                     if env.verp_delims.is_some() {
@@ -115,9 +130,9 @@ impl ActiveMessage {
                 }
             }
         }
-        let sender = match (&env.verp_delims, recipients.first()) {
-            (Some(delims), Some(r)) => verp_sender(&env.sender, delims, r),
-            _ => env.sender.clone(),
+        let verp = match (&env.verp_delims, recipients.first()) {
+            (Some(delims), Some(r)) => Some(verp_sender(&env.sender, delims, r)),
+            _ => None,
         };
         let flags = self.tflags()
             | i32::try_from(dest_flags).unwrap_or(0)
@@ -126,42 +141,43 @@ impl ActiveMessage {
             } else {
                 DEL_REQ_FLAG_DEFLT
             };
-        DeliveryRequest {
+        DeliveryRequestRef {
             flags,
-            queue_name: b"active".to_vec(),
-            queue_id: self.queue_id.as_str().as_bytes().to_vec(),
+            queue_name: b"active",
+            queue_id: self.queue_id.as_str().as_bytes(),
             data_offset: env.size.data_offset,
             data_size: env.size.content_length,
-            nexthop: nexthop.as_bytes().to_vec(),
-            encoding: env.encoding.clone(),
+            nexthop: nexthop.as_bytes(),
+            encoding: &env.encoding,
             smtputf8,
-            sender,
-            envelope_id: env.envelope_id.clone(),
+            sender: verp.as_deref().unwrap_or(&env.sender),
+            envelope_id: &env.envelope_id,
             ret_flags: env.ret_flags,
             stats: self.stats(),
-            log_client_name: env.log_client_name.clone(),
-            log_client_address: env.log_client_address.clone(),
-            log_client_port: env.log_client_port.clone(),
-            log_protocol_name: env.log_protocol_name.clone(),
-            log_helo_name: env.log_helo_name.clone(),
-            sasl_method: env.sasl_method.clone(),
-            sasl_username: env.sasl_username.clone(),
-            sasl_sender: env.sasl_sender.clone(),
-            log_ident: env.log_ident.clone(),
-            rewrite_context: env.rewrite_context.clone(),
+            log_client_name: &env.log_client_name,
+            log_client_address: &env.log_client_address,
+            log_client_port: &env.log_client_port,
+            log_protocol_name: &env.log_protocol_name,
+            log_helo_name: &env.log_helo_name,
+            sasl_method: &env.sasl_method,
+            sasl_username: &env.sasl_username,
+            sasl_sender: &env.sasl_sender,
+            log_ident: &env.log_ident,
+            rewrite_context: &env.rewrite_context,
             recipients,
         }
+        .to_bytes()
     }
 }
 
 /// VERP: `prefix@origin` becomes `prefix+user=domain@origin`, from the
 /// original recipient when there is one (what VERP consumers expect).
-pub fn verp_sender(sender: &[u8], delims: &[u8], rcpt: &RecipientOut) -> Vec<u8> {
+pub fn verp_sender(sender: &[u8], delims: &[u8], rcpt: &RecipientRef<'_>) -> Vec<u8> {
     let (s_local, s_domain) = split_at_last(sender, b'@');
     let recipient = if rcpt.orig_rcpt.is_empty() {
-        &rcpt.address
+        rcpt.address
     } else {
-        &rcpt.orig_rcpt
+        rcpt.orig_rcpt
     };
     let (r_local, r_domain) = split_at_last(recipient, b'@');
     let mut out = s_local.to_vec();
@@ -191,18 +207,18 @@ mod tests {
 
     #[test]
     fn verp_sender_encodes_recipient() {
-        let r = RecipientOut {
-            address: b"joe@example.com".to_vec(),
-            ..RecipientOut::default()
+        let r = RecipientRef {
+            address: b"joe@example.com",
+            ..RecipientRef::default()
         };
         assert_eq!(
             verp_sender(b"list@origin.org", b"+=", &r),
             b"list+joe=example.com@origin.org"
         );
-        let r = RecipientOut {
-            address: b"x@y".to_vec(),
-            orig_rcpt: b"orig@z".to_vec(),
-            ..RecipientOut::default()
+        let r = RecipientRef {
+            address: b"x@y",
+            orig_rcpt: b"orig@z",
+            ..RecipientRef::default()
         };
         assert_eq!(verp_sender(b"list", b"-=", &r), b"list-orig=z");
     }

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rqmgr_ipc::deliver::AgentConnection;
 use rqmgr_ipc::master::{InFlowPipe, StatusChannel};
 use rqmgr_ipc::rewrite::RewriteClient;
 use rqmgr_queue::dirs::{QueueLayout, QueueName};
@@ -47,7 +46,8 @@ pub struct Runtime {
     pub(crate) messages: HashMap<MessageId, ActiveMessage>,
     pub(crate) next_msg: u64,
     pub(crate) rewrite: RewriteClient,
-    ready: HashMap<ConnId, AgentConnection>,
+    /// Connections whose agent announced itself, waiting for a request.
+    ready: HashMap<ConnId, deliver::RequestSender>,
     transports: HashMap<ConnId, String>,
     tx: UnboundedSender<AgentEvent>,
     rx: UnboundedReceiver<AgentEvent>,
@@ -270,7 +270,7 @@ impl Runtime {
         while let Some(action) = self.sched.poll_action() {
             match action {
                 Action::Connect { conn, transport } => {
-                    deliver::spawn_connect(
+                    deliver::spawn_connection(
                         self.tx.clone(),
                         conn,
                         &transport,
@@ -309,22 +309,22 @@ impl Runtime {
         rcpts: &[u32],
         dest_flags: u32,
     ) {
-        let Some(agent) = self.ready.remove(&conn) else {
+        let Some(request_tx) = self.ready.remove(&conn) else {
             return;
         };
         let Some(m) = self.messages.get(&msg) else {
             return;
         };
-        let request = m.request(rcpts, nexthop, dest_flags, self.p.smtputf8_enable);
-        let transport = self.transports.get(&conn).cloned().unwrap_or_default();
-        deliver::spawn_deliver(self.tx.clone(), conn, agent, request, transport);
+        let request = m.request_bytes(rcpts, nexthop, dest_flags, self.p.smtputf8_enable);
+        // The task is gone only if it failed, which it reports itself.
+        let _ = request_tx.send(request);
     }
 
     fn agent_event(&mut self, event: AgentEvent, master: &MasterLink) {
         let now = sched_now();
         match event {
-            AgentEvent::Ready(conn, agent) => {
-                self.ready.insert(conn, agent);
+            AgentEvent::Ready(conn, request_tx) => {
+                self.ready.insert(conn, request_tx);
                 self.sched.handle(Event::AgentReady { conn }, now);
             }
             AgentEvent::Unavailable(conn, why) => {
