@@ -255,76 +255,54 @@ pub struct DeliveryRequest {
 }
 
 impl DeliveryRequest {
-    /// The variable-length part of the encoded request (strings and
-    /// per-recipient attributes), for sizing the output buffer.
-    fn approx_len(&self) -> usize {
-        let strings = [
-            &self.queue_name,
-            &self.queue_id,
-            &self.nexthop,
-            &self.encoding,
-            &self.sender,
-            &self.envelope_id,
-            &self.log_client_name,
-            &self.log_client_address,
-            &self.log_client_port,
-            &self.log_protocol_name,
-            &self.log_helo_name,
-            &self.sasl_method,
-            &self.sasl_username,
-            &self.sasl_sender,
-            &self.log_ident,
-            &self.rewrite_context,
-        ];
-        let rcpts: usize = self
-            .recipients
-            .iter()
-            .map(|r| 96 + r.orig_rcpt.len() + r.address.len() + r.dsn_orig_rcpt.len())
-            .sum();
-        strings.iter().map(|s| s.len()).sum::<usize>() + rcpts
+    /// The same request with borrowed fields: the one encoder both share.
+    pub fn as_ref(&self) -> DeliveryRequestRef<'_> {
+        DeliveryRequestRef {
+            flags: self.flags,
+            queue_name: &self.queue_name,
+            queue_id: &self.queue_id,
+            data_offset: self.data_offset,
+            data_size: self.data_size,
+            nexthop: &self.nexthop,
+            encoding: &self.encoding,
+            smtputf8: self.smtputf8,
+            sender: &self.sender,
+            envelope_id: &self.envelope_id,
+            ret_flags: self.ret_flags,
+            stats: self.stats,
+            log_client_name: &self.log_client_name,
+            log_client_address: &self.log_client_address,
+            log_client_port: &self.log_client_port,
+            log_protocol_name: &self.log_protocol_name,
+            log_helo_name: &self.log_helo_name,
+            sasl_method: &self.sasl_method,
+            sasl_username: &self.sasl_username,
+            sasl_sender: &self.sasl_sender,
+            log_ident: &self.log_ident,
+            rewrite_context: &self.rewrite_context,
+            recipients: self
+                .recipients
+                .iter()
+                .map(|r| RecipientRef {
+                    orig_rcpt: &r.orig_rcpt,
+                    address: &r.address,
+                    offset: r.offset,
+                    dsn_orig_rcpt: &r.dsn_orig_rcpt,
+                    notify_flags: r.notify_flags,
+                })
+                .collect(),
+        }
     }
 
     /// The whole request encoded, in a buffer sized for it.
     pub fn to_bytes(&self) -> Vec<u8> {
-        // The fixed part (names, numbers, statistics) is about 450 bytes;
-        // sizing the buffer up front avoids regrowing it.
-        let mut w = AttrWriter::with_capacity(512 + self.approx_len());
-        self.encode(&mut w);
-        w.into_bytes()
+        self.as_ref().to_bytes()
     }
 
     /// Appends the whole request: the message list, then one list per
     /// recipient.
     pub fn encode(&self, out: &mut AttrWriter) {
-        let count = i32::try_from(self.recipients.len()).unwrap_or(i32::MAX);
-        out.int("flags", self.flags)
-            .str("queue_name", &self.queue_name)
-            .str("queue_id", &self.queue_id)
-            .long("offset", self.data_offset)
-            .long("size", self.data_size)
-            .str("nexthop", &self.nexthop)
-            .str("encoding", &self.encoding)
-            .int("smtputf8", self.smtputf8)
-            .str("sender", &self.sender)
-            .str("envelope_id", &self.envelope_id)
-            .int("ret_flags", self.ret_flags)
-            .data("time", &self.stats.to_bytes())
-            .str("log_client_name", &self.log_client_name)
-            .str("log_client_address", &self.log_client_address)
-            .str("log_client_port", &self.log_client_port)
-            .str("log_protocol_name", &self.log_protocol_name)
-            .str("log_helo_name", &self.log_helo_name)
-            .str("sasl_method", &self.sasl_method)
-            .str("sasl_username", &self.sasl_username)
-            .str("sasl_sender", &self.sasl_sender)
-            .str("log_ident", &self.log_ident)
-            .str("rewrite_context", &self.rewrite_context)
-            .int("recipient_count", count)
-            .end();
-        for rcpt in &self.recipients {
-            rcpt.encode(out);
-            out.end();
-        }
+        self.as_ref().encode(out);
     }
 }
 
@@ -410,8 +388,8 @@ pub struct DeliveryRequestRef<'a> {
 }
 
 impl DeliveryRequestRef<'_> {
-    /// The variable-length part of the encoded request, for sizing the
-    /// output buffer (as [`DeliveryRequest`]'s).
+    /// The variable-length part of the encoded request (strings and
+    /// per-recipient attributes), for sizing the output buffer.
     fn approx_len(&self) -> usize {
         let strings = [
             self.queue_name,
@@ -441,13 +419,15 @@ impl DeliveryRequestRef<'_> {
 
     /// The whole request encoded, in a buffer sized for it.
     pub fn to_bytes(&self) -> Vec<u8> {
+        // The fixed part (names, numbers, statistics) is about 450 bytes;
+        // sizing the buffer up front avoids regrowing it.
         let mut w = AttrWriter::with_capacity(512 + self.approx_len());
         self.encode(&mut w);
         w.into_bytes()
     }
 
-    /// Appends the whole request, byte for byte as
-    /// [`DeliveryRequest::encode`] does.
+    /// Appends the whole request: the message list, then one list per
+    /// recipient.
     pub fn encode(&self, out: &mut AttrWriter) {
         let count = i32::try_from(self.recipients.len()).unwrap_or(i32::MAX);
         out.int("flags", self.flags)
