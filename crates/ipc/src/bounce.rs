@@ -173,23 +173,33 @@ pub async fn bounce_flush_verp(
     notify(path, BounceCommand::Verp, req, Some(verp_delims), timeout).await
 }
 
-/// Expiry notice: FLUSH to `private/defer` (qmgr passes flags DELRCPT).
+/// Expiry notice: FLUSH to `private/defer`, with DELRCPT added (the
+/// returned recipients are marked done), as Postfix's `adefer_flush()`.
 pub async fn defer_flush(
     path: &Path,
     req: &BounceRequest,
     timeout: Duration,
 ) -> Result<i32, IpcError> {
-    notify(path, BounceCommand::Flush, req, None, timeout).await
+    let req = with_delrcpt(req);
+    notify(path, BounceCommand::Flush, &req, None, timeout).await
 }
 
-/// VERP expiry notices: VERP to `private/defer`.
+/// VERP expiry notices: VERP to `private/defer`, with DELRCPT added.
 pub async fn defer_flush_verp(
     path: &Path,
     req: &BounceRequest,
     verp_delims: &[u8],
     timeout: Duration,
 ) -> Result<i32, IpcError> {
-    notify(path, BounceCommand::Verp, req, Some(verp_delims), timeout).await
+    let req = with_delrcpt(req);
+    notify(path, BounceCommand::Verp, &req, Some(verp_delims), timeout).await
+}
+
+fn with_delrcpt(req: &BounceRequest) -> BounceRequest {
+    BounceRequest {
+        flags: req.flags | bounce_flags::DELRCPT,
+        ..req.clone()
+    }
 }
 
 /// Delay warning: WARN to `private/defer`.

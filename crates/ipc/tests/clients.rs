@@ -364,7 +364,11 @@ async fn bounce_family_requests() {
         let srv = fake_status_server(
             l,
             "delivery_status_protocol",
-            breq().encode(bounce::BounceCommand::Verp, Some(b"+=")),
+            bounce::BounceRequest {
+                flags: breq().flags | bounce::bounce_flags::DELRCPT,
+                ..breq()
+            }
+            .encode(bounce::BounceCommand::Verp, Some(b"+=")),
             b"status\x000\0\0",
         );
         assert_eq!(

@@ -19,7 +19,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rqmgr_ipc::bounce::{self, BounceCommand, BounceRequest};
+use rqmgr_ipc::bounce::{self, bounce_flags, BounceCommand, BounceRequest};
 use rqmgr_ipc::error::IpcError;
 use rqmgr_queue::dirs::QueueName;
 use rqmgr_sched::retry::next_attempt;
@@ -52,7 +52,7 @@ impl Runtime {
             Ok(_) => {
                 let command = BounceCommand::Flush;
                 m.status |= self
-                    .notify(&m, &self.p.bounce_service_name.clone(), command, true)
+                    .notify(&m, &self.p.bounce_service_name.clone(), command, 0, true)
                     .await;
             }
             Err(_) => {}
@@ -87,6 +87,7 @@ impl Runtime {
                     &m,
                     &self.p.trace_service_name.clone(),
                     BounceCommand::Trace,
+                    tflags,
                     false,
                 )
                 .await;
@@ -123,6 +124,9 @@ impl Runtime {
                         &m,
                         &self.p.defer_service_name.clone(),
                         BounceCommand::Flush,
+                        // The defer service marks the recipients it
+                        // returns as done, as Postfix's adefer_flush() asks.
+                        bounce_flags::DELRCPT,
                         true,
                     )
                     .await;
@@ -132,6 +136,7 @@ impl Runtime {
                         &m,
                         &self.p.defer_service_name.clone(),
                         BounceCommand::Warn,
+                        0,
                         false,
                     )
                     .await;
@@ -176,13 +181,10 @@ impl Runtime {
         m: &ActiveMessage,
         service: &str,
         command: BounceCommand,
+        flags: i32,
         verp_ok: bool,
     ) -> i32 {
         let env = &m.env;
-        let flags = match command {
-            BounceCommand::Trace => m.tflags(),
-            _ => 0,
-        };
         let req = BounceRequest {
             flags,
             queue_name: b"active".to_vec(),
