@@ -114,7 +114,17 @@ fn recipient_limit_splits_entries_and_local_is_per_recipient() {
 
 /// Drives a scheduler where every agent answers with `outcome`, returning
 /// the actions other than connections and deliveries.
-fn run_with(s: &mut Scheduler, now: Time, mut outcome: impl FnMut(&str) -> Outcome) -> Vec<Action> {
+fn run_with(s: &mut Scheduler, now: Time, outcome: impl FnMut(&str) -> Outcome) -> Vec<Action> {
+    run_recording(s, now, outcome, &mut Vec::new())
+}
+
+/// [`run_with`], also noting how many recipients each delivery carried.
+fn run_recording(
+    s: &mut Scheduler,
+    now: Time,
+    mut outcome: impl FnMut(&str) -> Outcome,
+    sizes: &mut Vec<usize>,
+) -> Vec<Action> {
     let mut rest = Vec::new();
     let mut busy: Vec<(ConnId, String)> = Vec::new();
     loop {
@@ -123,7 +133,15 @@ fn run_with(s: &mut Scheduler, now: Time, mut outcome: impl FnMut(&str) -> Outco
             progressed = true;
             match a {
                 Action::Connect { conn, .. } => s.handle(Event::AgentReady { conn }, now),
-                Action::Deliver { conn, nexthop, .. } => busy.push((conn, nexthop)),
+                Action::Deliver {
+                    conn,
+                    nexthop,
+                    rcpts,
+                    ..
+                } => {
+                    sizes.push(rcpts.len());
+                    busy.push((conn, nexthop));
+                }
                 other => rest.push(other),
             }
         }
@@ -825,36 +843,9 @@ fn verp_message_gets_one_recipient_per_entry() {
         t0(),
     );
     let mut sizes = Vec::new();
-    let rest = run_with_sizes(&mut s, &mut sizes);
+    let rest = run_recording(&mut s, t0(), |_| Outcome::Final, &mut sizes);
     assert_eq!(sizes, vec![1, 1, 1]);
     assert_eq!(rest.len(), 1);
-}
-
-fn run_with_sizes(s: &mut Scheduler, sizes: &mut Vec<usize>) -> Vec<Action> {
-    let mut rest = Vec::new();
-    let mut busy = Vec::new();
-    loop {
-        while let Some(a) = s.poll_action() {
-            match a {
-                Action::Connect { conn, .. } => s.handle(Event::AgentReady { conn }, t0()),
-                Action::Deliver { conn, rcpts, .. } => {
-                    sizes.push(rcpts.len());
-                    busy.push(conn);
-                }
-                other => rest.push(other),
-            }
-        }
-        let Some(conn) = busy.pop() else {
-            return rest;
-        };
-        s.handle(
-            Event::Delivered {
-                conn,
-                outcome: Outcome::Final,
-            },
-            t0(),
-        );
-    }
 }
 
 /// One destination holding more than a fifth of the active queue gets
