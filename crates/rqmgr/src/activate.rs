@@ -380,6 +380,7 @@ impl Runtime {
                 self.fatal(&text);
             }
             self.log.warning(&text);
+            self.log.flush();
             return Duration::from_secs(10);
         }
         t.connects = 0;
@@ -390,6 +391,7 @@ impl Runtime {
                 self.p.rewrite_service_name, e
             ));
         }
+        self.log.flush();
         Duration::from_secs(1)
     }
 

@@ -205,6 +205,9 @@ impl Runtime {
             (BounceCommand::Flush, Some(_)) => BounceCommand::Verp,
             (c, _) => c,
         };
+        // The bounce, defer and trace services log about this message too:
+        // our lines go first.
+        self.log.flush();
         match bounce::notify(&path, command, &req, verp, timeout).await {
             Ok(status) => status,
             Err(e) => {

@@ -29,6 +29,17 @@
 //! postlog send errors are ignored (Postfix daemons have no fallback file
 //! writer). `fatal` and `panic` only log: the caller exits or aborts.
 //!
+//! Holding: the event loop may ask the logger to [`Logger::hold`] records
+//! and send them together ([`Logger::flush`]) with one `sendmmsg(2)`. Each
+//! record is still its own datagram with the time stamp of the moment it
+//! was logged, so readers see the same bytes; what changes is that the
+//! reader (postlogd or syslogd) is woken once per batch instead of once per
+//! record. The caller flushes before it waits and before it asks another
+//! Postfix daemon to log about the same message, so the order of lines
+//! about one message across daemons is unchanged. `fatal` and `panic`
+//! flush and are sent at once; a batch is also sent when it reaches
+//! [`HELD_MAX`] records.
+//!
 //! Limits: only datagram sockets (glibc's stream fallback for `/dev/log` is
 //! not implemented); sends block like Postfix's, so a stuck reader stalls the
 //! caller.
@@ -44,6 +55,12 @@ pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
 
 /// Longest text part of a record, in bytes (Postfix's record limit).
 const MAX_TEXT: usize = 2000;
+
+/// Held records are sent when this many are waiting. Linux queues at most
+/// `net.unix.max_dgram_qlen` (10 by default) datagrams per receiving
+/// socket; staying below it means a batch never blocks on a reader that
+/// had caught up.
+pub const HELD_MAX: usize = 8;
 
 /// Start-up settings for a [`Logger`].
 #[derive(Debug, Clone)]
@@ -202,6 +219,11 @@ struct State {
     /// `Mon DD HH:MM:SS host ` (postlog) or `Mon  D HH:MM:SS ` (syslog).
     head: Vec<u8>,
     buf: Vec<u8>,
+    /// Records are held until [`Logger::flush`].
+    holding: bool,
+    /// Held records, back to back; `held_ends[i]` is where record i ends.
+    held: Vec<u8>,
+    held_ends: Vec<usize>,
 }
 
 impl Logger {
@@ -243,6 +265,9 @@ impl Logger {
                 head_secs: i64::MIN,
                 head: Vec::with_capacity(64),
                 buf: Vec::with_capacity(512),
+                holding: false,
+                held: Vec::new(),
+                held_ends: Vec::new(),
             }),
         };
         // Converting a time once loads the time zone before any chroot hides
@@ -280,6 +305,18 @@ impl Logger {
     /// Log `panic: text`; the caller then aborts.
     pub fn panic(&self, text: &str) {
         self.log(Severity::Panic, text);
+    }
+
+    /// From now on, hold records until [`Logger::flush`] (see the module
+    /// documentation).
+    pub fn hold(&self) {
+        self.lock().holding = true;
+    }
+
+    /// Send every held record.
+    pub fn flush(&self) {
+        let mut state = self.lock();
+        self.flush_locked(&mut state);
     }
 
     /// Log `text` at `severity` with the current local time.
@@ -331,8 +368,18 @@ impl Logger {
             let line = self.stderr_line(severity, &clean);
             let _ = io::stderr().lock().write_all(&line);
         }
+        let urgent = matches!(severity, Severity::Fatal | Severity::Panic);
+        if urgent {
+            self.flush_locked(state);
+        }
         let State {
-            socket, head, buf, ..
+            socket,
+            head,
+            buf,
+            holding,
+            held,
+            held_ends,
+            ..
         } = state;
         buf.clear();
         if self.mode == Mode::Syslog {
@@ -348,7 +395,55 @@ impl Logger {
         let start = buf.len();
         printable_into(buf, text, self.utf8);
         buf.truncate(start + MAX_TEXT);
-        self.send(socket, buf);
+        if *holding && !urgent {
+            held.extend_from_slice(buf);
+            held_ends.push(held.len());
+            if held_ends.len() >= HELD_MAX {
+                self.flush_locked(state);
+            }
+        } else {
+            self.send(socket, buf);
+        }
+    }
+
+    /// Sends the held records, as many per `sendmmsg` as the kernel takes;
+    /// whatever it refuses goes through [`Logger::send`] one by one, which
+    /// applies the reconnect rules of a single record.
+    fn flush_locked(&self, state: &mut State) {
+        if state.held_ends.is_empty() {
+            return;
+        }
+        let State {
+            socket,
+            held,
+            held_ends,
+            ..
+        } = state;
+        let records: Vec<&[u8]> = held_ends
+            .iter()
+            .scan(0, |start, &end| {
+                let r = &held[*start..end];
+                *start = end;
+                Some(r)
+            })
+            .collect();
+        if socket.is_none() {
+            *socket = self.connect();
+        }
+        let mut sent = 0;
+        if let Some(sock) = socket.as_ref() {
+            while sent < records.len() {
+                match send_many(sock, &records[sent..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sent += n,
+                }
+            }
+        }
+        for r in &records[sent..] {
+            self.send(socket, r);
+        }
+        held.clear();
+        held_ends.clear();
     }
 
     /// The stderr line (`-V`): not truncated, newline-terminated.
@@ -391,6 +486,26 @@ impl Logger {
             let _ = sock.send(record);
         }
     }
+}
+
+/// One `sendmmsg(2)` of `records` on a connected datagram socket; returns
+/// how many the kernel took.
+fn send_many(sock: &UnixDatagram, records: &[&[u8]]) -> nix::Result<usize> {
+    use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, UnixAddr};
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let slices: Vec<[IoSlice<'_>; 1]> = records.iter().map(|r| [IoSlice::new(r)]).collect();
+    let addrs: Vec<Option<UnixAddr>> = vec![None; records.len()];
+    let mut headers = MultiHeaders::<UnixAddr>::preallocate(records.len(), None);
+    let results = sendmmsg(
+        sock.as_raw_fd(),
+        &mut headers,
+        &slices,
+        &addrs,
+        [],
+        MsgFlags::empty(),
+    )?;
+    Ok(results.count())
 }
 
 /// Postfix's `printable()` applied to a message, cut at the first NUL.
@@ -579,6 +694,35 @@ mod tests {
         assert!(got.starts_with(head.as_bytes()));
         logger.emit(Severity::Panic, "a\0b", &STAMP);
         assert!(recv(&rx).ends_with(b"panic: a"));
+    }
+
+    #[test]
+    fn held_records_arrive_in_order_on_flush() {
+        let dir = TempDir::new("hold");
+        let (rx, path) = receiver(&dir);
+        rx.set_nonblocking(true).expect("nonblocking");
+        let logger = Logger::new(&config("/var/log/x", &path)).expect("logger");
+        logger.hold();
+        logger.emit(Severity::Info, "one", &STAMP);
+        logger.emit(Severity::Warning, "two", &STAMP);
+        let mut buf = [0u8; 64];
+        assert!(rx.recv(&mut buf).is_err(), "held records must wait");
+        logger.flush();
+        rx.set_nonblocking(false).expect("blocking");
+        assert!(recv(&rx).ends_with(b"]: one"));
+        assert!(recv(&rx).ends_with(b"]: warning: two"));
+        // A fatal record goes out at once, after what was held.
+        logger.emit(Severity::Info, "three", &STAMP);
+        logger.emit(Severity::Fatal, "four", &STAMP);
+        assert!(recv(&rx).ends_with(b"]: three"));
+        assert!(recv(&rx).ends_with(b"]: fatal: four"));
+        // A full batch goes out without a flush.
+        for i in 0..HELD_MAX {
+            logger.emit(Severity::Info, &format!("n{i}"), &STAMP);
+        }
+        for i in 0..HELD_MAX {
+            assert!(recv(&rx).ends_with(format!("]: n{i}").as_bytes()));
+        }
     }
 
     #[test]

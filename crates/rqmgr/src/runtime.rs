@@ -177,6 +177,9 @@ impl Runtime {
     pub async fn run(mut self, master: MasterLink) -> i32 {
         let dog = Watchdog::start(self.p.qmgr_daemon_timeout, Arc::clone(&self.log));
         self.start();
+        // Records are sent in batches, flushed below before every wait
+        // (see logging.rs on why the order of lines is kept).
+        self.log.hold();
         let run_delay = self.p.queue_run_delay.max(Duration::from_secs(1));
         let mut deferred_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + run_delay, run_delay);
@@ -189,6 +192,7 @@ impl Runtime {
                 let wait = t.saturating_since(now);
                 tokio::time::Instant::now() + wait
             });
+            self.log.flush();
             tokio::select! {
                 biased;
                 () = master.status.closed() => return 0,
@@ -364,6 +368,7 @@ impl Runtime {
                     self.scan_request(DEFERRED, deferred);
                 }
                 if master.status.send(true).is_err() {
+                    self.log.flush();
                     std::process::exit(0);
                 }
             }
@@ -416,6 +421,8 @@ impl Runtime {
         let wire_dsn =
             rqmgr_ipc::deliver::Dsn::simple(dsn.status.as_bytes(), dsn.reason.as_bytes());
         let path = std::path::PathBuf::from(format!("private/{}", self.p.defer_service_name));
+        // The defer service logs about this message too: ours first.
+        self.log.flush();
         let status = rqmgr_ipc::bounce::defer_append(
             &path,
             flags,
