@@ -35,10 +35,16 @@ const READ_CHUNK: usize = 8192;
 /// The short service name Postfix logs for a socket path: its last two
 /// components ("private/smtp"), or the whole path when shorter.
 pub fn service_name(path: &Path) -> String {
-    let mut parts: Vec<_> = path.components().rev().take(2).collect();
-    parts.reverse();
-    let short: std::path::PathBuf = parts.iter().collect();
-    short.to_string_lossy().into_owned()
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let bytes = bytes.strip_suffix(b"/").unwrap_or(bytes);
+    // Called per agent connection: find the cut without building paths.
+    let start = bytes
+        .iter()
+        .rposition(|&b| b == b'/')
+        .and_then(|last| bytes[..last].iter().rposition(|&b| b == b'/'))
+        .map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 /// A connected client stream speaking the attribute protocol.

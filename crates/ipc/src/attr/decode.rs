@@ -89,7 +89,25 @@ pub fn decode_item(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, AttrError> {
 #[derive(Debug, Default, Clone)]
 pub struct ListDecoder {
     pos: usize,
-    items: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Where each name and value of the list so far lies in the input.
+    spans: Vec<Span>,
+}
+
+/// Byte ranges of one attribute's name and value in [`AttrList::bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Span {
+    fn name<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        &bytes[self.name.0 as usize..self.name.1 as usize]
+    }
+
+    fn value<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        &bytes[self.value.0 as usize..self.value.1 as usize]
+    }
 }
 
 impl ListDecoder {
@@ -121,18 +139,29 @@ impl ListDecoder {
             match item {
                 Item::End => {
                     let consumed = self.pos + used;
+                    // One copy of the whole list; names and values are
+                    // spans of it (a reply has a dozen attributes, and two
+                    // allocations each showed up in profiles).
+                    let bytes = buf[..self.pos].to_vec();
                     self.pos = 0;
-                    let items = std::mem::take(&mut self.items);
-                    return Ok(Some((AttrList { items }, consumed)));
+                    let spans = std::mem::take(&mut self.spans);
+                    return Ok(Some((AttrList { bytes, spans }, consumed)));
                 }
                 Item::Attr { name, value } => {
-                    if self.items.len() >= MAX_LIST_ATTRS {
+                    if self.spans.len() >= MAX_LIST_ATTRS {
                         return Err(AttrError::TooManyAttributes {
                             offset: base + self.pos,
                             limit: MAX_LIST_ATTRS,
                         });
                     }
-                    self.items.push((name.to_vec(), value.to_vec()));
+                    // The list is capped at MAX_LIST_BYTES, far below
+                    // u32::MAX, so the offsets fit.
+                    let at = |off: usize| u32::try_from(self.pos + off).unwrap_or(u32::MAX);
+                    let value_start = name.len() + 1;
+                    self.spans.push(Span {
+                        name: (at(0), at(name.len())),
+                        value: (at(value_start), at(value_start + value.len())),
+                    });
                     self.pos += used;
                 }
             }
@@ -159,13 +188,32 @@ impl ListDecoder {
 /// One received attribute list, up to (not including) its terminator.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AttrList {
-    items: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The list's bytes as received (`name\0value\0` items).
+    bytes: Vec<u8>,
+    spans: Vec<Span>,
 }
 
 impl AttrList {
     /// Builds a list from pairs (for tests and fakes).
     pub fn new(items: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
-        Self { items }
+        let mut bytes = Vec::new();
+        let mut spans = Vec::with_capacity(items.len());
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        for (name, value) in items {
+            let n0 = bytes.len();
+            bytes.extend_from_slice(&name);
+            let n1 = bytes.len();
+            bytes.push(0);
+            let v0 = bytes.len();
+            bytes.extend_from_slice(&value);
+            let v1 = bytes.len();
+            bytes.push(0);
+            spans.push(Span {
+                name: (at(n0), at(n1)),
+                value: (at(v0), at(v1)),
+            });
+        }
+        Self { bytes, spans }
     }
 
     /// Decodes exactly one complete list from `buf`; `Ok(None)` if it is
@@ -174,27 +222,35 @@ impl AttrList {
         ListDecoder::new().feed(buf, 0)
     }
 
-    /// The pairs in arrival order.
-    pub fn items(&self) -> &[(Vec<u8>, Vec<u8>)] {
-        &self.items
+    /// The (name, value) pairs in arrival order.
+    pub fn items(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|s| (s.name(&self.bytes), s.value(&self.bytes)))
     }
 
     /// Number of attributes.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.spans.len()
     }
 
     /// True for a list with only a terminator.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.spans.is_empty()
     }
 
     /// The first value named `name`, for non-strict readers.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.items
-            .iter()
-            .find(|(n, _)| n == name.as_bytes())
-            .map(|(_, v)| v.as_slice())
+        self.items()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// The `i`th pair.
+    fn pair(&self, i: usize) -> Option<(&[u8], &[u8])> {
+        self.spans
+            .get(i)
+            .map(|s| (s.name(&self.bytes), s.value(&self.bytes)))
     }
 
     /// A reader enforcing Postfix's STRICT order (no missing, no extra).
@@ -230,14 +286,14 @@ pub struct StrictReader<'a> {
 
 impl<'a> StrictReader<'a> {
     fn take(&mut self, name: &'static str) -> Result<&'a [u8], AttrError> {
-        match self.list.items.get(self.next) {
+        match self.list.pair(self.next) {
             None => Err(AttrError::Missing { name }),
             Some((n, v)) if n == name.as_bytes() => {
                 self.next += 1;
                 Ok(v)
             }
             Some((n, _)) => Err(AttrError::Unexpected {
-                got: n.clone(),
+                got: n.to_vec(),
                 expecting: name,
             }),
         }
@@ -301,10 +357,10 @@ impl<'a> StrictReader<'a> {
 
     /// Succeeds only when every attribute has been consumed.
     pub fn finish(&self) -> Result<(), AttrError> {
-        match self.list.items.get(self.next) {
+        match self.list.pair(self.next) {
             None => Ok(()),
             Some((n, _)) => Err(AttrError::Unexpected {
-                got: n.clone(),
+                got: n.to_vec(),
                 expecting: "(list terminator)",
             }),
         }
