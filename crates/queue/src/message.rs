@@ -224,10 +224,35 @@ impl QueueMessage {
     /// `resume_offset`, `rcpt_unread` and `warnings`; on error the message
     /// is left unchanged.
     pub fn refill<R: Read + Seek>(&mut self, r: R, max_recipients: usize) -> Result<(), Error> {
+        self.recipients = self.read_more(r, max_recipients)?;
+        Ok(())
+    }
+
+    /// Like [`QueueMessage::refill`], but appends the new recipients after
+    /// the ones in core (whose deliveries may still be under way, so their
+    /// indexes must stay valid), and returns the index of the first new
+    /// one. This is Postfix's early refill (`qmgr_job_peer_select()`).
+    pub fn refill_append<R: Read + Seek>(
+        &mut self,
+        r: R,
+        max_recipients: usize,
+    ) -> Result<usize, Error> {
+        let more = self.read_more(r, max_recipients)?;
+        let first = self.recipients.len();
+        self.recipients.extend(more);
+        Ok(first)
+    }
+
+    /// The next batch of recipients; updates `resume_offset`,
+    /// `rcpt_unread` and `warnings` (only on success).
+    fn read_more<R: Read + Seek>(
+        &mut self,
+        r: R,
+        max_recipients: usize,
+    ) -> Result<Vec<Recipient>, Error> {
         let Some(start) = self.resume_offset else {
-            self.recipients.clear();
             self.warnings.clear();
-            return Ok(());
+            return Ok(Vec::new());
         };
         let mut st = walk::State::refill(self.size, self.rcpt_unread);
         let mut rr = RecordReader::new(r);
@@ -235,12 +260,11 @@ impl QueueMessage {
         walk::run(&mut rr, &mut st, effective_limit(max_recipients), b"")?;
         let (recipients, resume, unread, mut warnings) = st.finish_refill();
         let unread = check_unread(unread, resume, &mut warnings);
-        self.recipients = recipients;
         self.resume_offset = resume;
         self.rcpt_unread = unread;
         self.warnings = warnings;
         self.opened = None;
-        Ok(())
+        Ok(recipients)
     }
 }
 

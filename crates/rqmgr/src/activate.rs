@@ -174,15 +174,17 @@ impl Runtime {
             }
         }
         let more = message.env.resume_offset.is_some() && message.env.redirect.is_none();
-        let routes = self.resolve_all(&mut message, &mut file).await;
+        let routes = self.resolve_all(&mut message, &mut file, 0).await;
         self.messages.insert(msg, message);
         self.sched_message(msg, routes, more, qflags & FLUSH_EACH != 0);
         true
     }
 
-    /// Reads the next batch of recipients of a message whose in-core
-    /// recipients are all done (`qmgr_message_realloc()`).
-    pub(crate) async fn refill(&mut self, msg: MessageId) {
+    /// Reads the next batch of recipients (`qmgr_message_realloc()`).
+    /// `early`: some in-core recipients of the message are still waiting
+    /// or being delivered, so the new ones are appended and keep indexes
+    /// of their own; otherwise the batch replaces the finished one.
+    pub(crate) async fn refill(&mut self, msg: MessageId, early: bool) {
         let Some(mut message) = self.messages.remove(&msg) else {
             return;
         };
@@ -194,9 +196,18 @@ impl Runtime {
             .write(true)
             .open(&path)
             .map_err(rqmgr_queue::error::Error::from)
-            .and_then(|mut f| message.env.refill(&mut f, budget).map(|()| f));
-        let mut file = match read {
-            Ok(f) => f,
+            .and_then(|mut f| {
+                if early {
+                    message
+                        .env
+                        .refill_append(&mut f, budget)
+                        .map(|first| (f, first))
+                } else {
+                    message.env.refill(&mut f, budget).map(|()| (f, 0))
+                }
+            });
+        let (mut file, first) = match read {
+            Ok(read) => read,
             Err(e) => {
                 for line in e.postfix_warnings(id.as_str(), &path.display().to_string()) {
                     self.log.warning(&line);
@@ -210,9 +221,12 @@ impl Runtime {
         for w in &message.env.warnings {
             self.log.warning(&w.postfix_line(id.as_str()));
         }
-        message.rewritten = vec![None; message.env.recipients.len()];
+        if !early {
+            message.rewritten.clear();
+        }
+        message.rewritten.resize(message.env.recipients.len(), None);
         let more = message.env.resume_offset.is_some();
-        let routes = self.resolve_all(&mut message, &mut file).await;
+        let routes = self.resolve_all(&mut message, &mut file, first).await;
         let flush_each = message.qflags & FLUSH_EACH != 0;
         self.messages.insert(msg, message);
         self.sched_message(msg, routes, more, flush_each);
@@ -242,12 +256,17 @@ impl Runtime {
         }
     }
 
-    /// Resolves every recipient of the current batch
+    /// Resolves the recipients from index `first` on
     /// (`qmgr_message_resolve()`), applying Postfix's redirections.
-    async fn resolve_all(&mut self, m: &mut ActiveMessage, file: &mut File) -> Vec<Route> {
-        let mut routes = Vec::with_capacity(m.env.recipients.len());
+    async fn resolve_all(
+        &mut self,
+        m: &mut ActiveMessage,
+        file: &mut File,
+        first: usize,
+    ) -> Vec<Route> {
+        let mut routes = Vec::with_capacity(m.env.recipients.len().saturating_sub(first));
         let tflags = m.tflags();
-        for i in 0..m.env.recipients.len() {
+        for i in first..m.env.recipients.len() {
             let address = m.env.recipients[i].address.clone();
             let mut reply;
             if let Some(redirect) = m.env.redirect.clone() {

@@ -69,7 +69,7 @@ impl Runtime {
         }
         if refill {
             self.messages.insert(msg, m);
-            self.refill(msg).await;
+            self.refill(msg, false).await;
             return;
         }
         self.message_final(m).await;

@@ -100,7 +100,10 @@ fn start() -> i32 {
         log.fatal(&text);
         return 1;
     }
-    let sched = Scheduler::new(sched_config(&p, &raw, &process_name, &log));
+    let mut sched = Scheduler::new(sched_config(&p, &raw, &process_name, &log));
+    // Read more of a large message while its deliveries run, as Postfix
+    // does; the runtime appends such batches (activate.rs, `refill`).
+    sched.set_early_refill(true);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

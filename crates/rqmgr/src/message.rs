@@ -1,8 +1,13 @@
 //! What the daemon keeps of each message in the active queue.
 //!
 //! The scheduler knows messages by a number and recipients by their index
-//! in the batch last read; this is where the numbers lead back to the
-//! envelope, the recipients and the queue file. The file is not kept open
+//! in the message's in-core recipient list; this is where the numbers lead
+//! back to the envelope, the recipients and the queue file. A refill while
+//! deliveries are under way (early refill) appends to that list, so an
+//! index stays valid as long as the scheduler may name it; the list starts
+//! afresh only at a refill with nothing left in core. Until then it holds
+//! every recipient read since (about 150 bytes each), where Postfix frees
+//! each recipient as its delivery ends. The file is not kept open
 //! between reads (Postfix closes it too): delivery agents need to lock it
 //! shared, and a refill simply reopens it.
 

@@ -317,6 +317,13 @@ impl Runtime {
                 Action::DeferRecipient { msg, rcpt, dsn } => {
                     self.defer_recipient(msg, rcpt, &dsn).await
                 }
+                // Postfix's early refill reads more while deliveries are
+                // under way and does not finish anything; a refill of a
+                // message with nothing left in core goes through
+                // qmgr_active_done()'s first steps.
+                Action::Refill { msg } if self.sched.has_deliveries(msg) => {
+                    self.refill(msg, true).await
+                }
                 Action::Refill { msg } => self.message_done(msg, false, true).await,
                 Action::MessageDone { msg, deferred } => {
                     self.message_done(msg, deferred, false).await
