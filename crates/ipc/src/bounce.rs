@@ -143,7 +143,12 @@ async fn status_command(
     Ok(status)
 }
 
-/// Sends an asynchronous-style notice request (Postfix's abounce family).
+/// Sends an asynchronous-style notice request (Postfix's abounce family):
+/// FLUSH or VERP to the bounce service (non-delivery notice) or to the
+/// defer service (expiry notice, with [`bounce_flags::DELRCPT`] as
+/// `adefer_flush()` sets it), WARN to the defer service (delay warning),
+/// TRACE to the trace service (delivery record, flags = trace flags). The
+/// caller picks the service, the command and the flags.
 pub async fn notify(
     path: &Path,
     command: BounceCommand,
@@ -152,72 +157,6 @@ pub async fn notify(
     timeout: Duration,
 ) -> Result<i32, IpcError> {
     status_command(path, PROTOCOL, &req.encode(command, verp), timeout).await
-}
-
-/// Non-delivery notice: FLUSH to `private/bounce`.
-pub async fn bounce_flush(
-    path: &Path,
-    req: &BounceRequest,
-    timeout: Duration,
-) -> Result<i32, IpcError> {
-    notify(path, BounceCommand::Flush, req, None, timeout).await
-}
-
-/// VERP non-delivery notices: VERP to `private/bounce`.
-pub async fn bounce_flush_verp(
-    path: &Path,
-    req: &BounceRequest,
-    verp_delims: &[u8],
-    timeout: Duration,
-) -> Result<i32, IpcError> {
-    notify(path, BounceCommand::Verp, req, Some(verp_delims), timeout).await
-}
-
-/// Expiry notice: FLUSH to `private/defer`, with DELRCPT added (the
-/// returned recipients are marked done), as Postfix's `adefer_flush()`.
-pub async fn defer_flush(
-    path: &Path,
-    req: &BounceRequest,
-    timeout: Duration,
-) -> Result<i32, IpcError> {
-    let req = with_delrcpt(req);
-    notify(path, BounceCommand::Flush, &req, None, timeout).await
-}
-
-/// VERP expiry notices: VERP to `private/defer`, with DELRCPT added.
-pub async fn defer_flush_verp(
-    path: &Path,
-    req: &BounceRequest,
-    verp_delims: &[u8],
-    timeout: Duration,
-) -> Result<i32, IpcError> {
-    let req = with_delrcpt(req);
-    notify(path, BounceCommand::Verp, &req, Some(verp_delims), timeout).await
-}
-
-fn with_delrcpt(req: &BounceRequest) -> BounceRequest {
-    BounceRequest {
-        flags: req.flags | bounce_flags::DELRCPT,
-        ..req.clone()
-    }
-}
-
-/// Delay warning: WARN to `private/defer`.
-pub async fn defer_warn(
-    path: &Path,
-    req: &BounceRequest,
-    timeout: Duration,
-) -> Result<i32, IpcError> {
-    notify(path, BounceCommand::Warn, req, None, timeout).await
-}
-
-/// Delivery record: TRACE to `private/trace` (flags = trace flags).
-pub async fn trace_flush(
-    path: &Path,
-    req: &BounceRequest,
-    timeout: Duration,
-) -> Result<i32, IpcError> {
-    notify(path, BounceCommand::Trace, req, None, timeout).await
 }
 
 /// The bytes of an APPEND request for one recipient.

@@ -372,9 +372,18 @@ async fn bounce_family_requests() {
             b"status\x000\0\0",
         );
         assert_eq!(
-            bounce::defer_flush_verp(&path, &breq(), b"+=", T)
-                .await
-                .unwrap(),
+            bounce::notify(
+                &path,
+                bounce::BounceCommand::Verp,
+                &bounce::BounceRequest {
+                    flags: breq().flags | bounce::bounce_flags::DELRCPT,
+                    ..breq()
+                },
+                Some(b"+="),
+                T
+            )
+            .await
+            .unwrap(),
             0
         );
         srv.await.unwrap();
@@ -429,7 +438,9 @@ async fn bounce_family_requests() {
             breq().encode(bounce::BounceCommand::Flush, None),
             b"status\x000\0extra\x001\0\0",
         );
-        let e = bounce::bounce_flush(&path, &breq(), T).await.unwrap_err();
+        let e = bounce::notify(&path, bounce::BounceCommand::Flush, &breq(), None, T)
+            .await
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "unexpected attribute extra from private/bounce socket (expecting: (list terminator))"
