@@ -12,7 +12,8 @@
 //! locked, i.e. whose owner is gone. Their processes (executable or working
 //! directory inside, or the directory named on the command line, as for
 //! smtp-sink's dump template) are killed and the directory removed.
-//! Invariants: a directory without a lock file (kept on purpose with
+//! Invariants: `.owner.lock` is locked from the moment it exists (it is
+//! locked under another name, then renamed); a directory without a lock file (kept on purpose with
 //! `RQMGR_KEEP_TEST_DIR`, or made by an older harness) is never touched; a
 //! live owner's directory is never touched.
 
@@ -24,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const LOCK_NAME: &str = ".owner.lock";
+/// The lock file's name until it is locked; reapers never open it.
+const FRESH_LOCK_NAME: &str = ".owner.lock.new";
 /// Name prefixes of harness directories.
 pub(crate) const PREFIXES: [&str; 2] = ["rqmgr-pf-", "rqmgr-sink-"];
 
@@ -41,10 +44,17 @@ impl TestDir {
             .prefix(prefix)
             .tempdir_in(base)
             .map_err(|e| Error::io(format!("cannot create a directory in {base:?}"), e))?;
-        let path = dir.path().join(LOCK_NAME);
-        let file = File::create(&path).map_err(|e| Error::io(format!("create {path:?}"), e))?;
+        // The lock file appears under its real name only once it is locked:
+        // a reaper in another thread or process that opened an unlocked
+        // `.owner.lock` would take the new directory for an orphan and remove
+        // it under its creator.
+        let fresh = dir.path().join(FRESH_LOCK_NAME);
+        let file = File::create(&fresh).map_err(|e| Error::io(format!("create {fresh:?}"), e))?;
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| Error::io(format!("lock {path:?}"), e))?;
+            .map_err(|(_, e)| Error::io(format!("lock {fresh:?}"), e))?;
+        let path = dir.path().join(LOCK_NAME);
+        std::fs::rename(&fresh, &path)
+            .map_err(|e| Error::io(format!("rename {fresh:?} to {path:?}"), e))?;
         Ok(TestDir {
             dir,
             lock: Some(lock),
@@ -105,4 +115,53 @@ pub(crate) fn reap(base: &Path) -> usize {
         }
     }
     reaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// A reaper running while directories are created must never take a
+    /// new one for an orphan (it did, when the lock file appeared before it
+    /// was locked).
+    #[test]
+    fn reaper_never_removes_a_directory_being_created() {
+        let base = tempfile::tempdir().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reaper = {
+            let (base, stop) = (base.path().to_owned(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut reaped = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    reaped += reap(&base);
+                }
+                reaped
+            })
+        };
+        let mut lost = 0;
+        for _ in 0..2000 {
+            let dir = TestDir::new(base.path(), PREFIXES[0]).unwrap();
+            if !dir.path().join(LOCK_NAME).exists() {
+                lost += 1;
+            }
+            dir.dispose(false).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let reaped = reaper.join().unwrap();
+        assert_eq!((lost, reaped), (0, 0));
+    }
+
+    /// A directory whose owner lock is free is an orphan and is removed.
+    #[test]
+    fn a_directory_with_a_free_lock_is_reaped() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = TestDir::new(base.path(), PREFIXES[1]).unwrap();
+        let mut dir = dir;
+        dir.lock.take();
+        let path = dir.path().to_owned();
+        assert_eq!(reap(base.path()), 1);
+        assert!(!path.exists());
+    }
 }
