@@ -3,12 +3,23 @@
 //! Job: ask trivial-rewrite(8) where a recipient goes (transport, nexthop,
 //! rewritten recipient, flags), or to rewrite an address under a rule.
 //!
-//! Invariants: like Postfix's clnt_stream, one persistent connection is
-//! kept and its announcement checked once; it is closed when the server's
-//! leading `flags` is non-zero, after `idle` without use, after `ttl` of
-//! age, and after any error.  One-entry caches (30 s, keyed on request
-//! kind + sender + address, resp. rule + address) spare repeated lookups;
-//! an empty address is never served from the resolve cache.
+//! Invariants: like Postfix's clnt_stream, persistent connections are
+//! kept and each one's announcement checked once; a connection is closed
+//! when the server's leading `flags` is non-zero, after `idle` without use,
+//! after `ttl` of age, and after any error.  Single requests use the first
+//! connection only.  One-entry caches (30 s, keyed on request kind +
+//! sender + address, resp. rule + address) spare repeated lookups; an
+//! empty address is never served from the resolve cache.
+//!
+//! Batches ([`RewriteClient::resolve_several`]) put one request on each of
+//! up to [`RESOLVE_CONNECTIONS`] connections before reading the replies in
+//! order.  trivial-rewrite serves one request per readable connection and
+//! turn of its event loop (a second request queued behind the first on one
+//! stream would wait for more input that never comes, so requests are
+//! never pipelined on one connection); several connections let one of its
+//! turns answer several recipients, where one connection costs a pair of
+//! process wake-ups per recipient.  Resolving is a pure query, so the
+//! order in which trivial-rewrite answers changes nothing.
 //!
 //! How it fails: one attempt per call.  Errors drop the connection; the
 //! caller retries forever with a one-second pause, warning "problem talking
@@ -30,6 +41,9 @@ pub const PROTOCOL: &str = "trivial_rewrite_protocol";
 
 /// How long a cached answer stays valid.
 const CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Connections (hence requests in flight) of a batch of resolves.
+pub const RESOLVE_CONNECTIONS: usize = 4;
 
 /// Resolve reply flags and address classes (`RESOLVE_FLAG_*`, `RESOLVE_CLASS_*`).
 pub mod resolve_flags {
@@ -94,7 +108,8 @@ pub struct RewriteClient {
     io_timeout: Duration,
     idle: Duration,
     ttl: Duration,
-    conn: Option<Conn>,
+    /// `conns[0]` serves single requests; the others only batches.
+    conns: [Option<Conn>; RESOLVE_CONNECTIONS],
     resolve_cache: Option<Cached<ResolveKey, ResolveReply>>,
     rewrite_cache: Option<Cached<RewriteKey, Vec<u8>>>,
 }
@@ -108,7 +123,7 @@ impl RewriteClient {
             io_timeout,
             idle,
             ttl,
-            conn: None,
+            conns: Default::default(),
             resolve_cache: None,
             rewrite_cache: None,
         }
@@ -116,12 +131,12 @@ impl RewriteClient {
 
     /// True while a connection is held.
     pub fn is_connected(&self) -> bool {
-        self.conn.is_some()
+        self.conns.iter().any(Option::is_some)
     }
 
-    /// Closes the connection (the next call reconnects).
+    /// Closes the connections (the next call reconnects).
     pub fn disconnect(&mut self) {
-        self.conn = None;
+        self.conns = Default::default();
     }
 
     /// Forgets cached answers.
@@ -130,63 +145,66 @@ impl RewriteClient {
         self.rewrite_cache = None;
     }
 
-    /// One request/reply on the persistent connection, reconnecting first
-    /// when it is idle or old; any error drops the connection.
-    async fn exchange(&mut self, request: &[u8]) -> Result<AttrList, IpcError> {
+    /// Takes connection `slot` out for a request, reconnecting first when
+    /// it is missing, idle or old. The caller puts it back after a good
+    /// reply; after an error it is simply dropped.
+    async fn checkout(&mut self, slot: usize) -> Result<Conn, IpcError> {
         let now = Instant::now();
-        if let Some(c) = &self.conn {
-            if now.duration_since(c.last_used) >= self.idle
-                || now.duration_since(c.created) >= self.ttl
+        if let Some(c) = self.conns[slot].take() {
+            if now.duration_since(c.last_used) < self.idle
+                && now.duration_since(c.created) < self.ttl
             {
-                self.conn = None;
+                return Ok(c);
             }
         }
-        let mut conn = match self.conn.take() {
-            Some(c) => c,
-            None => {
-                let mut stream = AttrStream::connect(&self.path, self.io_timeout).await?;
-                stream.expect_announcement(PROTOCOL).await?;
-                Conn {
-                    stream,
-                    created: now,
-                    last_used: now,
-                }
-            }
-        };
-        // On error the connection is simply not put back.
+        let mut stream = AttrStream::connect(&self.path, self.io_timeout).await?;
+        stream.expect_announcement(PROTOCOL).await?;
+        Ok(Conn {
+            stream,
+            created: now,
+            last_used: now,
+        })
+    }
+
+    /// One request/reply on the first connection.
+    async fn exchange(&mut self, request: &[u8]) -> Result<AttrList, IpcError> {
+        let mut conn = self.checkout(0).await?;
         let list = conn.stream.request(request).await?;
         conn.last_used = Instant::now();
-        self.conn = Some(conn);
+        self.conns[0] = Some(conn);
         Ok(list)
     }
 
-    /// Wraps a reply-decoding error and drops the connection.
-    fn bad_reply(&mut self, error: crate::error::AttrError) -> IpcError {
+    /// Wraps a reply-decoding error (the connection is already dropped).
+    fn bad_reply(&self, error: crate::error::AttrError) -> IpcError {
         let service = crate::stream::service_name(&self.path);
-        self.conn = None;
         IpcError::Attr { service, error }
     }
 
-    /// Resolves `address` for `sender`; `verify` sends request `verify`
-    /// (address probes) instead of `resolve`.
-    pub async fn resolve(
-        &mut self,
-        verify: bool,
-        sender: &[u8],
-        address: &[u8],
-    ) -> Result<ResolveReply, IpcError> {
-        let key: ResolveKey = (verify, sender.to_vec(), address.to_vec());
-        if let Some(c) = &self.resolve_cache {
-            if !address.is_empty() && c.key == key && Instant::now() < c.expires {
-                return Ok(c.value.clone());
-            }
-        }
+    fn resolve_request(verify: bool, sender: &[u8], address: &[u8]) -> AttrWriter {
         let mut w = AttrWriter::new();
         w.str("request", if verify { b"verify" } else { b"resolve" })
             .str("sender", sender)
             .str("address", address)
             .end();
-        let list = self.exchange(w.as_bytes()).await?;
+        w
+    }
+
+    fn cached_resolve(&self, key: &ResolveKey) -> Option<ResolveReply> {
+        let c = self.resolve_cache.as_ref()?;
+        (!key.2.is_empty() && c.key == *key && Instant::now() < c.expires).then(|| c.value.clone())
+    }
+
+    /// Checks and caches the reply to a resolve sent on connection `slot`
+    /// (already taken out), putting the connection back when the server
+    /// wants it kept and the reply is good.
+    fn finish_resolve(
+        &mut self,
+        slot: usize,
+        mut conn: Conn,
+        key: ResolveKey,
+        list: &AttrList,
+    ) -> Result<ResolveReply, IpcError> {
         let mut r = list.strict();
         let parsed = (|| {
             let server_flags = r.expect_int("flags")?;
@@ -200,20 +218,20 @@ impl RewriteClient {
             Ok((server_flags, reply))
         })();
         let (server_flags, reply) = parsed.map_err(|e| self.bad_reply(e))?;
-        if server_flags != 0 {
-            self.conn = None;
-        }
+        let address = &key.2;
         if reply.transport.is_empty() {
-            self.conn = None;
             return Err(IpcError::NullTransport {
-                address: address.to_vec(),
+                address: address.clone(),
             });
         }
         if reply.recipient.is_empty() && !address.is_empty() {
-            self.conn = None;
             return Err(IpcError::NullRecipient {
-                address: address.to_vec(),
+                address: address.clone(),
             });
+        }
+        if server_flags == 0 {
+            conn.last_used = Instant::now();
+            self.conns[slot] = Some(conn);
         }
         self.resolve_cache = Some(Cached {
             key,
@@ -221,6 +239,75 @@ impl RewriteClient {
             expires: Instant::now() + CACHE_TTL,
         });
         Ok(reply)
+    }
+
+    /// Resolves `address` for `sender`; `verify` sends request `verify`
+    /// (address probes) instead of `resolve`.
+    pub async fn resolve(
+        &mut self,
+        verify: bool,
+        sender: &[u8],
+        address: &[u8],
+    ) -> Result<ResolveReply, IpcError> {
+        let key: ResolveKey = (verify, sender.to_vec(), address.to_vec());
+        if let Some(reply) = self.cached_resolve(&key) {
+            return Ok(reply);
+        }
+        let request = Self::resolve_request(verify, sender, address);
+        let mut conn = self.checkout(0).await?;
+        let list = conn.stream.request(request.as_bytes()).await?;
+        self.finish_resolve(0, conn, key, &list)
+    }
+
+    /// Resolves up to [`RESOLVE_CONNECTIONS`] addresses at once, one
+    /// request per connection (see the module documentation). Answers come
+    /// in the order of `addresses`; `None` where that resolve failed or was
+    /// not tried because an earlier one failed: the caller resolves those
+    /// one at a time, with [`resolve`](Self::resolve)'s errors and retries.
+    pub async fn resolve_several(
+        &mut self,
+        verify: bool,
+        sender: &[u8],
+        addresses: &[&[u8]],
+    ) -> Vec<Option<ResolveReply>> {
+        enum Pending {
+            Answered(ResolveReply),
+            Sent(usize, Conn, ResolveKey),
+        }
+        let mut pending = Vec::with_capacity(addresses.len());
+        for (slot, address) in addresses.iter().take(RESOLVE_CONNECTIONS).enumerate() {
+            let key: ResolveKey = (verify, sender.to_vec(), address.to_vec());
+            if let Some(reply) = self.cached_resolve(&key) {
+                pending.push(Pending::Answered(reply));
+                continue;
+            }
+            let Ok(mut conn) = self.checkout(slot).await else {
+                break;
+            };
+            let request = Self::resolve_request(verify, sender, address);
+            if conn.stream.send(request.as_bytes()).await.is_err() {
+                break;
+            }
+            pending.push(Pending::Sent(slot, conn, key));
+        }
+        let mut answers = Vec::with_capacity(addresses.len());
+        let mut failed = false;
+        for p in pending {
+            let answer = match p {
+                Pending::Answered(reply) => Some(reply),
+                // After a failure the rest is read anyway (so no reply is
+                // left unread on a kept connection) but not trusted: the
+                // caller retries from the first failure on, in order.
+                Pending::Sent(slot, mut conn, key) => match conn.stream.read_list().await {
+                    Ok(list) => self.finish_resolve(slot, conn, key, &list).ok(),
+                    Err(_) => None,
+                },
+            };
+            failed |= answer.is_none();
+            answers.push(if failed { None } else { answer });
+        }
+        answers.resize(addresses.len(), None);
+        answers
     }
 
     /// Rewrites `address` under `rule` (`local` or `remote`).
@@ -244,9 +331,12 @@ impl RewriteClient {
             r.finish()?;
             Ok((server_flags, result))
         })();
-        let (server_flags, result) = parsed.map_err(|e| self.bad_reply(e))?;
+        let (server_flags, result) = parsed.map_err(|e| {
+            self.conns[0] = None;
+            self.bad_reply(e)
+        })?;
         if server_flags != 0 {
-            self.conn = None;
+            self.conns[0] = None;
         }
         self.rewrite_cache = Some(Cached {
             key,

@@ -10,7 +10,7 @@ use rqmgr_ipc::attr::ListDecoder;
 use rqmgr_ipc::bounce::{self, BounceRequest};
 use rqmgr_ipc::deliver::{AgentConnection, DeliveryRequest, Dsn, RecipientOut};
 use rqmgr_ipc::error::ReadContext;
-use rqmgr_ipc::rewrite::{resolve_flags, RewriteClient};
+use rqmgr_ipc::rewrite::{resolve_flags, RewriteClient, RESOLVE_CONNECTIONS};
 use rqmgr_ipc::stream::AttrStream;
 use rqmgr_ipc::IpcError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -290,6 +290,61 @@ async fn rewrite_client_connection_reuse_cache_and_reconnects() {
                 "resolve_clnt: null transport result for: <null@example.com>"
             );
             assert!(!c.is_connected());
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn rewrite_client_resolves_several_over_parallel_connections() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, listener) = socket(&dir, "rewrite");
+            let accepts = Rc::new(Cell::new(0));
+            let requests = Rc::new(Cell::new(0));
+            tokio::task::spawn_local(fake_rewrite(listener, accepts.clone(), requests.clone()));
+            let mut c = RewriteClient::new(path, T, T, T);
+            let names: Vec<Vec<u8>> = (0..RESOLVE_CONNECTIONS + 2)
+                .map(|i| format!("u{i}@example.com").into_bytes())
+                .collect();
+            let addresses: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+
+            // One request per connection; answers in the order asked; what
+            // does not fit is left to the caller.
+            let answers = c.resolve_several(false, b"s@x", &addresses).await;
+            assert_eq!(answers.len(), addresses.len());
+            for (i, a) in answers.iter().enumerate() {
+                match a {
+                    Some(r) if i < RESOLVE_CONNECTIONS => {
+                        assert_eq!(r.recipient, addresses[i]);
+                        assert_eq!(r.transport, b"smtp");
+                    }
+                    None if i >= RESOLVE_CONNECTIONS => {}
+                    other => panic!("answer {i}: {other:?}"),
+                }
+            }
+            let n = u32::try_from(RESOLVE_CONNECTIONS).unwrap();
+            assert_eq!((accepts.get(), requests.get()), (n, n));
+
+            // The connections are kept; the last answer is cached.
+            let again = c.resolve_several(true, b"s@x", &addresses[..2]).await;
+            assert!(again
+                .iter()
+                .all(|a| a.as_ref().unwrap().transport == b"verify"));
+            assert_eq!((accepts.get(), requests.get()), (n, n + 2));
+            c.resolve(true, b"s@x", addresses[1]).await.unwrap();
+            assert_eq!(requests.get(), n + 2);
+
+            // From the first failure on, nothing is trusted, and the failed
+            // connection is dropped (and made again next time).
+            let bad: [&[u8]; 3] = [b"a@example.com", b"null@example.com", b"c@example.com"];
+            let answers = c.resolve_several(false, b"", &bad).await;
+            assert!(answers[0].is_some());
+            assert_eq!(&answers[1..], &[None, None]);
+            assert_eq!(accepts.get(), n);
+            c.resolve_several(false, b"", &bad[..2]).await;
+            assert_eq!(accepts.get(), n + 1);
         })
         .await;
 }

@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use rqmgr_ipc::error::IpcError;
-use rqmgr_ipc::rewrite::{resolve_flags, ResolveReply};
+use rqmgr_ipc::rewrite::{resolve_flags, ResolveReply, RESOLVE_CONNECTIONS};
 use rqmgr_queue::dirs::{mtime_secs, QueueName};
 use rqmgr_queue::message::{read_message, ReadLimits};
 use rqmgr_queue::queue_id::QueueId;
@@ -33,6 +33,16 @@ use crate::scan::{FLUSH_DFXP, FLUSH_EACH, FORCE_EXPIRE, SCAN_ALL};
 const MODE_UNTHROTTLE: u32 = 0o040;
 /// Group-execute: force-expire this file (`MAIL_QUEUE_STAT_EXPIRE`).
 const MODE_EXPIRE: u32 = 0o010;
+
+/// The FAIL and ERROR redirections of `qmgr_resolve_one()`.
+fn qmgr_resolve_redirects(mut reply: ResolveReply) -> ResolveReply {
+    if reply.flags & resolve_flags::FAIL != 0 {
+        redirect(&mut reply, "retry", "4.3.0 address resolver failure");
+    } else if reply.flags & resolve_flags::ERROR != 0 {
+        redirect(&mut reply, "error", "5.1.3 bad address syntax");
+    }
+    reply
+}
 
 impl Runtime {
     /// Tries to feed the next file of scan `idx`. Returns (a file was
@@ -266,10 +276,21 @@ impl Runtime {
     ) -> Vec<Route> {
         let mut routes = Vec::with_capacity(m.env.recipients.len().saturating_sub(first));
         let tflags = m.tflags();
+        let filtered = m.env.filter.is_some() && tflags & DEL_REQ_TRACE_ONLY_MASK == 0;
+        let plain = m.env.redirect.is_none() && !filtered;
+        let mut batch = std::collections::VecDeque::new();
         for i in first..m.env.recipients.len() {
             let address = m.env.recipients[i].address.clone();
             let mut reply;
-            if let Some(redirect) = m.env.redirect.clone() {
+            if plain {
+                if batch.is_empty() {
+                    batch = self.resolve_batch(m, i, tflags).await.into();
+                }
+                reply = match batch.pop_front().flatten() {
+                    Some(r) => qmgr_resolve_redirects(r),
+                    None => self.resolve_one(m, &address, tflags).await,
+                };
+            } else if let Some(redirect) = m.env.redirect.clone() {
                 // Only the first recipient survives a redirect.
                 if i > 0 {
                     continue;
@@ -350,7 +371,7 @@ impl Runtime {
     ) -> ResolveReply {
         let verify = tflags & DEL_REQ_FLAG_MTA_VRFY != 0;
         let mut trouble = RewriteTrouble::default();
-        let mut reply = loop {
+        let reply = loop {
             match self.rewrite.resolve(verify, &m.env.sender, address).await {
                 Ok(r) => break r,
                 Err(e) => {
@@ -359,12 +380,27 @@ impl Runtime {
                 }
             }
         };
-        if reply.flags & resolve_flags::FAIL != 0 {
-            redirect(&mut reply, "retry", "4.3.0 address resolver failure");
-        } else if reply.flags & resolve_flags::ERROR != 0 {
-            redirect(&mut reply, "error", "5.1.3 bad address syntax");
-        }
-        reply
+        qmgr_resolve_redirects(reply)
+    }
+
+    /// Asks trivial-rewrite about the recipients from index `first` on, a
+    /// few at once (see `rqmgr_ipc::rewrite` on why that is faster and
+    /// changes nothing). `None`: resolve that one with [`Self::resolve_one`].
+    async fn resolve_batch(
+        &mut self,
+        m: &ActiveMessage,
+        first: usize,
+        tflags: i32,
+    ) -> Vec<Option<ResolveReply>> {
+        let verify = tflags & DEL_REQ_FLAG_MTA_VRFY != 0;
+        let addresses: Vec<&[u8]> = m.env.recipients[first..]
+            .iter()
+            .take(RESOLVE_CONNECTIONS)
+            .map(|r| r.address.as_slice())
+            .collect();
+        self.rewrite
+            .resolve_several(verify, &m.env.sender, &addresses)
+            .await
     }
 
     async fn rewrite_canonical(&mut self, address: &[u8]) -> Vec<u8> {
