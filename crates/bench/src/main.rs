@@ -66,6 +66,10 @@ struct Cli {
     /// and deferred), e.g. to see how cost grows with queue size.
     #[arg(long)]
     large: Option<usize>,
+    /// Override the recipient count of the fan-out, e.g. to see how a
+    /// queue manager's memory grows with a message's size.
+    #[arg(long)]
+    fanout_rcpts: Option<usize>,
 }
 
 fn main() {
@@ -122,6 +126,9 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
     if let Some(n) = cli.large {
         sizes.discard_large = n;
         sizes.deferred = n;
+    }
+    if let Some(n) = cli.fanout_rcpts {
+        sizes.fanout_rcpts = n;
     }
     let cfg = RunConfig {
         sizes,

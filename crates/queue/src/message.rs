@@ -78,7 +78,7 @@ pub mod trace_flag {
 }
 
 /// One recipient to deliver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recipient {
     /// Offset of the `R` record (where an agent writes `D`).
     pub offset: u64,
@@ -112,7 +112,7 @@ pub struct Opened {
 }
 
 /// A queue file's envelope as qmgr sees it after one read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueMessage {
     /// Arrival time from `T` (seconds, microseconds).
     pub arrival: (i64, i64),
@@ -226,21 +226,6 @@ impl QueueMessage {
     pub fn refill<R: Read + Seek>(&mut self, r: R, max_recipients: usize) -> Result<(), Error> {
         self.recipients = self.read_more(r, max_recipients)?;
         Ok(())
-    }
-
-    /// Like [`QueueMessage::refill`], but appends the new recipients after
-    /// the ones in core (whose deliveries may still be under way, so their
-    /// indexes must stay valid), and returns the index of the first new
-    /// one. This is Postfix's early refill (`qmgr_job_peer_select()`).
-    pub fn refill_append<R: Read + Seek>(
-        &mut self,
-        r: R,
-        max_recipients: usize,
-    ) -> Result<usize, Error> {
-        let more = self.read_more(r, max_recipients)?;
-        let first = self.recipients.len();
-        self.recipients.extend(more);
-        Ok(first)
     }
 
     /// The next batch of recipients; updates `resume_offset`,

@@ -25,7 +25,7 @@ use rqmgr_queue::queue_id::QueueId;
 use rqmgr_sched::{Event, MessageId, Route};
 
 use crate::adhoc;
-use crate::message::{ActiveMessage, DEL_REQ_FLAG_MTA_VRFY, DEL_REQ_TRACE_ONLY_MASK};
+use crate::message::{ActiveMessage, InCore, DEL_REQ_FLAG_MTA_VRFY, DEL_REQ_TRACE_ONLY_MASK};
 use crate::runtime::{now_secs, Runtime};
 use crate::scan::{FLUSH_DFXP, FLUSH_EACH, FORCE_EXPIRE, SCAN_ALL};
 
@@ -33,6 +33,12 @@ use crate::scan::{FLUSH_DFXP, FLUSH_EACH, FORCE_EXPIRE, SCAN_ALL};
 const MODE_UNTHROTTLE: u32 = 0o040;
 /// Group-execute: force-expire this file (`MAIL_QUEUE_STAT_EXPIRE`).
 const MODE_EXPIRE: u32 = 0o010;
+
+fn set_rewritten(m: &mut ActiveMessage, i: usize, address: Vec<u8>) {
+    if let Some(held) = m.rcpts.get_mut(i) {
+        held.rewritten = Some(address);
+    }
+}
 
 /// The FAIL and ERROR redirections of `qmgr_resolve_one()`.
 fn qmgr_resolve_redirects(mut reply: ResolveReply) -> ResolveReply {
@@ -156,15 +162,16 @@ impl Runtime {
         }
         let msg = MessageId(self.next_msg);
         self.next_msg += 1;
-        let n = env.recipients.len();
         let mut message = ActiveMessage {
             queue_id: id.clone(),
             qflags,
             env,
             active_arrival: SystemTime::now(),
             status: 0,
-            rewritten: vec![None; n],
+            rcpts: InCore::default(),
         };
+        let batch = std::mem::take(&mut message.env.recipients);
+        message.rcpts.extend(batch);
         // A force-expired message that already has a defer log bounces
         // with that log's reasons; it is not delivered again.
         if qflags & FORCE_EXPIRE != 0 && self.has_log(QueueName::Defer, &id) {
@@ -192,8 +199,8 @@ impl Runtime {
 
     /// Reads the next batch of recipients (`qmgr_message_realloc()`).
     /// `early`: some in-core recipients of the message are still waiting
-    /// or being delivered, so the new ones are appended and keep indexes
-    /// of their own; otherwise the batch replaces the finished one.
+    /// or being delivered, so the new ones get indexes after theirs;
+    /// otherwise indexes start afresh.
     pub(crate) async fn refill(&mut self, msg: MessageId, early: bool) {
         let Some(mut message) = self.messages.remove(&msg) else {
             return;
@@ -206,17 +213,8 @@ impl Runtime {
             .write(true)
             .open(&path)
             .map_err(rqmgr_queue::error::Error::from)
-            .and_then(|mut f| {
-                if early {
-                    message
-                        .env
-                        .refill_append(&mut f, budget)
-                        .map(|first| (f, first))
-                } else {
-                    message.env.refill(&mut f, budget).map(|()| (f, 0))
-                }
-            });
-        let (mut file, first) = match read {
+            .and_then(|mut f| message.env.refill(&mut f, budget).map(|()| f));
+        let mut file = match read {
             Ok(read) => read,
             Err(e) => {
                 for line in e.postfix_warnings(id.as_str(), &path.display().to_string()) {
@@ -232,9 +230,10 @@ impl Runtime {
             self.log.warning(&w.postfix_line(id.as_str()));
         }
         if !early {
-            message.rewritten.clear();
+            message.rcpts.restart();
         }
-        message.rewritten.resize(message.env.recipients.len(), None);
+        let batch = std::mem::take(&mut message.env.recipients);
+        let first = message.rcpts.extend(batch);
         let more = message.env.resume_offset.is_some();
         let routes = self.resolve_all(&mut message, &mut file, first).await;
         let flush_each = message.qflags & FLUSH_EACH != 0;
@@ -274,13 +273,16 @@ impl Runtime {
         file: &mut File,
         first: usize,
     ) -> Vec<Route> {
-        let mut routes = Vec::with_capacity(m.env.recipients.len().saturating_sub(first));
+        let mut routes = Vec::with_capacity(m.rcpts.end().saturating_sub(first));
         let tflags = m.tflags();
         let filtered = m.env.filter.is_some() && tflags & DEL_REQ_TRACE_ONLY_MASK == 0;
         let plain = m.env.redirect.is_none() && !filtered;
         let mut batch = std::collections::VecDeque::new();
-        for i in first..m.env.recipients.len() {
-            let address = m.env.recipients[i].address.clone();
+        for i in first..m.rcpts.end() {
+            let Some(held) = m.rcpts.get(i) else {
+                continue;
+            };
+            let address = held.rcpt.address.clone();
             let mut reply;
             if plain {
                 if batch.is_empty() {
@@ -293,11 +295,12 @@ impl Runtime {
             } else if let Some(redirect) = m.env.redirect.clone() {
                 // Only the first recipient survives a redirect.
                 if i > 0 {
+                    m.rcpts.release(i);
                     continue;
                 }
                 let canonical = self.rewrite_canonical(&redirect).await;
                 reply = self.resolve_one(m, &canonical, tflags).await;
-                m.rewritten[i] = Some(canonical);
+                set_rewritten(m, i, canonical);
             } else if let Some(filter) = m
                 .env
                 .filter
@@ -325,7 +328,7 @@ impl Runtime {
                 reply = self.resolve_one(m, &address, tflags).await;
             }
             if reply.recipient != m.address(i) {
-                m.rewritten[i] = Some(reply.recipient.clone());
+                set_rewritten(m, i, reply.recipient.clone());
             }
             if m.address(i).is_empty() {
                 redirect(&mut reply, "error", "5.1.3 null recipient address");
@@ -341,6 +344,7 @@ impl Runtime {
                 && self.is_double_bounce(&reply.recipient)
             {
                 self.discard_double_bounce(m, i, file);
+                m.rcpts.release(i);
                 continue;
             }
             if m.qflags & FLUSH_DFXP == 0
@@ -393,10 +397,10 @@ impl Runtime {
         tflags: i32,
     ) -> Vec<Option<ResolveReply>> {
         let verify = tflags & DEL_REQ_FLAG_MTA_VRFY != 0;
-        let addresses: Vec<&[u8]> = m.env.recipients[first..]
-            .iter()
+        let addresses: Vec<&[u8]> = (first..m.rcpts.end())
+            .filter_map(|i| m.rcpts.get(i))
             .take(RESOLVE_CONNECTIONS)
-            .map(|r| r.address.as_slice())
+            .map(|h| h.rcpt.address.as_slice())
             .collect();
         self.rewrite
             .resolve_several(verify, &m.env.sender, &addresses)
@@ -461,7 +465,10 @@ impl Runtime {
     /// Mail to the double-bounce address is discarded here, logged as
     /// sent, and marked done in the file.
     fn discard_double_bounce(&mut self, m: &ActiveMessage, i: usize, file: &mut File) {
-        let r = &m.env.recipients[i];
+        let Some(held) = m.rcpts.get(i) else {
+            return;
+        };
+        let r = &held.rcpt;
         let line = adhoc::status_line(
             m.queue_id.as_str(),
             m.address(i),

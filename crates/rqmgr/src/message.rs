@@ -1,16 +1,19 @@
 //! What the daemon keeps of each message in the active queue.
 //!
 //! The scheduler knows messages by a number and recipients by their index
-//! in the message's in-core recipient list; this is where the numbers lead
-//! back to the envelope, the recipients and the queue file. A refill while
-//! deliveries are under way (early refill) appends to that list, so an
-//! index stays valid as long as the scheduler may name it; the list starts
-//! afresh only at a refill with nothing left in core. Until then it holds
-//! every recipient read since (about 150 bytes each), where Postfix frees
-//! each recipient as its delivery ends. The file is not kept open
-//! between reads (Postfix closes it too): delivery agents need to lock it
-//! shared, and a refill simply reopens it.
+//! in the message's in-core recipients ([`InCore`]); this is where the
+//! numbers lead back to the envelope, the recipients and the queue file.
+//! A refill while deliveries are under way (early refill) appends, so an
+//! index stays valid as long as the scheduler may name it; indexes start
+//! afresh only at a refill with nothing left in core. Like Postfix, which
+//! frees each recipient with its delivery, a recipient is released once
+//! the scheduler can no longer name it (its delivery replied, it was
+//! deferred on the spot, or it was never routed): its strings go at once,
+//! and its slot, 8 bytes, once every earlier one is released too. The
+//! file is not kept open between reads (Postfix closes it too): delivery
+//! agents need to lock it shared, and a refill simply reopens it.
 
+use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use rqmgr_ipc::deliver::{DeliveryRequestRef, MsgStats, RecipientOut, RecipientRef};
@@ -48,14 +51,112 @@ pub struct ActiveMessage {
     pub queue_id: QueueId,
     /// Scan and mode flags (`scan::FLUSH_EACH` and the rest).
     pub qflags: u32,
-    /// Envelope and the current batch of recipients.
+    /// Envelope; its `recipients` are moved to `rcpts` as they are read.
     pub env: QueueMessage,
     /// When it entered the active queue.
     pub active_arrival: SystemTime,
     /// Something was deferred or failed: Postfix's `message->flags`.
     pub status: i32,
-    /// Recipients resolved to a different address than the file holds.
-    pub rewritten: Vec<Option<Vec<u8>>>,
+    /// The recipients in core, by index.
+    pub rcpts: InCore,
+}
+
+/// One recipient in core.
+#[derive(Debug)]
+pub struct Held {
+    /// As read from the queue file.
+    pub rcpt: Recipient,
+    /// The address as resolved, when trivial-rewrite changed it.
+    pub rewritten: Option<Vec<u8>>,
+}
+
+impl Held {
+    /// The address as resolved.
+    pub fn address(&self) -> &[u8] {
+        self.rewritten.as_deref().unwrap_or(&self.rcpt.address)
+    }
+
+    /// The recipient as sent to an agent, borrowed.
+    fn recipient_ref(&self) -> RecipientRef<'_> {
+        let r = &self.rcpt;
+        RecipientRef {
+            orig_rcpt: &r.orig_rcpt,
+            address: self.address(),
+            offset: i64::try_from(r.offset).unwrap_or(i64::MAX),
+            dsn_orig_rcpt: &r.dsn_orig_rcpt,
+            notify_flags: r.notify_flags,
+        }
+    }
+}
+
+/// A message's recipients in core, by index (see the module doc).
+/// Invariant: slot `k` holds index `base + k`; the first slot, if any,
+/// is held (released ones at the front are dropped at once).
+#[derive(Debug, Default)]
+pub struct InCore {
+    base: usize,
+    slots: VecDeque<Option<Box<Held>>>,
+}
+
+impl InCore {
+    /// The index the next recipient will get.
+    pub fn end(&self) -> usize {
+        self.base + self.slots.len()
+    }
+
+    /// Takes in a batch; returns the index of its first recipient.
+    pub fn extend(&mut self, batch: Vec<Recipient>) -> usize {
+        let first = self.end();
+        self.slots.extend(batch.into_iter().map(|rcpt| {
+            Some(Box::new(Held {
+                rcpt,
+                rewritten: None,
+            }))
+        }));
+        first
+    }
+
+    /// Forgets everything; indexes start at 0 again.
+    pub fn restart(&mut self) {
+        self.base = 0;
+        self.slots.clear();
+    }
+
+    /// Recipient `i`, unless released.
+    pub fn get(&self, i: usize) -> Option<&Held> {
+        self.slots.get(i.checked_sub(self.base)?)?.as_deref()
+    }
+
+    /// Recipient `i` to change, unless released.
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut Held> {
+        self.slots
+            .get_mut(i.checked_sub(self.base)?)?
+            .as_deref_mut()
+    }
+
+    /// Frees recipient `i`; releasing one twice, or one not held, is a
+    /// no-op.
+    pub fn release(&mut self, i: usize) {
+        if let Some(slot) = i.checked_sub(self.base).and_then(|k| self.slots.get_mut(k)) {
+            *slot = None;
+        }
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// How many recipients are held.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// How many slots are kept (held, or released behind a held one).
+    #[cfg(test)]
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
 }
 
 impl ActiveMessage {
@@ -64,12 +165,10 @@ impl ActiveMessage {
         self.env.trace_flags & DEL_REQ_TRACE_FLAGS_MASK
     }
 
-    /// The recipient's address as resolved (trivial-rewrite may rewrite).
+    /// The recipient's address as resolved (trivial-rewrite may rewrite);
+    /// empty for a released recipient.
     pub fn address(&self, i: usize) -> &[u8] {
-        match self.rewritten.get(i) {
-            Some(Some(a)) => a,
-            _ => &self.env.recipients[i].address,
-        }
+        self.rcpts.get(i).map_or(&[], Held::address)
     }
 
     /// Delivery statistics as qmgr fills them in: arrival and activation.
@@ -81,28 +180,17 @@ impl ActiveMessage {
         }
     }
 
-    /// The wire form of recipient `i`.
-    pub fn recipient_out(&self, i: usize) -> RecipientOut {
-        let r: &Recipient = &self.env.recipients[i];
-        RecipientOut {
+    /// The wire form of recipient `i`, unless released.
+    pub fn recipient_out(&self, i: usize) -> Option<RecipientOut> {
+        let h = self.rcpts.get(i)?;
+        let r = &h.rcpt;
+        Some(RecipientOut {
             orig_rcpt: r.orig_rcpt.clone(),
-            address: self.address(i).to_vec(),
+            address: h.address().to_vec(),
             offset: i64::try_from(r.offset).unwrap_or(i64::MAX),
             dsn_orig_rcpt: r.dsn_orig_rcpt.clone(),
             notify_flags: r.notify_flags,
-        }
-    }
-
-    /// Recipient `i` as sent to an agent, borrowed from the message.
-    fn recipient_ref(&self, i: usize) -> RecipientRef<'_> {
-        let r: &Recipient = &self.env.recipients[i];
-        RecipientRef {
-            orig_rcpt: &r.orig_rcpt,
-            address: self.address(i),
-            offset: i64::try_from(r.offset).unwrap_or(i64::MAX),
-            dsn_orig_rcpt: &r.dsn_orig_rcpt,
-            notify_flags: r.notify_flags,
-        }
+        })
     }
 
     /// The encoded delivery request for these recipients
@@ -117,9 +205,11 @@ impl ActiveMessage {
         smtputf8_enable: bool,
     ) -> Vec<u8> {
         let env = &self.env;
+        // The scheduler names only recipients it holds, so none is missing.
         let recipients: Vec<RecipientRef<'_>> = rcpts
             .iter()
-            .map(|&i| self.recipient_ref(i as usize))
+            .filter_map(|&i| self.rcpts.get(i as usize))
+            .map(Held::recipient_ref)
             .collect();
         let mut smtputf8 = env.size.smtputf8;
         if smtputf8_enable {
@@ -209,6 +299,70 @@ fn split_at_last(s: &[u8], c: u8) -> (&[u8], Option<&[u8]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn batch(names: &[&str]) -> Vec<Recipient> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(k, n)| Recipient {
+                offset: k as u64,
+                address: n.as_bytes().to_vec(),
+                ..Recipient::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_core_indexes_survive_releases_and_appends() {
+        let mut c = InCore::default();
+        assert_eq!(c.extend(batch(&["a", "b", "c"])), 0);
+        c.get_mut(1).unwrap().rewritten = Some(b"B".to_vec());
+        assert_eq!(c.get(1).unwrap().address(), b"B");
+        // Released out of order: the strings go, the slots stay until the
+        // front is released.
+        c.release(1);
+        assert!(c.get(1).is_none());
+        assert_eq!((c.held(), c.slots()), (2, 3));
+        c.release(0);
+        assert_eq!((c.held(), c.slots()), (1, 1));
+        // An early refill appends after the highest index ever given.
+        assert_eq!(c.extend(batch(&["d", "e"])), 3);
+        assert_eq!(c.get(2).unwrap().rcpt.address, b"c");
+        assert_eq!(c.get(4).unwrap().rcpt.address, b"e");
+        // Releasing twice, or what was never there, changes nothing.
+        c.release(1);
+        c.release(99);
+        assert_eq!((c.held(), c.slots()), (3, 3));
+        for i in 2..5 {
+            c.release(i);
+        }
+        assert_eq!((c.held(), c.slots(), c.end()), (0, 0, 5));
+        assert!(c.get(4).is_none());
+        // A refill with nothing in core starts again at 0.
+        c.restart();
+        assert_eq!(c.extend(batch(&["f"])), 0);
+        assert_eq!(c.get(0).unwrap().rcpt.address, b"f");
+    }
+
+    #[test]
+    fn requests_and_defers_name_only_held_recipients() {
+        let mut m = ActiveMessage {
+            queue_id: QueueId::parse("ABCDEF123").unwrap(),
+            qflags: 0,
+            env: QueueMessage::default(),
+            active_arrival: SystemTime::UNIX_EPOCH,
+            status: 0,
+            rcpts: InCore::default(),
+        };
+        m.rcpts.extend(batch(&["a@x", "b@x"]));
+        m.rcpts.release(0);
+        assert!(m.recipient_out(0).is_none());
+        assert_eq!(m.recipient_out(1).unwrap().address, b"b@x");
+        assert_eq!(m.address(0), b"");
+        let request = m.request_bytes(&[0, 1], "x", 0, false);
+        let text = String::from_utf8_lossy(&request);
+        assert!(text.contains("b@x") && !text.contains("a@x"), "{text:?}");
+    }
 
     #[test]
     fn verp_sender_encodes_recipient() {

@@ -51,6 +51,11 @@ pub struct Runtime {
     /// Connections whose agent announced itself, waiting for a request.
     ready: HashMap<ConnId, deliver::RequestSender>,
     transports: HashMap<ConnId, String>,
+    /// The message and recipients of each request sent and not yet
+    /// answered: they are released with the reply. (A connection that
+    /// fails first puts its entry back in the scheduler's hands, so they
+    /// stay.)
+    delivering: HashMap<ConnId, (MessageId, Vec<u32>)>,
     tx: UnboundedSender<AgentEvent>,
     rx: UnboundedReceiver<AgentEvent>,
     /// The last pass imported a message from `incoming/`.
@@ -113,6 +118,7 @@ impl Runtime {
             rewrite,
             ready: HashMap::new(),
             transports: HashMap::new(),
+            delivering: HashMap::new(),
             tx,
             rx,
             fed_incoming: false,
@@ -309,7 +315,7 @@ impl Runtime {
                     nexthop,
                     rcpts,
                     dest_flags,
-                } => self.deliver(conn, msg, &nexthop, &rcpts, dest_flags),
+                } => self.deliver(conn, msg, &nexthop, rcpts, dest_flags),
                 Action::Close { conn } => {
                     self.ready.remove(&conn);
                     self.transports.remove(&conn);
@@ -338,7 +344,7 @@ impl Runtime {
         conn: ConnId,
         msg: MessageId,
         nexthop: &str,
-        rcpts: &[u32],
+        rcpts: Vec<u32>,
         dest_flags: u32,
     ) {
         let Some(request_tx) = self.ready.remove(&conn) else {
@@ -347,9 +353,10 @@ impl Runtime {
         let Some(m) = self.messages.get(&msg) else {
             return;
         };
-        let request = m.request_bytes(rcpts, nexthop, dest_flags, self.p.smtputf8_enable);
+        let request = m.request_bytes(&rcpts, nexthop, dest_flags, self.p.smtputf8_enable);
         // The task is gone only if it failed, which it reports itself.
         let _ = request_tx.send(request);
+        self.delivering.insert(conn, (msg, rcpts));
     }
 
     fn agent_event(&mut self, event: AgentEvent, master: &MasterLink) {
@@ -362,6 +369,7 @@ impl Runtime {
             AgentEvent::Unavailable(conn, why) => {
                 self.log.warning(&why);
                 self.transports.remove(&conn);
+                self.delivering.remove(&conn);
                 self.sched.handle(
                     Event::AgentUnavailable {
                         conn,
@@ -386,6 +394,9 @@ impl Runtime {
                     }
                 };
                 self.sched.handle(Event::Delivered { conn, outcome }, now);
+                if let Some((msg, rcpts)) = self.delivering.remove(&conn) {
+                    self.release(msg, &rcpts);
+                }
             }
             AgentEvent::Trigger(bytes) => {
                 let (incoming, deferred) = scan::trigger_flags(&bytes);
@@ -439,7 +450,9 @@ impl Runtime {
         let Some(m) = self.messages.get(&msg) else {
             return;
         };
-        let rcpt_out = m.recipient_out(rcpt as usize);
+        let Some(rcpt_out) = m.recipient_out(rcpt as usize) else {
+            return;
+        };
         let queue_id = m.queue_id.clone();
         let stamps = crate::adhoc::Stamps {
             incoming_arrival: m.env.arrival,
@@ -474,6 +487,16 @@ impl Runtime {
                 u32::try_from(self.p.delay_logging_resolution_limit).unwrap_or(2),
             );
             self.log.info(&line);
+        }
+        self.release(msg, &[rcpt]);
+    }
+
+    /// Frees in-core recipients the scheduler can no longer name.
+    fn release(&mut self, msg: MessageId, rcpts: &[u32]) {
+        if let Some(m) = self.messages.get_mut(&msg) {
+            for &r in rcpts {
+                m.rcpts.release(r as usize);
+            }
         }
     }
 }

@@ -218,31 +218,6 @@ fn all_recipients(bytes: &[u8], limit: usize) -> Result<(QueueMessage, Vec<Vec<u
     Ok((first, got))
 }
 
-/// An early refill appends: earlier recipients keep their indexes, the
-/// new ones follow in file order, and the file is read exactly once.
-#[test]
-fn refill_append_keeps_earlier_indexes() -> Result<(), Error> {
-    let bytes = many(10, false).build();
-    let mut m = read_message_from(Cursor::new(&bytes[..]), &limits(4))?;
-    let before: Vec<Vec<u8>> = m.recipients.iter().map(|r| r.address.clone()).collect();
-    let first = m.refill_append(Cursor::new(&bytes[..]), 4)?;
-    assert_eq!(first, 4);
-    assert_eq!(m.recipients.len(), 8);
-    assert_eq!(m.rcpt_unread, 2);
-    let first = m.refill_append(Cursor::new(&bytes[..]), 4)?;
-    assert_eq!((first, m.recipients.len(), m.resume_offset), (8, 10, None));
-    let got: Vec<Vec<u8>> = m.recipients.iter().map(|r| r.address.clone()).collect();
-    assert_eq!(&got[..4], &before[..]);
-    let want: Vec<Vec<u8>> = (0..10)
-        .map(|i| format!("r{i}@example.com").into_bytes())
-        .collect();
-    assert_eq!(got, want);
-    // Nothing left: appending reads nothing and changes nothing.
-    assert_eq!(m.refill_append(Cursor::new(&bytes[..]), 4)?, 10);
-    assert_eq!(m.recipients.len(), 10);
-    Ok(())
-}
-
 #[test]
 fn recipient_limit_and_refill() -> Result<(), Error> {
     for mixed in [false, true] {
