@@ -234,16 +234,24 @@ async fn fake_rewrite(listener: UnixListener, accepts: Rc<Cell<u32>>, requests: 
     }
 }
 
+/// Starts [`fake_rewrite`] on `private/rewrite` in a fresh directory (on
+/// the current `LocalSet`); returns the directory (keep it alive), the
+/// socket path, and its accept and request counters.
+fn start_fake_rewrite() -> (tempfile::TempDir, PathBuf, Rc<Cell<u32>>, Rc<Cell<u32>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, listener) = socket(&dir, "rewrite");
+    let accepts = Rc::new(Cell::new(0));
+    let requests = Rc::new(Cell::new(0));
+    tokio::task::spawn_local(fake_rewrite(listener, accepts.clone(), requests.clone()));
+    (dir, path, accepts, requests)
+}
+
 #[tokio::test]
 async fn rewrite_client_connection_reuse_cache_and_reconnects() {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let (path, listener) = socket(&dir, "rewrite");
-            let accepts = Rc::new(Cell::new(0));
-            let requests = Rc::new(Cell::new(0));
-            tokio::task::spawn_local(fake_rewrite(listener, accepts.clone(), requests.clone()));
+            let (_dir, path, accepts, requests) = start_fake_rewrite();
             let mut c = RewriteClient::new(
                 path,
                 T,
@@ -299,11 +307,7 @@ async fn rewrite_client_resolves_several_over_parallel_connections() {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async {
-            let dir = tempfile::tempdir().unwrap();
-            let (path, listener) = socket(&dir, "rewrite");
-            let accepts = Rc::new(Cell::new(0));
-            let requests = Rc::new(Cell::new(0));
-            tokio::task::spawn_local(fake_rewrite(listener, accepts.clone(), requests.clone()));
+            let (_dir, path, accepts, requests) = start_fake_rewrite();
             let mut c = RewriteClient::new(path, T, T, T);
             let names: Vec<Vec<u8>> = (0..RESOLVE_CONNECTIONS + 2)
                 .map(|i| format!("u{i}@example.com").into_bytes())

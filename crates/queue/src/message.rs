@@ -224,20 +224,10 @@ impl QueueMessage {
     /// `resume_offset`, `rcpt_unread` and `warnings`; on error the message
     /// is left unchanged.
     pub fn refill<R: Read + Seek>(&mut self, r: R, max_recipients: usize) -> Result<(), Error> {
-        self.recipients = self.read_more(r, max_recipients)?;
-        Ok(())
-    }
-
-    /// The next batch of recipients; updates `resume_offset`,
-    /// `rcpt_unread` and `warnings` (only on success).
-    fn read_more<R: Read + Seek>(
-        &mut self,
-        r: R,
-        max_recipients: usize,
-    ) -> Result<Vec<Recipient>, Error> {
         let Some(start) = self.resume_offset else {
+            self.recipients.clear();
             self.warnings.clear();
-            return Ok(Vec::new());
+            return Ok(());
         };
         let mut st = walk::State::refill(self.size, self.rcpt_unread);
         let mut rr = RecordReader::new(r);
@@ -245,11 +235,12 @@ impl QueueMessage {
         walk::run(&mut rr, &mut st, effective_limit(max_recipients), b"")?;
         let (recipients, resume, unread, mut warnings) = st.finish_refill();
         let unread = check_unread(unread, resume, &mut warnings);
+        self.recipients = recipients;
         self.resume_offset = resume;
         self.rcpt_unread = unread;
         self.warnings = warnings;
         self.opened = None;
-        Ok(recipients)
+        Ok(())
     }
 }
 
