@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::attr::AttrWriter;
 use crate::deliver::{Dsn, RecipientOut};
+use crate::dialect::Dialect;
 use crate::error::IpcError;
 use crate::stream::AttrStream;
 
@@ -51,10 +52,11 @@ pub enum BounceCommand {
 
 impl BounceCommand {
     /// The word qmgr logs in `QID: status=deferred (<word> failed)`.
-    pub fn failure_label(self) -> &'static str {
+    pub fn failure_label(self, dialect: Dialect) -> &'static str {
         match self {
             BounceCommand::Flush => "bounce",
             BounceCommand::Warn => "delay warning",
+            BounceCommand::Verp if dialect >= Dialect::Postfix311 => "verp-bounce",
             BounceCommand::Verp => "verp",
             BounceCommand::Trace => "trace",
             _ => "whatever",
@@ -95,8 +97,10 @@ pub struct BounceRequest {
     pub queue_id: Vec<u8>,
     /// Content encoding.
     pub encoding: Vec<u8>,
-    /// SMTPUTF8 flags.
-    pub smtputf8: i32,
+    /// Send options (SMTPUTF8 and, from Postfix 3.10, REQUIRETLS bits).
+    pub sendopts: i32,
+    /// The protocol dialect: names the send-options attribute.
+    pub dialect: Dialect,
     /// Envelope sender.
     pub sender: Vec<u8>,
     /// DSN envelope ID.
@@ -114,7 +118,7 @@ impl BounceRequest {
             .str("queue_name", &self.queue_name)
             .str("queue_id", &self.queue_id)
             .str("encoding", &self.encoding)
-            .int("smtputf8", self.smtputf8)
+            .int(self.dialect.sendopts_attr(), self.sendopts)
             .str("sender", &self.sender)
             .str("envelope_id", &self.envelope_id)
             .int("ret_flags", self.ret_flags);

@@ -1,6 +1,7 @@
 //! Client side of the delivery agent protocol (`private/<transport>`).
 //!
-//! Job: encode qmgr's delivery request exactly as Postfix 3.7 does, read the
+//! Job: encode qmgr's delivery request exactly as Postfix 3.7 to 3.11 do
+//! (in the request's [`Dialect`]), read the
 //! agent's reply, and hold the connection for one delivery.
 //!
 //! Invariants: the request is one list (message attributes, then
@@ -15,12 +16,13 @@
 //! [`AgentConnection::send_request`] so the caller can tell "transport
 //! unavailable" from "crash".
 //! Limits: the `MSG_STATS` layout is the LP64 Linux one (timeval = two
-//! 64-bit words); Postfix ≥ 3.10's `sendopts` rename is not spoken.
+//! 64-bit words).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::attr::{AttrList, AttrWriter};
+use crate::dialect::Dialect;
 use crate::error::{AttrError, IpcError};
 use crate::stream::AttrStream;
 use tokio::time::Instant;
@@ -203,7 +205,8 @@ impl Dsn {
     }
 }
 
-/// qmgr's request to a delivery agent (Postfix 3.7 field order).
+/// qmgr's request to a delivery agent (Postfix's field order, the same in
+/// every supported release).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryRequest {
     /// [`flags`] bits.
@@ -220,8 +223,10 @@ pub struct DeliveryRequest {
     pub nexthop: Vec<u8>,
     /// Content encoding: empty, `7bit` or `8bit`.
     pub encoding: Vec<u8>,
-    /// SMTPUTF8 flags.
-    pub smtputf8: i32,
+    /// Send options (SMTPUTF8 and, from Postfix 3.10, REQUIRETLS bits).
+    pub sendopts: i32,
+    /// The protocol dialect: names the send-options attribute.
+    pub dialect: Dialect,
     /// Envelope sender (VERP already applied).
     pub sender: Vec<u8>,
     /// DSN envelope ID.
@@ -265,7 +270,8 @@ impl DeliveryRequest {
             data_size: self.data_size,
             nexthop: &self.nexthop,
             encoding: &self.encoding,
-            smtputf8: self.smtputf8,
+            sendopts: self.sendopts,
+            dialect: self.dialect,
             sender: &self.sender,
             envelope_id: &self.envelope_id,
             ret_flags: self.ret_flags,
@@ -353,8 +359,10 @@ pub struct DeliveryRequestRef<'a> {
     pub nexthop: &'a [u8],
     /// Content encoding: empty, `7bit` or `8bit`.
     pub encoding: &'a [u8],
-    /// SMTPUTF8 flags.
-    pub smtputf8: i32,
+    /// Send options (SMTPUTF8 and, from Postfix 3.10, REQUIRETLS bits).
+    pub sendopts: i32,
+    /// The protocol dialect: names the send-options attribute.
+    pub dialect: Dialect,
     /// Envelope sender (VERP already applied).
     pub sender: &'a [u8],
     /// DSN envelope ID.
@@ -437,7 +445,7 @@ impl DeliveryRequestRef<'_> {
             .long("size", self.data_size)
             .str("nexthop", self.nexthop)
             .str("encoding", self.encoding)
-            .int("smtputf8", self.smtputf8)
+            .int(self.dialect.sendopts_attr(), self.sendopts)
             .str("sender", self.sender)
             .str("envelope_id", self.envelope_id)
             .int("ret_flags", self.ret_flags)
@@ -593,7 +601,8 @@ mod tests {
             data_size: 123_456,
             nexthop: s("example.com"),
             encoding: s("8bit"),
-            smtputf8: 12,
+            sendopts: 12,
+            dialect: Dialect::Postfix37,
             sender: s("list+joe=example.com@origin.org"),
             envelope_id: s("env-id"),
             ret_flags: 2,
@@ -640,7 +649,8 @@ mod tests {
             data_size: r.data_size,
             nexthop: &r.nexthop,
             encoding: &r.encoding,
-            smtputf8: r.smtputf8,
+            sendopts: r.sendopts,
+            dialect: r.dialect,
             sender: &r.sender,
             envelope_id: &r.envelope_id,
             ret_flags: r.ret_flags,
@@ -685,5 +695,23 @@ mod tests {
         assert!(owned.starts_with(
             b"flags\x001027\0queue_name\0active\0queue_id\x004ABCDEF0123\0offset\x00612\0"
         ));
+    }
+
+    /// Postfix 3.10 renamed the attribute and nothing else: the two
+    /// dialects' bytes differ exactly in that name.
+    #[test]
+    fn dialects_differ_only_in_the_send_options_name() {
+        let old = full_request().to_bytes();
+        let new = DeliveryRequest {
+            dialect: Dialect::Postfix310,
+            ..full_request()
+        }
+        .to_bytes();
+        let tail = b"\0encoding\08bit\0";
+        let at = old.windows(tail.len()).position(|w| w == tail).unwrap() + tail.len();
+        assert_eq!(&old[at..at + 12], b"smtputf8\x0012\0");
+        assert_eq!(&new[at..at + 12], b"sendopts\x0012\0");
+        assert_eq!(old[..at], new[..at]);
+        assert_eq!(old[at + 8..], new[at + 8..]);
     }
 }

@@ -1,7 +1,8 @@
 //! rqmgr-ipc: Postfix's attribute protocol and the client side of every
 //! service a queue manager talks to, plus the master(8) interface.
 //!
-//! Job: byte-exact interoperation with Postfix 3.7 daemons —
+//! Job: byte-exact interoperation with Postfix 3.7 to 3.11 daemons (the
+//! few differences on the wire are one [`Dialect`]) —
 //! trivial-rewrite ([`rewrite`]), delivery agents ([`deliver`]),
 //! bounce/defer/trace/verify/flush ([`bounce`]), master ([`master`]) and
 //! trigger clients ([`trigger`]) — over framed streams ([`stream`]) built on
@@ -19,10 +20,12 @@
 pub mod attr;
 pub mod bounce;
 pub mod deliver;
+pub mod dialect;
 pub mod error;
 pub mod master;
 pub mod rewrite;
 pub mod stream;
 pub mod trigger;
 
+pub use dialect::Dialect;
 pub use error::{ArgsError, AttrError, IpcError};

@@ -8,7 +8,7 @@ use rqmgr_ipc::bounce::{encode_append, BounceCommand, BounceRequest};
 use rqmgr_ipc::deliver::{
     flags, parse_reply, DeliveryRequest, Dsn, MsgStats, RecipientOut, MSG_STATS_LEN,
 };
-use rqmgr_ipc::AttrError;
+use rqmgr_ipc::{AttrError, Dialect};
 
 fn sample_request() -> DeliveryRequest {
     DeliveryRequest {
@@ -19,7 +19,8 @@ fn sample_request() -> DeliveryRequest {
         data_size: 320,
         nexthop: b"[127.0.0.1]:2527".to_vec(),
         encoding: Vec::new(),
-        smtputf8: 0,
+        sendopts: 0,
+        dialect: Dialect::Postfix37,
         sender: b"sender@example.com".to_vec(),
         envelope_id: Vec::new(),
         ret_flags: 0,
@@ -174,7 +175,8 @@ fn bounce_requests_match_postfix_order() {
         queue_name: b"active".to_vec(),
         queue_id: b"154E7990181".to_vec(),
         encoding: Vec::new(),
-        smtputf8: 0,
+        sendopts: 0,
+        dialect: Dialect::Postfix37,
         sender: b"s@example.com".to_vec(),
         envelope_id: b"ENVID123".to_vec(),
         ret_flags: 0,
@@ -183,6 +185,16 @@ fn bounce_requests_match_postfix_order() {
         req.encode(BounceCommand::Trace, None),
         b"nrequest\x005\0flags\x000\0queue_name\0active\0queue_id\x00154E7990181\0encoding\0\0\
 smtputf8\x000\0sender\0s@example.com\0envelope_id\0ENVID123\0ret_flags\x000\0\0"
+    );
+    // Postfix 3.10's name for the same attribute, in the same place.
+    let req310 = BounceRequest {
+        dialect: Dialect::Postfix310,
+        ..req.clone()
+    };
+    assert_eq!(
+        req310.encode(BounceCommand::Trace, None),
+        b"nrequest\x005\0flags\x000\0queue_name\0active\0queue_id\x00154E7990181\0encoding\0\0\
+sendopts\x000\0sender\0s@example.com\0envelope_id\0ENVID123\0ret_flags\x000\0\0"
     );
     let verp = req.encode(BounceCommand::Verp, Some(b"+="));
     assert!(verp.starts_with(b"nrequest\x003\0"));

@@ -14,8 +14,9 @@
 //!
 //! Failure: see [`error`]. Operating-system errors are passed through.
 //!
-//! Limits: Linux semantics (`flock`, `utimes`); byte-level compatibility
-//! with Postfix 3.7 files, not with the 3.10+ `sendopts` changes.
+//! Limits: Linux semantics (`flock`, `utimes`). The record format is the
+//! same in Postfix 3.7 to 3.11; what differs is how qmgr masks the size
+//! record's send options, which the daemon applies by release.
 
 #![forbid(unsafe_code)]
 

@@ -31,7 +31,7 @@
 use std::io::{Read, Seek};
 
 use crate::error::{Error, ReadWarning};
-use crate::record::{rec_type as rt, RecordReader};
+use crate::record::{rec_type as rt, RecordReader, LEGACY_LENGTH_BYTES};
 use crate::size::{self, SizeParseError, SizeRecord};
 
 mod walk;
@@ -48,6 +48,9 @@ pub struct ReadLimits {
     pub max_recipients: usize,
     /// The `verp_delimiter_filter` parameter (default `-=+`).
     pub verp_delimiter_filter: Vec<u8>,
+    /// Length bytes a record header may have (see
+    /// [`RecordReader::max_length_bytes`]); kept for refills.
+    pub max_length_bytes: u32,
 }
 
 impl Default for ReadLimits {
@@ -56,6 +59,7 @@ impl Default for ReadLimits {
             resume_offset: None,
             max_recipients: 20000,
             verp_delimiter_filter: b"-=+".to_vec(),
+            max_length_bytes: LEGACY_LENGTH_BYTES,
         }
     }
 }
@@ -177,6 +181,9 @@ pub struct QueueMessage {
     pub opened: Option<Opened>,
     /// Things Postfix warns about and then ignores, in log order.
     pub warnings: Vec<ReadWarning>,
+    /// Length bytes a record header may have, from the first read's
+    /// [`ReadLimits`], for refills.
+    pub max_length_bytes: u32,
 }
 
 impl QueueMessage {
@@ -216,6 +223,7 @@ impl QueueMessage {
             single_rcpt: false,
             opened: None,
             warnings: Vec::new(),
+            max_length_bytes: LEGACY_LENGTH_BYTES,
         }
     }
 
@@ -230,7 +238,7 @@ impl QueueMessage {
             return Ok(());
         };
         let mut st = walk::State::refill(self.size, self.rcpt_unread);
-        let mut rr = RecordReader::new(r);
+        let mut rr = RecordReader::new(r).max_length_bytes(self.max_length_bytes);
         rr.seek(start)?;
         walk::run(&mut rr, &mut st, effective_limit(max_recipients), b"")?;
         let (recipients, resume, unread, mut warnings) = st.finish_refill();
@@ -274,13 +282,15 @@ pub fn read_message(file: &mut std::fs::File, limits: &ReadLimits) -> Result<Que
 /// and size checks are skipped because the first read made them.
 pub fn read_message_from<R: Read + Seek>(r: R, limits: &ReadLimits) -> Result<QueueMessage, Error> {
     let limit = effective_limit(limits.max_recipients);
-    let mut rr = RecordReader::new(r);
+    let mut rr = RecordReader::new(r).max_length_bytes(limits.max_length_bytes);
     match limits.resume_offset {
         None => {
             rr.seek(0)?;
             let mut st = walk::State::first();
             walk::run(&mut rr, &mut st, limit, &limits.verp_delimiter_filter)?;
-            st.finish_first()
+            let mut m = st.finish_first()?;
+            m.max_length_bytes = limits.max_length_bytes;
+            Ok(m)
         }
         Some(start) => {
             rr.seek(0)?;
@@ -296,6 +306,7 @@ pub fn read_message_from<R: Read + Seek>(r: R, limits: &ReadLimits) -> Result<Qu
             walk::run(&mut rr, &mut st, limit, b"")?;
             let (recipients, resume, unread, warnings) = st.finish_refill();
             let mut m = QueueMessage::empty();
+            m.max_length_bytes = limits.max_length_bytes;
             m.size = size;
             m.seen_all_non_rcpt = true;
             m.recipients = recipients;

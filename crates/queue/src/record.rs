@@ -113,6 +113,14 @@ pub const MAX_PAYLOAD: u64 = i32::MAX as u64;
 /// Longest possible header: one type byte and five length bytes.
 pub const MAX_HEADER: usize = 6;
 
+/// Length bytes a record header may have in Postfix releases before the
+/// August 2026 patch releases (3.7.22, 3.8.20, 3.9.14, 3.10.13, 3.11.6).
+pub const LEGACY_LENGTH_BYTES: u32 = 5;
+
+/// Length bytes a record header may have from those patch releases on:
+/// `rec_get` refuses a fifth one before reading it.
+pub const LENGTH_BYTES: u32 = 4;
+
 /// Decodes a record header at the start of `buf`.
 ///
 /// Returns `(type, header length, payload length)`, or `Ok(None)` when
@@ -200,6 +208,8 @@ pub struct RecordReader<R: Read + Seek> {
     buf_start: u64,
     pos: usize,
     filled: usize,
+    /// See [`RecordReader::max_length_bytes`].
+    max_length_bytes: u32,
 }
 
 const BUF_SIZE: usize = 8192;
@@ -218,7 +228,16 @@ impl<R: Read + Seek> RecordReader<R> {
             buf_start: 0,
             pos: 0,
             filled: 0,
+            max_length_bytes: LEGACY_LENGTH_BYTES,
         }
+    }
+
+    /// Sets how many length bytes a header may have before the record is
+    /// "too many length bits" ([`LEGACY_LENGTH_BYTES`] unless set; the
+    /// daemon sets what its Postfix release allows).
+    pub fn max_length_bytes(mut self, n: u32) -> Self {
+        self.max_length_bytes = n;
+        self
     }
 
     /// Offset of the next byte to be read.
@@ -289,7 +308,7 @@ impl<R: Read + Seek> RecordReader<R> {
         let mut len: u64 = 0;
         let mut shift = 0u32;
         loop {
-            if shift >= 32 {
+            if shift >= 7 * self.max_length_bytes {
                 return Err(record_err(
                     offset,
                     rec_type,
@@ -394,6 +413,42 @@ mod tests {
                 kind: RecordErrorKind::TooManyLengthBits
             })
         ));
+    }
+
+    /// A five-byte length that fits an `int`: older releases read it (and
+    /// here find the file too short), the fixed ones stop at the fifth
+    /// byte.
+    #[test]
+    fn the_fifth_length_byte_depends_on_the_release() {
+        let hdr = [b'N', 0x80, 0x80, 0x80, 0x80, 0x01];
+        let legacy = RecordReader::new(Cursor::new(hdr.to_vec())).next();
+        assert!(matches!(
+            legacy,
+            Err(Error::Record {
+                kind: RecordErrorKind::EofInData {
+                    length: 0x1000_0000
+                },
+                ..
+            })
+        ));
+        let fixed = RecordReader::new(Cursor::new(hdr.to_vec()))
+            .max_length_bytes(LENGTH_BYTES)
+            .next();
+        assert!(matches!(
+            fixed,
+            Err(Error::Record {
+                offset: 0,
+                rec_type: b'N',
+                kind: RecordErrorKind::TooManyLengthBits
+            })
+        ));
+        // Four bytes are fine under both rules.
+        let mut four = vec![b'N', 0x81, 0x80, 0x80, 0x00];
+        four.push(b'x');
+        let r = RecordReader::new(Cursor::new(four))
+            .max_length_bytes(LENGTH_BYTES)
+            .next();
+        assert!(matches!(r, Ok(Some(ref rec)) if rec.data == b"x"));
     }
 
     #[test]

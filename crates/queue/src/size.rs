@@ -38,8 +38,9 @@ pub struct SizeRecord {
     pub rflags: i32,
     /// Content length (field 5; equals `data_size` when absent or 0).
     pub content_length: i64,
-    /// SMTPUTF8 flags (field 6).
-    pub smtputf8: i32,
+    /// Send options (field 6): SMTPUTF8 bits, and from Postfix 3.10
+    /// REQUIRETLS bits, as written; qmgr masks them by release when it reads.
+    pub sendopts: i32,
 }
 
 /// Why a `C` payload is not acceptable to qmgr.
@@ -78,7 +79,7 @@ impl SizeRecord {
                 READ_FLAG_MIXED_RCPT_OTHER
             },
             content_length: v[4],
-            smtputf8: v[5] as i32,
+            sendopts: v[5] as i32,
         };
         match count {
             1 => return Err(SizeParseError::OldStyle { data_size: v[0] }),
@@ -113,7 +114,7 @@ impl SizeRecord {
             self.rcpt_count,
             self.rflags,
             self.content_length,
-            self.smtputf8
+            self.sendopts
         )
         .into_bytes()
     }
@@ -220,7 +221,7 @@ mod tests {
                 rcpt_count: 2,
                 rflags: 20,
                 content_length: 320,
-                smtputf8: 0
+                sendopts: 0
             })
         );
         assert_eq!(r.map(|r| r.format()).as_deref(), Ok(&p[..]));

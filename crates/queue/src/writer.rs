@@ -65,7 +65,7 @@ pub struct QueueFileBuilder {
     extracted: Vec<RecipientSpec>,
     extracted_attrs: Vec<(Vec<u8>, Vec<u8>)>,
     mixed: bool,
-    smtputf8: i32,
+    sendopts: i32,
 }
 
 impl Default for QueueFileBuilder {
@@ -96,7 +96,7 @@ impl QueueFileBuilder {
             extracted: Vec::new(),
             extracted_attrs: Vec::new(),
             mixed: false,
-            smtputf8: 0,
+            sendopts: 0,
         }
     }
 
@@ -167,9 +167,9 @@ impl QueueFileBuilder {
         self.warn_time = Some(t);
         self
     }
-    /// Sets the SMTPUTF8 field of the size record.
-    pub fn smtputf8(&mut self, f: i32) -> &mut Self {
-        self.smtputf8 = f;
+    /// Sets the send-options field of the size record.
+    pub fn sendopts(&mut self, f: i32) -> &mut Self {
+        self.sendopts = f;
         self
     }
     /// Sets the MIXED_RCPT_OTHER read flag.
@@ -288,7 +288,7 @@ impl QueueFileBuilder {
             rcpt_count: self.recipient_count() as i64,
             rflags: i32::from(self.mixed) | (notify << 1),
             content_length: data_size,
-            smtputf8: self.smtputf8,
+            sendopts: self.sendopts,
         };
         // Same width as the placeholder, so no offset moves.
         let payload = size.format();

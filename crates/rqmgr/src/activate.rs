@@ -126,9 +126,10 @@ impl Runtime {
         let limits = ReadLimits {
             resume_offset: None,
             max_recipients: self.sched.recipient_budget(),
+            max_length_bytes: self.compat.record_length_bytes,
             ..ReadLimits::default()
         };
-        let env = match read_message(&mut file, &limits) {
+        let mut env = match read_message(&mut file, &limits) {
             Ok(env) => env,
             Err(e) => {
                 for line in e.postfix_warnings(id.as_str(), &path.display().to_string()) {
@@ -139,6 +140,7 @@ impl Runtime {
                 return false;
             }
         };
+        env.size.sendopts = self.compat.sendopts(env.size.sendopts);
         for w in &env.warnings {
             self.log.warning(&w.postfix_line(id.as_str()));
         }

@@ -190,7 +190,8 @@ impl Runtime {
             queue_name: b"active".to_vec(),
             queue_id: m.queue_id.as_str().as_bytes().to_vec(),
             encoding: env.encoding.clone(),
-            smtputf8: env.size.smtputf8,
+            sendopts: env.size.sendopts,
+            dialect: self.compat.dialect,
             sender: env.sender.clone(),
             envelope_id: env.envelope_id.clone(),
             ret_flags: env.ret_flags,
@@ -222,7 +223,7 @@ impl Runtime {
                 self.log.info(&format!(
                     "{}: status=deferred ({} failed)",
                     m.queue_id,
-                    command.failure_label()
+                    command.failure_label(self.compat.dialect)
                 ));
                 -1
             }

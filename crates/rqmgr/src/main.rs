@@ -19,6 +19,7 @@ mod finish;
 mod logging;
 mod message;
 mod params;
+mod postfix_version;
 mod runtime;
 mod scan;
 mod watchdog;
@@ -81,6 +82,24 @@ fn start() -> i32 {
     for w in &warnings {
         log.warning(w);
     }
+    // The other daemons' protocol dialect, chosen once (postfix_version.rs).
+    let compat = match postfix_version::choose(
+        raw.get("mail_version"),
+        raw.get(postfix_version::DIALECT_PARAM),
+    ) {
+        Ok(choice) => {
+            if let Some(w) = &choice.warning {
+                log.warning(w);
+            } else if args.verbose > 0 {
+                log.info(&choice.info);
+            }
+            choice.compat
+        }
+        Err(e) => {
+            log.fatal(&e.to_string());
+            return 1;
+        }
+    };
     // A broken invariant of our own is logged as Postfix logs a panic,
     // where the operator looks, before the process dies.
     let panic_log = Arc::clone(&log);
@@ -123,7 +142,7 @@ fn start() -> i32 {
                 return 1;
             }
         };
-        Runtime::new(p, log, sched).run(link).await
+        Runtime::new(p, compat, log, sched).run(link).await
     })
 }
 

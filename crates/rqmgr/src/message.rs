@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use rqmgr_ipc::deliver::{DeliveryRequestRef, MsgStats, RecipientOut, RecipientRef};
+use rqmgr_ipc::Dialect;
 use rqmgr_queue::message::{QueueMessage, Recipient};
 use rqmgr_queue::queue_id::QueueId;
 
@@ -203,6 +204,7 @@ impl ActiveMessage {
         nexthop: &str,
         dest_flags: u32,
         smtputf8_enable: bool,
+        dialect: Dialect,
     ) -> Vec<u8> {
         let env = &self.env;
         // The scheduler names only recipients it holds, so none is missing.
@@ -211,16 +213,16 @@ impl ActiveMessage {
             .filter_map(|&i| self.rcpts.get(i as usize))
             .map(Held::recipient_ref)
             .collect();
-        let mut smtputf8 = env.size.smtputf8;
+        let mut sendopts = env.size.sendopts;
         if smtputf8_enable {
             for r in &recipients {
                 if !r.address.is_empty()
                     && !r.address.is_ascii()
                     && std::str::from_utf8(r.address).is_ok()
                 {
-                    smtputf8 |= SMTPUTF8_FLAG_RECIPIENT;
+                    sendopts |= SMTPUTF8_FLAG_RECIPIENT;
                     if env.verp_delims.is_some() {
-                        smtputf8 |= SMTPUTF8_FLAG_SENDER;
+                        sendopts |= SMTPUTF8_FLAG_SENDER;
                     }
                 }
             }
@@ -244,7 +246,8 @@ impl ActiveMessage {
             data_size: env.size.content_length,
             nexthop: nexthop.as_bytes(),
             encoding: &env.encoding,
-            smtputf8,
+            sendopts,
+            dialect,
             sender: verp.as_deref().unwrap_or(&env.sender),
             envelope_id: &env.envelope_id,
             ret_flags: env.ret_flags,
@@ -359,7 +362,7 @@ mod tests {
         assert!(m.recipient_out(0).is_none());
         assert_eq!(m.recipient_out(1).unwrap().address, b"b@x");
         assert_eq!(m.address(0), b"");
-        let request = m.request_bytes(&[0, 1], "x", 0, false);
+        let request = m.request_bytes(&[0, 1], "x", 0, false, Dialect::Postfix37);
         let text = String::from_utf8_lossy(&request);
         assert!(text.contains("b@x") && !text.contains("a@x"), "{text:?}");
     }

@@ -27,6 +27,7 @@ use crate::deliver::{self, AgentEvent};
 use crate::logging::Logger;
 use crate::message::ActiveMessage;
 use crate::params::QmgrParams;
+use crate::postfix_version::Compat;
 use crate::scan::{self, QueueScan, FLUSH_ONCE, SCAN_START};
 use crate::watchdog::Watchdog;
 
@@ -40,6 +41,8 @@ const SKIPS_PER_PASS: usize = 64;
 /// The daemon's state.
 pub struct Runtime {
     pub(crate) p: QmgrParams,
+    /// What differs with the Postfix release we serve.
+    pub(crate) compat: Compat,
     pub(crate) log: Arc<Logger>,
     pub(crate) layout: QueueLayout,
     pub(crate) sched: Scheduler,
@@ -90,7 +93,7 @@ pub fn sched_now() -> Time {
 
 impl Runtime {
     /// A runtime over the queue directory we are in.
-    pub fn new(p: QmgrParams, log: Arc<Logger>, sched: Scheduler) -> Runtime {
+    pub fn new(p: QmgrParams, compat: Compat, log: Arc<Logger>, sched: Scheduler) -> Runtime {
         let layout = QueueLayout::new(
             ".",
             &p.hash_queue_names.join(","),
@@ -105,6 +108,7 @@ impl Runtime {
         let (tx, rx) = unbounded_channel();
         Runtime {
             p,
+            compat,
             log,
             layout,
             sched,
@@ -353,7 +357,13 @@ impl Runtime {
         let Some(m) = self.messages.get(&msg) else {
             return;
         };
-        let request = m.request_bytes(&rcpts, nexthop, dest_flags, self.p.smtputf8_enable);
+        let request = m.request_bytes(
+            &rcpts,
+            nexthop,
+            dest_flags,
+            self.p.smtputf8_enable,
+            self.compat.dialect,
+        );
         // The task is gone only if it failed, which it reports itself.
         let _ = request_tx.send(request);
         self.delivering.insert(conn, (msg, rcpts));

@@ -62,7 +62,7 @@ fn golden_worked_example() -> Result<(), Error> {
             rcpt_count: 2,
             rflags: 20,
             content_length: 320,
-            smtputf8: 0
+            sendopts: 0
         }
     );
     assert_eq!(m.envelope_id, b"ENVID123");
@@ -377,7 +377,7 @@ fn raw_file(env: &[(u8, Vec<u8>)], rcpt_count: i64) -> Vec<u8> {
         rcpt_count,
         rflags: 0,
         content_length: 0,
-        smtputf8: 0,
+        sendopts: 0,
     };
     out[2..97].copy_from_slice(&size.format());
     out

@@ -174,6 +174,8 @@ impl State {
             single_rcpt: e.single_rcpt,
             opened: e.opened,
             warnings: self.warnings,
+            // The caller sets what it read with.
+            max_length_bytes: crate::record::LEGACY_LENGTH_BYTES,
         })
     }
 
