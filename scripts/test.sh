@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing (Postfix, pflogsumm, a Rust
-# toolchain), builds everything, runs every test (unit, property, and the
-# end-to-end tests against private Postfix instances), then clippy and rustfmt.
-# Exits non-zero if any step fails. Run as root (re-runs itself with sudo).
+# toolchain, debootstrap), builds everything, runs every test (unit,
+# property, and the end-to-end and differential tests against private
+# Postfix instances of the host's Postfix), runs the end-to-end and
+# differential tests again against the Postfix of each other Debian suite
+# (Debian roots made by scripts/debian-root.sh, cached), then clippy and
+# rustfmt. Exits non-zero if any step fails. Run as root (re-runs itself
+# with sudo).
+#   RQMGR_TEST_SUITES="trixie sid"  Debian suites to test in besides the
+#                                   host (default: bookworm, trixie and sid,
+#                                   less the host's own; "" for none)
+#   RQMGR_TEST_THREADS=N            tests run at once (default 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/prereqs.sh
@@ -18,17 +26,76 @@ ensure_cargo
 # its own instance directory and leased ports, so they do not clash.
 threads="${RQMGR_TEST_THREADS:-4}"
 
+host_suite="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")"
+if [ -z "${RQMGR_TEST_SUITES+set}" ]; then
+    suites=""
+    for s in bookworm trixie sid; do
+        [ "$s" = "$host_suite" ] || suites="$suites $s"
+    done
+else
+    suites="$RQMGR_TEST_SUITES"
+fi
+
+now() { date +%s; }
+timings=()
+failed=()
+
 echo "==> cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
-failed=()
-echo "==> cargo test --workspace (test threads: $threads)"
+host_version="$(postconf -dh mail_version)"
+t0=$(now)
+echo "==> cargo test --workspace (Postfix $host_version on the host; test threads: $threads)"
 cargo test --workspace --no-fail-fast -- --test-threads="$threads" || failed+=("cargo test")
+timings+=("host, Postfix $host_version: all tests $(($(now) - t0)) s")
+
+if [ -n "${suites// /}" ]; then
+    # The end-to-end and differential test programs, run as they are inside
+    # each root: the workspace (where they and rqmgr live) is mounted at the
+    # same path there, and so is the port lease directory, so that leases
+    # hold across roots.
+    tests_json="$(cargo test -p rqmgr --no-run --message-format=json 2>/dev/null)"
+    suite_tests=()
+    for name in e2e differential; do
+        exe="$(printf '%s\n' "$tests_json" | grep "\"name\":\"$name\"" | grep '"kind":\["test"\]' |
+            sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
+        [ -n "$exe" ] || { echo "error: no test program $name" >&2; exit 1; }
+        suite_tests+=("$exe")
+    done
+    workspace="$(pwd -P)"
+    target_dir="$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+    leases="${TMPDIR:-/tmp}/rqmgr-harness-ports"
+    mkdir -p "$leases"
+    binds=(--bind "$workspace" --bind "$leases")
+    case "$target_dir/" in "$workspace"/*) ;; *) binds+=(--bind "$target_dir") ;; esac
+    for suite in $suites; do
+        t0=$(now)
+        echo "==> Debian $suite: making or reusing its root"
+        if ! bash scripts/debian-root.sh path "$suite" >/dev/null; then
+            failed+=("root $suite")
+            continue
+        fi
+        version="$(bash scripts/debian-root.sh run "$suite" -- postconf -dh mail_version)"
+        t1=$(now)
+        for exe in "${suite_tests[@]}"; do
+            echo "==> Debian $suite, Postfix $version: $(basename "$exe")"
+            bash scripts/debian-root.sh run "$suite" "${binds[@]}" -- \
+                env RUST_BACKTRACE="${RUST_BACKTRACE:-1}" TMPDIR=/tmp \
+                "$exe" --test-threads="$threads" ||
+                failed+=("$suite $(basename "$exe")")
+        done
+        timings+=("Debian $suite, Postfix $version: root $((t1 - t0)) s, e2e and differential tests $(($(now) - t1)) s")
+    done
+fi
+
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
 echo "==> cargo fmt --all --check"
 cargo fmt --all --check || failed+=("cargo fmt")
 
+echo "==> timings"
+printf '  %s\n' "${timings[@]}"
 if [ ${#failed[@]} -ne 0 ]; then
     echo "FAILED: ${failed[*]}" >&2
     exit 1

@@ -367,6 +367,34 @@ mod tests {
         assert!(text.contains("b@x") && !text.contains("a@x"), "{text:?}");
     }
 
+    /// qmgr_deliver.c: the send options go to the agent as read, plus the
+    /// SMTPUTF8 recipient bit (0x08) for a non-ASCII recipient when
+    /// smtputf8_enable is on, under the release's attribute name.
+    #[test]
+    fn send_options_reach_the_request_unchanged() {
+        let mut m = ActiveMessage {
+            queue_id: QueueId::parse("ABCDEF123").unwrap(),
+            qflags: 0,
+            env: QueueMessage::default(),
+            active_arrival: SystemTime::UNIX_EPOCH,
+            status: 0,
+            rcpts: InCore::default(),
+        };
+        m.env.size.sendopts = 0x30;
+        m.rcpts.extend(batch(&["a@x", "j\u{f6}rg@x"]));
+        let attr = |request: &[u8], name: &str| {
+            let text = String::from_utf8_lossy(request).into_owned();
+            let at = text.find(&format!("\0{name}\0")).expect(name) + name.len() + 2;
+            text[at..].split('\0').next().unwrap().to_owned()
+        };
+        let ascii = m.request_bytes(&[0], "x", 0, true, Dialect::Postfix311);
+        assert_eq!(attr(&ascii, "sendopts"), "48");
+        let utf8 = m.request_bytes(&[1], "x", 0, true, Dialect::Postfix310);
+        assert_eq!(attr(&utf8, "sendopts"), "56");
+        let off = m.request_bytes(&[1], "x", 0, false, Dialect::Postfix37);
+        assert_eq!(attr(&off, "smtputf8"), "48");
+    }
+
     #[test]
     fn verp_sender_encodes_recipient() {
         let r = RecipientRef {

@@ -29,6 +29,7 @@ mod probes;
 mod reload;
 mod relocated;
 mod reports;
+mod send_options;
 mod service_outage;
 mod support;
 mod triggers;

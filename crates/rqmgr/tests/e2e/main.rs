@@ -1,4 +1,4 @@
-//! End-to-end tests: stock Postfix 3.7 daemons with a chosen queue manager in
+//! End-to-end tests: stock Postfix daemons with a chosen queue manager in
 //! private instances (see the `rqmgr-harness` crate).
 //!
 //! Each scenario is a function taking a [`QueueManager`], run once with the
@@ -15,6 +15,7 @@ mod bulk_smtp_to_sink;
 mod corrupt_queue_file;
 mod local_delivery;
 mod permanent_failure;
+mod postfix_release;
 mod qmgr_crash_recovery;
 mod reload_and_stop;
 mod temporary_failure;
