@@ -86,7 +86,7 @@ impl PostfixInstall {
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
         let mut parts = self
             .version
-            .split(|c: char| c == '.' || c == '-')
+            .split(['.', '-'])
             .map(|p| p.parse::<u32>().unwrap_or(0));
         let have = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         have >= (major, minor)
