@@ -58,28 +58,6 @@ pub struct PostfixInstall {
     pub meta_directory: PathBuf,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::PostfixInstall;
-    use std::path::PathBuf;
-
-    #[test]
-    fn release_comparison() {
-        let at = |v: &str| PostfixInstall {
-            version: v.into(),
-            daemon_directory: PathBuf::new(),
-            meta_directory: PathBuf::new(),
-        };
-        assert!(at("3.11.7").at_least(3, 11));
-        assert!(at("3.11.7").at_least(3, 10));
-        assert!(!at("3.10.13").at_least(3, 11));
-        assert!(at("3.10.13").at_least(3, 7));
-        assert!(!at("3.7.11").at_least(3, 10));
-        assert!(at("3.12-20260821").at_least(3, 11));
-        assert!(at("4.0.0").at_least(3, 11));
-    }
-}
-
 impl PostfixInstall {
     /// True when this Postfix is release `major.minor` or later (scenarios
     /// whose expected outcome depends on the release ask this).
@@ -202,4 +180,26 @@ pub(crate) fn chown_to_user(path: &Path, user: &str) -> Result<()> {
         })?;
     nix::unistd::chown(path, Some(u.uid), Some(u.gid))
         .map_err(|e| Error::io(format!("chown {user} {path:?}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PostfixInstall;
+    use std::path::PathBuf;
+
+    #[test]
+    fn release_comparison() {
+        let at = |v: &str| PostfixInstall {
+            version: v.into(),
+            daemon_directory: PathBuf::new(),
+            meta_directory: PathBuf::new(),
+        };
+        assert!(at("3.11.7").at_least(3, 11));
+        assert!(at("3.11.7").at_least(3, 10));
+        assert!(!at("3.10.13").at_least(3, 11));
+        assert!(at("3.10.13").at_least(3, 7));
+        assert!(!at("3.7.11").at_least(3, 10));
+        assert!(at("3.12-20260821").at_least(3, 11));
+        assert!(at("4.0.0").at_least(3, 11));
+    }
 }
