@@ -7,6 +7,11 @@
 # everything. Run as root (re-runs itself with sudo).
 #   DEMO_MESSAGES=N   number of messages (default 5000)
 #   DEMO_QMGR=stock   run the same demo with Postfix's own qmgr, to compare
+#   DEMO_POSTFIX=bookworm|trixie|sid
+#                     run it with that Debian suite's Postfix (3.7, 3.10,
+#                     3.11), inside a Debian root made by
+#                     scripts/debian-root.sh (a few minutes the first time);
+#                     default: the host's own Postfix
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/prereqs.sh
@@ -20,4 +25,16 @@ cargo build --release -p rqmgr -p rqmgr-harness
 target_dir="$(cargo metadata --format-version 1 --no-deps \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 qmgr="${DEMO_QMGR:-$target_dir/release/rqmgr}"
-exec "$target_dir/release/rqmgr-demo" --qmgr "$qmgr" --messages "${DEMO_MESSAGES:-5000}" --sessions 10
+demo=("$target_dir/release/rqmgr-demo" --qmgr "$qmgr" --messages "${DEMO_MESSAGES:-5000}" --sessions 10)
+host_suite="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")"
+suite="${DEMO_POSTFIX:-$host_suite}"
+if [ -z "$suite" ] || [ "$suite" = "$host_suite" ]; then
+    exec "${demo[@]}"
+fi
+# Another suite's Postfix: the same programs, run inside its root, where the
+# workspace and the target directory are mounted at the same paths.
+workspace="$(pwd -P)"
+binds=(--bind "$workspace")
+case "$target_dir/" in "$workspace"/*) ;; *) binds+=(--bind "$target_dir") ;; esac
+echo "==> Debian $suite's Postfix $(bash scripts/debian-root.sh run "$suite" -- postconf -dh mail_version)"
+exec bash scripts/debian-root.sh run "$suite" "${binds[@]}" -- "${demo[@]}"

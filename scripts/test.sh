@@ -54,7 +54,7 @@ if [ -n "${suites// /}" ]; then
     # each root: the workspace (where they and rqmgr live) is mounted at the
     # same path there, and so is the port lease directory, so that leases
     # hold across roots.
-    tests_json="$(cargo test -p rqmgr --no-run --message-format=json 2>/dev/null)"
+    tests_json="$(cargo test --workspace --no-run --message-format=json 2>/dev/null)"
     suite_tests=()
     for name in e2e differential; do
         exe="$(printf '%s\n' "$tests_json" | grep "\"name\":\"$name\"" | grep '"kind":\["test"\]' |

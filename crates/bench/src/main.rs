@@ -11,7 +11,7 @@
 //! is reported and left out of the medians; the exit status is non-zero if
 //! any run failed. Timings are measured, never asserted.
 //!
-//! Limits: must run as root with Postfix 3.7 installed (see
+//! Limits: must run as root with Postfix 3.7 or later installed (see
 //! `scripts/bench.sh`); on a busy machine figures are noisy, which the
 //! medians soften but do not remove.
 
