@@ -9,7 +9,7 @@
 //! two significant digits for small values, whole seconds for large ones,
 //! never finer than `delay_logging_resolution_limit` decimals.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 const MILLION: i64 = 1_000_000;
 
@@ -36,7 +36,7 @@ pub fn status_line(
     reason: &str,
     max_decimals: u32,
 ) -> String {
-    let now = timeval(now);
+    let now = rqmgr_ipc::deliver::timeval(now);
     let mut line = format!("{}: to=<{}>", queue_id, String::from_utf8_lossy(recipient));
     if !orig_recipient.is_empty() && !orig_recipient.eq_ignore_ascii_case(recipient) {
         line.push_str(&format!(
@@ -63,15 +63,6 @@ pub fn status_line(
     line.push_str("/0/0");
     line.push_str(&format!(", dsn={dsn_status}, status={status} ({reason})"));
     line
-}
-
-/// Seconds and microseconds since the epoch.
-pub fn timeval(t: SystemTime) -> (i64, i64) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    (
-        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        i64::from(d.subsec_micros()),
-    )
 }
 
 fn delta(later: (i64, i64), earlier: (i64, i64)) -> (i64, i64) {
@@ -136,6 +127,7 @@ pub fn format_tv(out: &mut String, (mut sec, mut usec): (i64, i64), max_decimals
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn f(sec: i64, usec: i64) -> String {
         let mut s = String::new();

@@ -27,6 +27,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::logging::os_error;
+
 /// Hands a ready connection its encoded delivery request; dropping it
 /// closes the connection without a delivery.
 pub type RequestSender = oneshot::Sender<Vec<u8>>;
@@ -40,8 +42,6 @@ pub enum AgentEvent {
     Unavailable(ConnId, String),
     /// The reply to the request, or why there is none.
     Replied(ConnId, Result<DeliveryReply, IpcError>),
-    /// A trigger connection delivered these bytes.
-    Trigger(Vec<u8>),
 }
 
 /// Starts a connection to a transport's delivery agent, which then
@@ -61,7 +61,7 @@ pub fn spawn_connection(
             Err(e) => {
                 // Postfix words it "connect to transport private/X: %m".
                 let why = match &e {
-                    IpcError::Connect { source, .. } => crate::activate::os_error(source),
+                    IpcError::Connect { source, .. } => os_error(source),
                     other => other.to_string(),
                 };
                 let _ = tx.send(AgentEvent::Unavailable(

@@ -14,26 +14,24 @@
 //!    out once and the `W` record is set to -1;
 //! 6. a failed message moves to `deferred/` with its next attempt as file
 //!    time; a successful one is unlinked and logged `removed`.
+//!
+//! What to do in steps 5 and 6 is decided by disposition.rs; this module
+//! carries it out. The message leaves [`Core::messages`] here, except when
+//! step 3 reads more of it.
 
-use std::io;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use rqmgr_ipc::bounce::{self, bounce_flags, BounceCommand, BounceRequest};
-use rqmgr_ipc::error::IpcError;
+use rqmgr_ipc::bounce::{bounce_flags, BounceCommand};
 use rqmgr_queue::dirs::QueueName;
-use rqmgr_sched::retry::next_attempt;
-use rqmgr_sched::MessageId;
+use rqmgr_sched::{Event, MessageId};
 
-use crate::activate::os_error;
+use crate::disposition::{self, FinalStep, Finished, Lifetimes, Notice};
 use crate::message::{
     ActiveMessage, DEL_REQ_FLAG_RECORD, DEL_REQ_FLAG_REC_DLY_SENT, DEL_REQ_FLAG_USR_VRFY,
     READ_FLAG_NOTIFY_SUCCESS,
 };
-use crate::runtime::{now_secs, Runtime};
 use crate::scan::FORCE_EXPIRE;
+use crate::state::Core;
 
-impl Runtime {
+impl Core {
     /// Steps 1 to 3; `refill` says the scheduler wants more recipients.
     pub(crate) async fn message_done(&mut self, msg: MessageId, deferred: bool, refill: bool) {
         let Some(mut m) = self.messages.remove(&msg) else {
@@ -43,27 +41,21 @@ impl Runtime {
             m.status |= 1;
         }
         let id = m.queue_id.clone();
-        match std::fs::metadata(self.layout.path(QueueName::Bounce, &id)) {
-            Ok(md) if md.len() == 0 => {
-                if let Err(e) = self.layout.remove(QueueName::Bounce, &id) {
-                    self.fatal(&format!("remove bounce {}: {}", id, os_error(&e)));
-                }
-            }
-            Ok(_) => {
-                let command = BounceCommand::Flush;
+        match self.spool.log_size(QueueName::Bounce, &id) {
+            Some(0) => self.spool.remove_empty_bounce_log(&id),
+            Some(_) => {
+                let service = self.p.bounce_service_name.clone();
                 m.status |= self
-                    .notify(&m, &self.p.bounce_service_name.clone(), command, 0, true)
+                    .notify(&m, &service, BounceCommand::Flush, 0, true)
                     .await;
             }
-            Err(_) => {}
+            None => {}
         }
-        if m.status != 0 && !matches!(self.layout.open_ok(QueueName::Active, &id), Ok(Some(_))) {
-            self.save_corrupt(&id);
+        if m.status != 0 && self.spool.ready(QueueName::Active, &id).is_none() {
+            self.spool.save_corrupt(&id);
             if refill {
-                self.sched.handle(
-                    rqmgr_sched::Event::MessageAbandoned { msg },
-                    crate::runtime::sched_now(),
-                );
+                self.sched
+                    .handle(Event::MessageAbandoned { msg }, self.now.sched());
             }
             return;
         }
@@ -82,173 +74,64 @@ impl Runtime {
         if tflags & (DEL_REQ_FLAG_USR_VRFY | DEL_REQ_FLAG_RECORD | DEL_REQ_FLAG_REC_DLY_SENT) != 0
             || m.env.size.rflags & READ_FLAG_NOTIFY_SUCCESS != 0
         {
+            let service = self.p.trace_service_name.clone();
             let status = self
-                .notify(
-                    &m,
-                    &self.p.trace_service_name.clone(),
-                    BounceCommand::Trace,
-                    tflags,
-                    false,
-                )
+                .notify(&m, &service, BounceCommand::Trace, tflags, false)
                 .await;
-            if status == 0 {
-                if let Some(offset) = m.env.trace_flags_offset {
-                    self.update_file(&m, |f| rqmgr_queue::update::kill_record(f, offset));
-                }
+            if let (0, Some(offset)) = (status, m.env.trace_flags_offset) {
+                self.spool
+                    .update(&id, |f| rqmgr_queue::update::kill_record(f, offset));
             }
             m.status |= status;
         }
-        if m.status != 0 {
-            let lifetime = if m.env.sender.is_empty() {
-                self.p.bounce_queue_lifetime
-            } else {
-                self.p.maximal_queue_lifetime
-            };
-            let now = now_secs();
-            let expired = if m.qflags & FORCE_EXPIRE != 0 {
-                Some("force-expired")
-            } else if now >= m.env.create_time.saturating_add(secs(lifetime)) {
-                Some("expired")
-            } else {
-                None
-            };
-            if let Some(how) = expired {
+        let finished = Finished {
+            failed: m.status != 0,
+            force_expire: m.qflags & FORCE_EXPIRE != 0,
+            null_sender: m.env.sender.is_empty(),
+            create_time: m.env.create_time,
+            warn_time: m.env.warn_time.map(|w| w.time),
+        };
+        let lifetimes = Lifetimes {
+            mail: self.p.maximal_queue_lifetime,
+            bounce: self.p.bounce_queue_lifetime,
+        };
+        let service = self.p.defer_service_name.clone();
+        match disposition::notice(&finished, self.now.secs(), lifetimes) {
+            Notice::None => {}
+            Notice::Expire(how) => {
                 self.log.info(&format!(
                     "{}: from=<{}>, status={}, returned to sender",
                     id,
                     String::from_utf8_lossy(&m.env.sender),
-                    how
+                    how.as_str()
                 ));
+                // The defer service marks the recipients it returns as
+                // done, as Postfix's adefer_flush() asks.
+                let flags = bounce_flags::DELRCPT;
                 m.status = self
-                    .notify(
-                        &m,
-                        &self.p.defer_service_name.clone(),
-                        BounceCommand::Flush,
-                        // The defer service marks the recipients it
-                        // returns as done, as Postfix's adefer_flush() asks.
-                        bounce_flags::DELRCPT,
-                        true,
-                    )
+                    .notify(&m, &service, BounceCommand::Flush, flags, true)
                     .await;
-            } else if let Some(w) = m.env.warn_time.filter(|w| w.time > 0 && now >= w.time - 1) {
+            }
+            Notice::Warn => {
                 let status = self
-                    .notify(
-                        &m,
-                        &self.p.defer_service_name.clone(),
-                        BounceCommand::Warn,
-                        0,
-                        false,
-                    )
+                    .notify(&m, &service, BounceCommand::Warn, 0, false)
                     .await;
-                if status == 0 {
-                    self.update_file(&m, |f| rqmgr_queue::update::set_warn_time(f, w.offset, -1));
+                if let (0, Some(w)) = (status, m.env.warn_time) {
+                    self.spool
+                        .update(&id, |f| rqmgr_queue::update::set_warn_time(f, w.offset, -1));
                 }
             }
         }
-        if m.status != 0 {
-            let create = (m.env.create_time > 0).then_some(m.env.create_time);
-            let now = now_secs();
-            let when = next_attempt(
-                now,
-                create,
-                self.p.minimal_backoff_time,
-                self.p.maximal_backoff_time,
-            );
-            self.move_to(&id, QueueName::Deferred, when - now);
-        } else {
-            match self.layout.remove(QueueName::Active, &id) {
-                Ok(()) => self.log.info(&format!("{id}: removed")),
-                Err(e) => {
-                    let text = format!(
-                        "qmgr_active_done_3_generic: remove {} from active: {}",
-                        id,
-                        os_error(&e)
-                    );
-                    if e.kind() != io::ErrorKind::NotFound {
-                        self.fatal(&text);
-                    }
-                    self.log.warning(&text);
-                }
-            }
+        let step = disposition::final_step(
+            m.status != 0,
+            self.now.secs(),
+            m.env.create_time,
+            self.p.minimal_backoff_time,
+            self.p.maximal_backoff_time,
+        );
+        match step {
+            FinalStep::Defer { until } => self.spool.defer(&id, QueueName::Deferred, until),
+            FinalStep::Remove => self.spool.remove_done(&id),
         }
     }
-
-    /// One request to bounce(8) in its bounce, defer or trace role. A
-    /// request that cannot be made counts as a failure (-1), logged as
-    /// Postfix's asynchronous bounce client logs it.
-    async fn notify(
-        &mut self,
-        m: &ActiveMessage,
-        service: &str,
-        command: BounceCommand,
-        flags: i32,
-        verp_ok: bool,
-    ) -> i32 {
-        let env = &m.env;
-        let req = BounceRequest {
-            flags,
-            queue_name: b"active".to_vec(),
-            queue_id: m.queue_id.as_str().as_bytes().to_vec(),
-            encoding: env.encoding.clone(),
-            sendopts: env.size.sendopts,
-            dialect: self.compat.dialect,
-            sender: env.sender.clone(),
-            envelope_id: env.envelope_id.clone(),
-            ret_flags: env.ret_flags,
-        };
-        let verp = env
-            .verp_delims
-            .as_deref()
-            .filter(|_| verp_ok && !self.p.disable_verp_bounces);
-        let path = PathBuf::from(format!("private/{service}"));
-        let timeout = Duration::from_secs(1000);
-        let command = match (command, verp) {
-            (BounceCommand::Flush, Some(_)) => BounceCommand::Verp,
-            (c, _) => c,
-        };
-        // The bounce, defer and trace services log about this message too:
-        // our lines go first.
-        self.log.flush();
-        match bounce::notify(&path, command, &req, verp, timeout).await {
-            Ok(status) => status,
-            Err(e) => {
-                // Postfix's abounce client says nothing of its own: a
-                // refused connection or a failed write is silent, and only
-                // attr_scan's complaint about a bad reply is logged.
-                let silent = matches!(e, IpcError::Connect { .. } | IpcError::Write { .. })
-                    || e.scan_is_silent();
-                if !silent {
-                    self.log.warning(&e.to_string());
-                }
-                self.log.info(&format!(
-                    "{}: status=deferred ({} failed)",
-                    m.queue_id,
-                    command.failure_label(self.compat.dialect)
-                ));
-                -1
-            }
-        }
-    }
-
-    /// An in-place update of the queue file; failure is fatal, as in
-    /// Postfix, because the file's state would otherwise be unknown.
-    fn update_file(&mut self, m: &ActiveMessage, f: impl FnOnce(&std::fs::File) -> io::Result<()>) {
-        let path = self.layout.path(QueueName::Active, &m.queue_id);
-        let result = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .and_then(|file| f(&file));
-        if let Err(e) = result {
-            self.fatal(&format!(
-                "update queue file {}: {}",
-                path.display(),
-                os_error(&e)
-            ));
-        }
-    }
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }

@@ -13,15 +13,24 @@
 #![deny(unsafe_code)]
 
 mod activate;
+mod address;
 mod adhoc;
+mod clock;
 mod deliver;
+mod disposition;
 mod finish;
 mod logging;
 mod message;
+mod notify;
 mod params;
 mod postfix_version;
+mod resolve;
+mod routing;
 mod runtime;
 mod scan;
+mod spool;
+mod state;
+mod triggers;
 mod watchdog;
 
 use std::path::{Path, PathBuf};
@@ -29,121 +38,94 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use rqmgr_ipc::master::{self, DaemonArgs, InFlowPipe, StatusChannel};
-use rqmgr_sched::{Config, Feedback, Scheduler, TransportConfig};
+use rqmgr_sched::{Config, Scheduler};
 
 use crate::logging::{LogConfig, Logger};
-use crate::params::{FeedbackKind, QmgrParams, RawParams};
+use crate::params::{QmgrParams, RawParams};
 use crate::runtime::{MasterLink, Runtime};
 
 fn main() {
-    std::process::exit(start());
-}
-
-/// Everything before the event loop; returns the exit status.
-fn start() -> i32 {
     let argv: Vec<String> = std::env::args().collect();
     let program = argv.first().cloned().unwrap_or_else(|| "qmgr".to_owned());
     let process_name = Path::new(&program)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "qmgr".to_owned());
-    let args = match DaemonArgs::parse(argv.iter().cloned()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{process_name}: fatal: {e}");
-            return 1;
+    let mut log = None;
+    let status = match start(argv, &process_name, &mut log) {
+        Ok(status) => status,
+        // Every start-up failure ends here: in the mail log once logging
+        // is up, before that on stderr.
+        Err(text) => {
+            match &log {
+                Some(log) => log.fatal(&text),
+                None => eprintln!("{process_name}: fatal: {text}"),
+            }
+            1
         }
     };
+    std::process::exit(status);
+}
+
+/// Everything before the event loop, then the loop; returns the exit
+/// status, or the text of a fatal start-up error. `log` is set as soon as
+/// logging is up.
+fn start(
+    argv: Vec<String>,
+    process_name: &str,
+    log: &mut Option<Arc<Logger>>,
+) -> Result<i32, String> {
+    let args = DaemonArgs::parse(argv).map_err(|e| e.to_string())?;
     let config_dir = std::env::var_os("MAIL_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc/postfix"));
-    let mut raw = match RawParams::load(&config_dir, &args.overrides) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{process_name}: fatal: {e}");
-            return 1;
-        }
-    };
-    raw.set("process_name", &process_name);
-    let (p, warnings) = match QmgrParams::from_raw(&raw) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{process_name}: fatal: {e}");
-            return 1;
-        }
-    };
-    let log = match Logger::new(&LogConfig::from_params(&p, args.stderr_log)) {
-        Ok(l) => Arc::new(l),
-        Err(e) => {
-            eprintln!("{process_name}: fatal: open log: {e}");
-            return 1;
-        }
-    };
+    let mut raw = RawParams::load(&config_dir, &args.overrides).map_err(|e| e.to_string())?;
+    raw.set("process_name", process_name);
+    let (p, warnings) = QmgrParams::from_raw(&raw).map_err(|e| e.to_string())?;
+    let logger = Logger::new(&LogConfig::from_params(&p, args.stderr_log))
+        .map_err(|e| format!("open log: {e}"))?;
+    let logger = &*log.insert(Arc::new(logger));
     for w in &warnings {
-        log.warning(w);
+        logger.warning(w);
     }
     // The other daemons' protocol dialect, chosen once (postfix_version.rs).
-    let compat = match postfix_version::choose(
+    let choice = postfix_version::choose(
         raw.get("mail_version"),
         raw.get(postfix_version::DIALECT_PARAM),
-    ) {
-        Ok(choice) => {
-            if let Some(w) = &choice.warning {
-                log.warning(w);
-            } else if args.verbose > 0 {
-                log.info(&choice.info);
-            }
-            choice.compat
-        }
-        Err(e) => {
-            log.fatal(&e.to_string());
-            return 1;
-        }
-    };
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some(w) = &choice.warning {
+        logger.warning(w);
+    } else if args.verbose > 0 {
+        logger.info(&choice.info);
+    }
     // A broken invariant of our own is logged as Postfix logs a panic,
     // where the operator looks, before the process dies.
-    let panic_log = Arc::clone(&log);
+    let panic_log = Arc::clone(logger);
     std::panic::set_hook(Box::new(move |info| panic_log.panic(&info.to_string())));
     if !args.solitary {
-        log.fatal(&format!(
+        return Err(format!(
             "service {} requires a process limit of 1",
             args.service_name()
         ));
-        return 1;
     }
-    if let Err(e) = std::env::set_current_dir(&p.queue_directory) {
-        log.fatal(&format!("chdir(\"{}\"): {}", p.queue_directory, e));
-        return 1;
-    }
-    if let Err(text) = drop_privileges(&p, &args) {
-        log.fatal(&text);
-        return 1;
-    }
-    let mut sched = Scheduler::new(sched_config(&p, &raw, &process_name, &log));
+    std::env::set_current_dir(&p.queue_directory)
+        .map_err(|e| format!("chdir(\"{}\"): {}", p.queue_directory, e))?;
+    drop_privileges(&p, &args)?;
+    let mut sched = Scheduler::new(sched_config(&p, &raw, process_name, logger));
     // Read more of a large message while its deliveries run, as Postfix
     // does; the runtime appends such batches (activate.rs, `refill`).
     sched.set_early_refill(true);
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            log.fatal(&format!("event loop: {e}"));
-            return 1;
-        }
-    };
+        .map_err(|e| format!("event loop: {e}"))?;
+    // The descriptors master hands us join the event loop's reactor.
+    let _in_runtime = rt.enter();
+    let link = adopt_master().map_err(|e| format!("master descriptors: {e}"))?;
+    let runtime = Runtime::new(p, choice.compat, Arc::clone(logger), sched);
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
-        let link = match adopt_master() {
-            Ok(link) => link,
-            Err(e) => {
-                log.fatal(&format!("master descriptors: {e}"));
-                return 1;
-            }
-        };
-        Runtime::new(p, compat, log, sched).run(link).await
-    })
+    Ok(local.block_on(&rt, runtime.run(link)))
 }
 
 fn adopt_master() -> std::io::Result<MasterLink> {
@@ -199,27 +181,16 @@ fn sched_config(p: &QmgrParams, raw: &RawParams, process_name: &str, log: &Arc<L
     let transports = Box::new(move |name: &str| {
         let (p, raw) = &*params;
         match p.transport(raw, name) {
-            Ok((t, warnings)) => {
-                for w in warnings {
-                    fatal_log.warning(&w);
+            Ok((config, notes)) => {
+                for w in &notes.warnings {
+                    fatal_log.warning(w);
                 }
-                if p.destination_concurrency_feedback_debug {
-                    let init = t.initial_dest_concurrency;
-                    for fb in [
-                        &t.dest_concurrency_positive_feedback,
-                        &t.dest_concurrency_negative_feedback,
-                    ] {
-                        fatal_log.info(&params::TransportParams::feedback_debug_line(
-                            name, fb, init,
-                        ));
-                    }
+                for line in &notes.debug {
+                    fatal_log.info(line);
                 }
-                transport_config(&t)
+                config
             }
-            Err(e) => {
-                fatal_log.fatal(&e.to_string());
-                std::process::exit(1);
-            }
+            Err(e) => fatal_log.die(&e.to_string()),
         }
     });
     Config {
@@ -245,31 +216,5 @@ fn sched_config(p: &QmgrParams, raw: &RawParams, process_name: &str, log: &Arc<L
         },
         recipient_delimiter: p.recipient_delimiter.clone(),
         transports,
-    }
-}
-
-fn transport_config(t: &params::TransportParams) -> TransportConfig {
-    let n = |v: i32| u32::try_from(v).unwrap_or(0);
-    let fb = |f: &params::Feedback| Feedback {
-        value: f.base,
-        per_concurrency: f.kind == FeedbackKind::PerConcurrency,
-    };
-    TransportConfig {
-        dest_concurrency_limit: n(t.dest_concurrency_limit),
-        dest_recipient_limit: n(t.dest_recipient_limit),
-        init_dest_concurrency: n(t.initial_dest_concurrency),
-        positive_feedback: fb(&t.dest_concurrency_positive_feedback),
-        negative_feedback: fb(&t.dest_concurrency_negative_feedback),
-        failed_cohort_limit: n(t.dest_concurrency_failed_cohort_limit),
-        dest_rate_delay: t.dest_rate_delay,
-        transport_rate_delay: t.transport_rate_delay,
-        recipient_limit: n(t.recipient_limit),
-        extra_recipient_limit: n(t.extra_recipient_limit),
-        recipient_refill_limit: n(t.recipient_refill_limit),
-        recipient_refill_delay: t.recipient_refill_delay,
-        delivery_slot_cost: n(t.delivery_slot_cost),
-        delivery_slot_loan: n(t.delivery_slot_loan),
-        delivery_slot_discount: n(t.delivery_slot_discount),
-        minimum_delivery_slots: n(t.minimum_delivery_slots),
     }
 }

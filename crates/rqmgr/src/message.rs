@@ -21,6 +21,8 @@ use rqmgr_ipc::Dialect;
 use rqmgr_queue::message::{QueueMessage, Recipient};
 use rqmgr_queue::queue_id::QueueId;
 
+use crate::address;
+
 /// `DEL_REQ_FLAG_DEFLT`: bounce and report success (3).
 pub const DEL_REQ_FLAG_DEFLT: i32 = 3;
 /// `DEL_REQ_FLAG_BOUNCE`.
@@ -271,13 +273,13 @@ impl ActiveMessage {
 /// VERP: `prefix@origin` becomes `prefix+user=domain@origin`, from the
 /// original recipient when there is one (what VERP consumers expect).
 pub fn verp_sender(sender: &[u8], delims: &[u8], rcpt: &RecipientRef<'_>) -> Vec<u8> {
-    let (s_local, s_domain) = split_at_last(sender, b'@');
+    let (s_local, s_domain) = address::split(sender);
     let recipient = if rcpt.orig_rcpt.is_empty() {
         rcpt.address
     } else {
         rcpt.orig_rcpt
     };
-    let (r_local, r_domain) = split_at_last(recipient, b'@');
+    let (r_local, r_domain) = address::split(recipient);
     let mut out = s_local.to_vec();
     out.push(delims.first().copied().unwrap_or(b'+'));
     out.extend_from_slice(r_local);
@@ -290,13 +292,6 @@ pub fn verp_sender(sender: &[u8], delims: &[u8], rcpt: &RecipientRef<'_>) -> Vec
         out.extend_from_slice(d);
     }
     out
-}
-
-fn split_at_last(s: &[u8], c: u8) -> (&[u8], Option<&[u8]>) {
-    match s.iter().rposition(|&b| b == c) {
-        Some(i) => (&s[..i], Some(&s[i + 1..])),
-        None => (s, None),
-    }
 }
 
 #[cfg(test)]

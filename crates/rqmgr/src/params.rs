@@ -43,7 +43,6 @@ use std::process::Command;
 use std::time::Duration;
 
 pub use settings::QmgrParams;
-pub use transport::{Feedback, FeedbackKind, TransportParams};
 
 /// Where `postconf` lives when it is not on `PATH` (master scrubs `PATH`).
 const POSTCONF_FALLBACK: &str = "/usr/sbin/postconf";

@@ -1,34 +1,58 @@
 //! The event loop: feed the scheduler, carry out its actions.
 //!
-//! This is the only place that reads the clock, touches queue files and
-//! talks to sockets (through the modules it calls). One pass of the loop
-//! mirrors `qmgr_loop()`: carry out every action the scheduler has,
-//! import at most one message from the incoming and deferred scans in
-//! turn, and keep the in-flow token pipe topped up; then wait for the next
-//! event — an agent's announcement or reply, a trigger, a timer, or
-//! master going away.
+//! The life of one message, hop by hop, with the file of each hop:
+//! 1. master(8) starts us (main.rs); start-up moves what an earlier queue
+//!    manager left in `active/` back to `incoming/` (spool.rs,
+//!    `Spool::recover_active`).
+//! 2. cleanup(8) writes the file into `incoming/` and wakes us through
+//!    `public/qmgr` (triggers.rs reads the letters; scan.rs turns them
+//!    into scan requests); a timer does the same for `deferred/`.
+//! 3. A pass takes the next file of a scan into `active/`, locks it, reads
+//!    it and resolves its recipients with trivial-rewrite (activate.rs,
+//!    `Core::feed`; routing.rs decides where each recipient goes).
+//! 4. The scheduler (crate rqmgr-sched) asks for an agent connection
+//!    (deliver.rs opens it) and picks recipients for it; the request is
+//!    encoded from the message (message.rs) and sent.
+//! 5. The agent's reply goes back to the scheduler (here,
+//!    `Runtime::agent_event`), which may ask to read more recipients
+//!    (activate.rs, `Core::refill`).
+//! 6. When every recipient was tried, finish.rs runs Postfix's
+//!    `qmgr_active_done()`: notices through bounce(8) (notify.rs), then
+//!    the file goes to `deferred/` with its next-attempt time or is removed
+//!    (disposition.rs decides, spool.rs moves).
 //!
-//! Everything runs on one thread. Agent connections are tasks on the same
-//! thread that report through a channel, so all state lives here without
-//! locks, as in Postfix's single-threaded qmgr.
+//! One pass of the loop mirrors `qmgr_loop()`: carry out every action the
+//! scheduler has, import at most one message from the incoming and
+//! deferred scans in turn, and keep the in-flow token pipe topped up; then
+//! wait for the next event: an agent's announcement or reply, a trigger, a
+//! timer, or master going away.
+//!
+//! Everything runs on one thread. Agent connections and trigger readers
+//! are tasks on the same thread that report through channels, so all
+//! state lives here without locks, as in Postfix's single-threaded qmgr.
+//! This loop and the modules it calls are the only places that read the
+//! clock, touch queue files or talk to sockets.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rqmgr_ipc::master::{InFlowPipe, StatusChannel};
 use rqmgr_ipc::rewrite::RewriteClient;
 use rqmgr_queue::dirs::{QueueLayout, QueueName};
-use rqmgr_sched::{Action, ConnId, Dsn, Event, MessageId, Outcome, Scheduler, Time};
+use rqmgr_sched::{Action, ConnId, Dsn, Event, MessageId, Outcome, Scheduler};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use crate::clock::Now;
 use crate::deliver::{self, AgentEvent};
-use crate::logging::Logger;
-use crate::message::ActiveMessage;
+use crate::logging::{os_error, Logger};
 use crate::params::QmgrParams;
 use crate::postfix_version::Compat;
 use crate::scan::{self, QueueScan, FLUSH_ONCE, SCAN_START};
+use crate::spool::Spool;
+use crate::state::Core;
+use crate::triggers;
 use crate::watchdog::Watchdog;
 
 /// Index of the incoming scan in [`Runtime::scans`].
@@ -38,29 +62,29 @@ const DEFERRED: usize = 1;
 /// Files a pass may look at and pass over before the loop turns.
 const SKIPS_PER_PASS: usize = 64;
 
-/// The daemon's state.
+/// The event loop and what only it touches; see the module documentation.
 pub struct Runtime {
-    pub(crate) p: QmgrParams,
-    /// What differs with the Postfix release we serve.
-    pub(crate) compat: Compat,
-    pub(crate) log: Arc<Logger>,
-    pub(crate) layout: QueueLayout,
-    pub(crate) sched: Scheduler,
-    pub(crate) scans: [QueueScan; 2],
+    /// The state the steps of a message's life share.
+    core: Core,
+    /// The incoming and deferred scans, at [`INCOMING`] and [`DEFERRED`].
+    scans: [QueueScan; 2],
+    /// The scan the next pass tries first (round robin).
     first_scan: usize,
-    pub(crate) messages: HashMap<MessageId, ActiveMessage>,
-    pub(crate) next_msg: u64,
-    pub(crate) rewrite: RewriteClient,
     /// Connections whose agent announced itself, waiting for a request.
     ready: HashMap<ConnId, deliver::RequestSender>,
+    /// The transport of each open connection, for its error messages.
     transports: HashMap<ConnId, String>,
     /// The message and recipients of each request sent and not yet
     /// answered: they are released with the reply. (A connection that
     /// fails first puts its entry back in the scheduler's hands, so they
     /// stay.)
     delivering: HashMap<ConnId, (MessageId, Vec<u32>)>,
-    tx: UnboundedSender<AgentEvent>,
-    rx: UnboundedReceiver<AgentEvent>,
+    /// Where connection tasks report.
+    agents_tx: UnboundedSender<AgentEvent>,
+    agents_rx: UnboundedReceiver<AgentEvent>,
+    /// Where trigger readers report the letters they read.
+    triggers_tx: UnboundedSender<Vec<u8>>,
+    triggers_rx: UnboundedReceiver<Vec<u8>>,
     /// The last pass imported a message from `incoming/`.
     fed_incoming: bool,
 }
@@ -73,22 +97,6 @@ pub struct MasterLink {
     pub flow: Option<InFlowPipe>,
     /// fd 6.
     pub listener: UnixListener,
-}
-
-/// Seconds since the epoch.
-pub fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// The current time as the scheduler counts it.
-pub fn sched_now() -> Time {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    Time::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl Runtime {
@@ -105,122 +113,109 @@ impl Runtime {
             p.ipc_idle,
             p.ipc_ttl,
         );
-        let (tx, rx) = unbounded_channel();
-        Runtime {
+        let (agents_tx, agents_rx) = unbounded_channel();
+        let (triggers_tx, triggers_rx) = unbounded_channel();
+        let core = Core {
             p,
             compat,
+            spool: Spool::new(layout, Arc::clone(&log)),
             log,
-            layout,
             sched,
+            messages: HashMap::new(),
+            next_msg: 0,
+            rewrite,
+            now: Now::read(),
+        };
+        Runtime {
+            core,
             scans: [
                 QueueScan::new(QueueName::Incoming),
                 QueueScan::new(QueueName::Deferred),
             ],
             first_scan: INCOMING,
-            messages: HashMap::new(),
-            next_msg: 0,
-            rewrite,
             ready: HashMap::new(),
             transports: HashMap::new(),
             delivering: HashMap::new(),
-            tx,
-            rx,
+            agents_tx,
+            agents_rx,
+            triggers_tx,
+            triggers_rx,
             fed_incoming: false,
         }
-    }
-
-    /// Logs a fatal error and exits, as Postfix's `msg_fatal()`.
-    pub(crate) fn fatal(&self, text: &str) -> ! {
-        self.log.fatal(text);
-        std::process::exit(1);
     }
 
     /// Start-up (`qmgr_post_init()`): recover what an earlier queue manager
     /// left in `active/`, then scan both queues.
     fn start(&mut self) {
-        self.recover_active();
-        for (idx, flags) in [(INCOMING, SCAN_START), (DEFERRED, SCAN_START)] {
-            self.scan_request(idx, flags);
-        }
-    }
-
-    /// Moves every file in `active/` back to `incoming/`, stamped now, so
-    /// that it is read afresh: its in-core state died with its qmgr.
-    fn recover_active(&mut self) {
-        let mut walk = match rqmgr_queue::scan::Scanner::new(&self.layout, QueueName::Active) {
-            Ok(w) => w,
-            Err(e) => self.fatal(&format!("open active queue: {e}")),
-        };
-        let now = now_secs();
-        loop {
-            match walk.next_id() {
-                Ok(Some(id)) => {
-                    let _ = self.layout.set_times(QueueName::Active, &id, now);
-                    if let Err(e) = self
-                        .layout
-                        .rename(QueueName::Active, QueueName::Incoming, &id)
-                    {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            self.fatal(&format!(
-                                "qmgr_move: rename {} from active to incoming: {}",
-                                id,
-                                crate::activate::os_error(&e)
-                            ));
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => self.fatal(&format!("scan active queue: {e}")),
-            }
+        self.core.spool.recover_active(self.core.now);
+        for idx in [INCOMING, DEFERRED] {
+            self.scan_request(idx, SCAN_START);
         }
     }
 
     fn scan_request(&mut self, idx: usize, flags: u32) {
         if flags & FLUSH_ONCE != 0 {
-            self.sched.handle(Event::FlushDead, sched_now());
+            self.core
+                .sched
+                .handle(Event::FlushDead, self.core.now.sched());
         }
-        if let Err(e) = self.scans[idx].request(&self.layout, flags) {
+        if let Err(e) = self.scans[idx].request(self.core.spool.layout(), flags) {
             let q = self.scans[idx].queue().as_str();
-            self.fatal(&format!("open {q} queue: {e}"));
+            self.core.log.die(&format!("open {q} queue: {e}"));
         }
     }
 
     /// Runs until master goes away. Returns the process exit status.
     pub async fn run(mut self, master: MasterLink) -> i32 {
-        let dog = Watchdog::start(self.p.qmgr_daemon_timeout, Arc::clone(&self.log));
+        let dog = Watchdog::start(self.core.p.qmgr_daemon_timeout, Arc::clone(&self.core.log));
+        self.core.now = Now::read();
         self.start();
         // Records are sent in batches, flushed below before every wait
         // (see logging.rs on why the order of lines is kept).
-        self.log.hold();
-        let run_delay = self.p.queue_run_delay.max(Duration::from_secs(1));
+        self.core.log.hold();
+        let run_delay = self.core.p.queue_run_delay.max(Duration::from_secs(1));
         let mut deferred_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + run_delay, run_delay);
         loop {
             dog.pet();
             let busy = self.pass().await;
-            self.flow_control(&master, busy);
-            let wake = self.sched.poll_timeout().map(|t| {
-                let now = sched_now();
-                let wait = t.saturating_since(now);
-                tokio::time::Instant::now() + wait
-            });
-            self.log.flush();
+            self.flow_control(&master);
+            // The wait is reckoned from the time now, not the pass's.
+            self.core.now = Now::read();
+            let wake =
+                self.core.sched.poll_timeout().map(|t| {
+                    tokio::time::Instant::now() + t.saturating_since(self.core.now.sched())
+                });
+            self.core.log.flush();
             tokio::select! {
                 biased;
                 () = master.status.closed() => return 0,
-                Some(event) = self.rx.recv() => self.agent_event(event, &master),
-                () = sleep_until(wake) => self.sched.handle_timeout(sched_now()),
-                _ = deferred_timer.tick() => self.scan_request(DEFERRED, SCAN_START),
+                Some(event) = self.agents_rx.recv() => {
+                    self.core.now = Now::read();
+                    self.agent_event(event);
+                }
+                Some(letters) = self.triggers_rx.recv() => {
+                    self.core.now = Now::read();
+                    self.trigger(&letters, &master);
+                }
+                () = sleep_until(wake) => {
+                    self.core.now = Now::read();
+                    self.core.sched.handle_timeout(self.core.now.sched());
+                }
+                _ = deferred_timer.tick() => {
+                    self.core.now = Now::read();
+                    self.scan_request(DEFERRED, SCAN_START);
+                }
                 accepted = master.listener.accept() => self.trigger_accepted(accepted, &master),
                 // Busy: like event_loop(0), let the I/O driver and the
                 // connection tasks run once before the next pass, so that
                 // replies are taken in between feeds rather than only when
                 // a feed happens to block.
-                () = tokio::task::yield_now(), if busy => {}
+                () = tokio::task::yield_now(), if busy => self.core.now = Now::read(),
             }
             // Take in whatever else already happened before deciding again.
-            while let Ok(event) = self.rx.try_recv() {
-                self.agent_event(event, &master);
+            while let Ok(event) = self.agents_rx.try_recv() {
+                self.agent_event(event);
             }
         }
     }
@@ -234,7 +229,7 @@ impl Runtime {
         let mut fed_any = false;
         let mut last = self.first_scan;
         for i in 0..2 {
-            if !self.sched.can_accept_message() {
+            if !self.core.sched.can_accept_message() {
                 break;
             }
             let idx = (self.first_scan + i) % 2;
@@ -248,7 +243,7 @@ impl Runtime {
         }
         // Round robin between the scans; when the active queue is full,
         // new mail goes first once there is room again.
-        self.first_scan = if self.sched.can_accept_message() {
+        self.first_scan = if self.core.sched.can_accept_message() {
             (last + 1) % 2
         } else {
             INCOMING
@@ -268,7 +263,7 @@ impl Runtime {
     async fn feed_one(&mut self, idx: usize) -> (bool, bool) {
         let mut found_any = false;
         for _ in 0..SKIPS_PER_PASS {
-            let (found, fed) = self.feed(idx).await;
+            let (found, fed) = self.core.feed(&mut self.scans[idx]).await;
             found_any |= found;
             if !found || fed {
                 return (found_any, fed);
@@ -279,14 +274,14 @@ impl Runtime {
 
     /// Keeps the in-flow token pipe near `default_process_limit`, so that
     /// cleanup and smtpd never wait `in_flow_delay` while we keep up.
-    fn flow_control(&mut self, master: &MasterLink, _busy: bool) {
+    fn flow_control(&mut self, master: &MasterLink) {
         let Some(flow) = &master.flow else {
             return;
         };
-        if self.p.in_flow_delay.is_zero() {
+        if self.core.p.in_flow_delay.is_zero() {
             return;
         }
-        let limit = usize::try_from(self.p.default_process_limit).unwrap_or(100);
+        let limit = usize::try_from(self.core.p.default_process_limit).unwrap_or(100);
         let Ok(count) = flow.pending() else {
             return;
         };
@@ -302,14 +297,14 @@ impl Runtime {
     }
 
     async fn run_actions(&mut self) {
-        while let Some(action) = self.sched.poll_action() {
+        while let Some(action) = self.core.sched.poll_action() {
             match action {
                 Action::Connect { conn, transport } => {
                     deliver::spawn_connection(
-                        self.tx.clone(),
+                        self.agents_tx.clone(),
                         conn,
                         &transport,
-                        self.p.daemon_timeout,
+                        self.core.p.daemon_timeout,
                     );
                     self.transports.insert(conn, transport);
                 }
@@ -325,20 +320,21 @@ impl Runtime {
                     self.transports.remove(&conn);
                 }
                 Action::DeferRecipient { msg, rcpt, dsn } => {
-                    self.defer_recipient(msg, rcpt, &dsn).await
+                    self.core.defer_recipient(msg, rcpt, &dsn).await;
+                    self.core.release(msg, &[rcpt]);
                 }
                 // Postfix's early refill reads more while deliveries are
                 // under way and does not finish anything; a refill of a
                 // message with nothing left in core goes through
                 // qmgr_active_done()'s first steps.
-                Action::Refill { msg } if self.sched.has_deliveries(msg) => {
-                    self.refill(msg, true).await
+                Action::Refill { msg } if self.core.sched.has_deliveries(msg) => {
+                    self.core.refill(msg, true).await
                 }
-                Action::Refill { msg } => self.message_done(msg, false, true).await,
+                Action::Refill { msg } => self.core.message_done(msg, false, true).await,
                 Action::MessageDone { msg, deferred } => {
-                    self.message_done(msg, deferred, false).await
+                    self.core.message_done(msg, deferred, false).await
                 }
-                Action::Warning { text } => self.log.warning(&text),
+                Action::Warning { text } => self.core.log.warning(&text),
             }
         }
     }
@@ -354,33 +350,33 @@ impl Runtime {
         let Some(request_tx) = self.ready.remove(&conn) else {
             return;
         };
-        let Some(m) = self.messages.get(&msg) else {
+        let Some(m) = self.core.messages.get(&msg) else {
             return;
         };
         let request = m.request_bytes(
             &rcpts,
             nexthop,
             dest_flags,
-            self.p.smtputf8_enable,
-            self.compat.dialect,
+            self.core.p.smtputf8_enable,
+            self.core.compat.dialect,
         );
         // The task is gone only if it failed, which it reports itself.
         let _ = request_tx.send(request);
         self.delivering.insert(conn, (msg, rcpts));
     }
 
-    fn agent_event(&mut self, event: AgentEvent, master: &MasterLink) {
-        let now = sched_now();
+    fn agent_event(&mut self, event: AgentEvent) {
+        let now = self.core.now.sched();
         match event {
             AgentEvent::Ready(conn, request_tx) => {
                 self.ready.insert(conn, request_tx);
-                self.sched.handle(Event::AgentReady { conn }, now);
+                self.core.sched.handle(Event::AgentReady { conn }, now);
             }
             AgentEvent::Unavailable(conn, why) => {
-                self.log.warning(&why);
+                self.core.log.warning(&why);
                 self.transports.remove(&conn);
                 self.delivering.remove(&conn);
-                self.sched.handle(
+                self.core.sched.handle(
                     Event::AgentUnavailable {
                         conn,
                         dsn: Dsn::new("4.3.0", "mail transport unavailable"),
@@ -396,118 +392,60 @@ impl Runtime {
                         // As qmgr_deliver_final_reply(): attr_scan's own
                         // warning, if it has one, then "malformed response".
                         if !e.scan_is_silent() {
-                            self.log.warning(&e.to_string());
+                            self.core.log.warning(&e.to_string());
                         }
-                        self.log
+                        self.core
+                            .log
                             .warning(&format!("private/{transport} socket: malformed response"));
                         Outcome::Crashed
                     }
                 };
-                self.sched.handle(Event::Delivered { conn, outcome }, now);
+                self.core
+                    .sched
+                    .handle(Event::Delivered { conn, outcome }, now);
                 if let Some((msg, rcpts)) = self.delivering.remove(&conn) {
-                    self.release(msg, &rcpts);
-                }
-            }
-            AgentEvent::Trigger(bytes) => {
-                let (incoming, deferred) = scan::trigger_flags(&bytes);
-                if incoming != 0 {
-                    self.scan_request(INCOMING, incoming);
-                }
-                if deferred != 0 {
-                    self.scan_request(DEFERRED, deferred);
-                }
-                if master.status.send(true).is_err() {
-                    self.log.flush();
-                    std::process::exit(0);
+                    self.core.release(msg, &rcpts);
                 }
             }
         }
     }
 
-    /// A trigger client connected: tell master we are busy, read its
-    /// bytes in a task of their own (a slow client must not stall
-    /// deliveries), and report them to the loop.
+    /// The letters of one trigger connection (`qmgr_trigger_event()`):
+    /// scan requests, then tell master we are idle again.
+    fn trigger(&mut self, letters: &[u8], master: &MasterLink) {
+        let (incoming, deferred) = scan::trigger_flags(letters);
+        if incoming != 0 {
+            self.scan_request(INCOMING, incoming);
+        }
+        if deferred != 0 {
+            self.scan_request(DEFERRED, deferred);
+        }
+        if master.status.send(true).is_err() {
+            self.core.log.flush();
+            std::process::exit(0);
+        }
+    }
+
+    /// A trigger client connected: tell master we are busy and read its
+    /// letters in a task of their own (triggers.rs).
     fn trigger_accepted(
         &mut self,
         accepted: std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>,
         master: &MasterLink,
     ) {
-        let mut stream = match accepted {
+        let stream = match accepted {
             Ok((s, _)) => s,
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::WouldBlock {
-                    self.log.error(&format!(
-                        "accept connection: {}",
-                        crate::activate::os_error(&e)
-                    ));
+                    self.core
+                        .log
+                        .error(&format!("accept connection: {}", os_error(&e)));
                 }
                 return;
             }
         };
         let _ = master.status.send(false);
-        let tx = self.tx.clone();
-        tokio::task::spawn_local(async move {
-            let bytes = rqmgr_ipc::trigger::read_trigger(&mut stream)
-                .await
-                .unwrap_or_default();
-            let _ = tx.send(AgentEvent::Trigger(bytes));
-        });
-    }
-
-    /// Defers one recipient through the defer service, because even the
-    /// `retry` transport is down (`qmgr_defer_recipient()`).
-    async fn defer_recipient(&mut self, msg: MessageId, rcpt: u32, dsn: &Dsn) {
-        let Some(m) = self.messages.get(&msg) else {
-            return;
-        };
-        let Some(rcpt_out) = m.recipient_out(rcpt as usize) else {
-            return;
-        };
-        let queue_id = m.queue_id.clone();
-        let stamps = crate::adhoc::Stamps {
-            incoming_arrival: m.env.arrival,
-            active_arrival: crate::adhoc::timeval(m.active_arrival),
-        };
-        let flags = m.tflags();
-        let wire_dsn =
-            rqmgr_ipc::deliver::Dsn::simple(dsn.status.as_bytes(), dsn.reason.as_bytes());
-        let path = std::path::PathBuf::from(format!("private/{}", self.p.defer_service_name));
-        // The defer service logs about this message too: ours first.
-        self.log.flush();
-        let status = rqmgr_ipc::bounce::defer_append(
-            &path,
-            flags,
-            queue_id.as_str().as_bytes(),
-            &rcpt_out,
-            &wire_dsn,
-            self.p.qmgr_ipc_timeout,
-        )
-        .await
-        .unwrap_or(-1);
-        if status == 0 {
-            let line = crate::adhoc::status_line(
-                queue_id.as_str(),
-                &rcpt_out.address,
-                &rcpt_out.orig_rcpt,
-                stamps,
-                SystemTime::now(),
-                &dsn.status,
-                "deferred",
-                &dsn.reason,
-                u32::try_from(self.p.delay_logging_resolution_limit).unwrap_or(2),
-            );
-            self.log.info(&line);
-        }
-        self.release(msg, &[rcpt]);
-    }
-
-    /// Frees in-core recipients the scheduler can no longer name.
-    fn release(&mut self, msg: MessageId, rcpts: &[u32]) {
-        if let Some(m) = self.messages.get_mut(&msg) {
-            for &r in rcpts {
-                m.rcpts.release(r as usize);
-            }
-        }
+        triggers::spawn_reader(stream, self.triggers_tx.clone());
     }
 }
 

@@ -3,10 +3,12 @@
 //! Job: when the scheduler first meets a transport it asks for that
 //! transport's limits. Each value is looked up as `<transport><suffix>`
 //! (e.g. `smtp_destination_concurrency_limit`) and falls back to the global
-//! value already validated in [`QmgrParams`]; then the creation-time
-//! adjustments of Postfix 3.7's `qmgr_transport_create` are applied:
-//! a destination rate delay forces a concurrency limit of 1, and the initial
-//! concurrency never exceeds a non-zero limit.
+//! value already validated in [`QmgrParams`]; the result is the scheduler's
+//! own [`TransportConfig`], so there is one path from main.cf to the
+//! scheduler. The creation-time adjustments of Postfix's
+//! `qmgr_transport_create` (a destination rate delay forces a concurrency
+//! limit of 1; the initial concurrency never exceeds a non-zero limit) are
+//! the scheduler's, [`TransportConfig::normalized`], applied there.
 //!
 //! Invariants: lookups happen in Postfix's order, so the first error reported
 //! for a broken configuration is the one Postfix would report. The
@@ -22,82 +24,84 @@
 
 use std::time::Duration;
 
+use rqmgr_sched::{Feedback, TransportConfig};
+
 use super::{get_int, get_str, get_time, ParamError, QmgrParams, RawParams};
 
-/// How a feedback value scales with the current concurrency window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FeedbackKind {
-    /// A fixed amount per delivery (`x` or `x/y`).
-    Fixed,
-    /// An amount divided by the current window (`x/concurrency`).
-    PerConcurrency,
-}
-
-/// A parsed `*_destination_concurrency_{positive,negative}_feedback` value.
+/// A parsed `*_destination_concurrency_{positive,negative}_feedback` value
+/// and the parameter Postfix names when it reports on it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Feedback {
-    /// The numerator, always within 0..=1 after validation.
-    pub base: f64,
-    /// Whether `base` is divided by the concurrency window.
-    pub kind: FeedbackKind,
-    /// The parameter name Postfix would mention for this value: the
-    /// per-transport name if it differs from the default, else the global name.
-    pub source: String,
+struct FeedbackSetting {
+    /// The value, as the scheduler applies it.
+    feedback: Feedback,
+    /// The per-transport name if its value differs from the global one,
+    /// else the global name.
+    source: String,
 }
 
-impl Feedback {
-    /// The feedback amount at concurrency window `window` (> 0).
-    pub fn value(&self, window: i32) -> f64 {
-        match self.kind {
-            FeedbackKind::Fixed => self.base,
-            FeedbackKind::PerConcurrency => self.base / f64::from(window.max(1)),
-        }
-    }
-
+impl FeedbackSetting {
     /// Parse `value` the way `qmgr_feedback_init` does.
     ///
     /// `name` is the per-transport parameter name, `default_name` and
-    /// `default_value` the global parameter. Returns the feedback and, for a
+    /// `default_value` the global parameter. Returns the setting and, for a
     /// malformed or unreasonable value, the warning Postfix logs (the value
     /// then becomes a fixed 1).
-    pub fn parse(
+    fn parse(
         name: &str,
         value: &str,
         default_name: &str,
         default_value: &str,
-    ) -> (Feedback, Option<String>) {
+    ) -> (FeedbackSetting, Option<String>) {
         let source = if value != default_value {
             name
         } else {
             default_name
         }
         .to_string();
-        let parsed = parse_feedback_text(value).filter(|(base, _)| (0.0..=1.0).contains(base));
+        let parsed = parse_feedback_text(value).filter(|f| (0.0..=1.0).contains(&f.value));
         match parsed {
-            Some((base, kind)) => (Feedback { base, kind, source }, None),
+            Some(feedback) => (FeedbackSetting { feedback, source }, None),
             None => {
                 let warning =
                     format!("{source}: ignoring malformed or unreasonable feedback: {value}");
-                let fb = Feedback {
-                    base: 1.0,
-                    kind: FeedbackKind::Fixed,
+                let setting = FeedbackSetting {
+                    feedback: Feedback::ONE,
                     source,
                 };
-                (fb, Some(warning))
+                (setting, Some(warning))
             }
         }
+    }
+
+    /// The `destination_concurrency_feedback_debug` line Postfix logs when
+    /// a transport is created (`init` = its initial concurrency).
+    fn debug_line(&self, transport: &str, init: u32) -> String {
+        let index = u8::from(self.feedback.per_concurrency);
+        let value = if self.feedback.per_concurrency {
+            self.feedback.value / f64::from(init.max(1))
+        } else {
+            self.feedback.value
+        };
+        format!(
+            "{transport}: {} feedback type {index} value at {init}: {}",
+            self.source,
+            format_g(value)
+        )
     }
 }
 
 /// Mirror `sscanf(s, "%lf %1[/] %30s%c")` followed by Postfix's case analysis.
 /// Returns `None` where Postfix would leave the value marked as an error.
-fn parse_feedback_text(s: &str) -> Option<(f64, FeedbackKind)> {
+fn parse_feedback_text(s: &str) -> Option<Feedback> {
+    let fixed = |value| Feedback {
+        value,
+        per_concurrency: false,
+    };
     let (num, rest) = scan_double(s)?;
     // Only a '/' after optional blanks starts a denominator; anything else
     // after the number is ignored, because sscanf stops with one conversion.
     let Some(after_slash) = rest.trim_start().strip_prefix('/') else {
-        return Some((num, FeedbackKind::Fixed));
+        return Some(fixed(num));
     };
     let denom = after_slash.trim_start();
     let word_len = denom
@@ -108,12 +112,15 @@ fn parse_feedback_text(s: &str) -> Option<(f64, FeedbackKind)> {
         return None;
     }
     if denom.eq_ignore_ascii_case("concurrency") {
-        return Some((num, FeedbackKind::PerConcurrency));
+        return Some(Feedback {
+            value: num,
+            per_concurrency: true,
+        });
     }
     let int_max = f64::from(i32::MAX);
     let (d, tail) = scan_double(denom)?;
     if (0.0..=int_max).contains(&num) && tail.is_empty() && (1.0 / int_max..=int_max).contains(&d) {
-        Some((num / d, FeedbackKind::Fixed))
+        Some(fixed(num / d))
     } else {
         None
     }
@@ -164,59 +171,15 @@ fn scan_double(s: &str) -> Option<(f64, &str)> {
     Some((v, &t[i..]))
 }
 
-/// The limits the scheduler uses for one transport, after Postfix's
-/// creation-time adjustments. Integer fields keep Postfix's `int` semantics.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TransportParams {
-    /// `_destination_concurrency_limit` (0 = no limit); 1 when a
-    /// destination rate delay is set.
-    pub dest_concurrency_limit: i32,
-    /// `_destination_recipient_limit` (0 = no limit).
-    pub dest_recipient_limit: i32,
-    /// `_initial_destination_concurrency`, clamped to a non-zero limit.
-    pub initial_dest_concurrency: i32,
-    /// `_destination_concurrency_positive_feedback`.
-    pub dest_concurrency_positive_feedback: Feedback,
-    /// `_destination_concurrency_negative_feedback`.
-    pub dest_concurrency_negative_feedback: Feedback,
-    /// `_destination_concurrency_failed_cohort_limit` (0 = never dead).
-    pub dest_concurrency_failed_cohort_limit: i32,
-    /// `_destination_rate_delay` (whole seconds).
-    pub dest_rate_delay: Duration,
-    /// `_transport_rate_delay` (whole seconds).
-    pub transport_rate_delay: Duration,
-    /// `_recipient_limit`: in-core recipients for this transport.
-    pub recipient_limit: i32,
-    /// `_extra_recipient_limit`.
-    pub extra_recipient_limit: i32,
-    /// `_recipient_refill_limit` (>= 1).
-    pub recipient_refill_limit: i32,
-    /// `_recipient_refill_delay` (>= 1 s).
-    pub recipient_refill_delay: Duration,
-    /// `_delivery_slot_cost`.
-    pub delivery_slot_cost: i32,
-    /// `_delivery_slot_loan`.
-    pub delivery_slot_loan: i32,
-    /// `_delivery_slot_discount` (0..=100).
-    pub delivery_slot_discount: i32,
-    /// `_minimum_delivery_slots`.
-    pub minimum_delivery_slots: i32,
-}
-
-impl TransportParams {
-    /// The `destination_concurrency_feedback_debug` line Postfix logs for
-    /// `fb` when a transport is created (`init` = initial concurrency).
-    pub fn feedback_debug_line(transport: &str, fb: &Feedback, init: i32) -> String {
-        let index = match fb.kind {
-            FeedbackKind::Fixed => 0,
-            FeedbackKind::PerConcurrency => 1,
-        };
-        format!(
-            "{transport}: {} feedback type {index} value at {init}: {}",
-            fb.source,
-            format_g(fb.value(init))
-        )
-    }
+/// What Postfix logs when it creates a transport: warnings about
+/// malformed feedback values, and with `destination_concurrency_feedback_debug`
+/// the feedback each direction starts with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportNotes {
+    /// `warning:` lines.
+    pub warnings: Vec<String>,
+    /// Informational lines (feedback debugging).
+    pub debug: Vec<String>,
 }
 
 /// Approximate C's `%g`: six significant digits, trailing zeros removed.
@@ -238,9 +201,9 @@ fn format_g(v: f64) -> String {
 }
 
 impl QmgrParams {
-    /// Settings for `transport`, looked up as `<transport>_...` with the
-    /// global values as fallback. Returns the values and any warnings to log
-    /// (malformed feedback).
+    /// The scheduler's settings for `transport`, looked up as
+    /// `<transport>_...` with the global values as fallback, in Postfix's
+    /// order; and what Postfix logs on creating it.
     ///
     /// # Errors
     ///
@@ -249,8 +212,11 @@ impl QmgrParams {
         &self,
         raw: &RawParams,
         transport: &str,
-    ) -> Result<(TransportParams, Vec<String>), ParamError> {
+    ) -> Result<(TransportConfig, TransportNotes), ParamError> {
         let name = |suffix: &str| format!("{transport}{suffix}");
+        let int = |suffix: &str, default: i32, min: i32, max: i32| {
+            get_int(raw, &name(suffix), default, min, max).map(unsigned)
+        };
         // The local_* parameters are registered by qmgr itself, so their
         // defaults exist even when the raw table lacks them.
         let (con_default, rcpt_default) = if transport == "local" {
@@ -264,23 +230,10 @@ impl QmgrParams {
                 self.default_destination_recipient_limit,
             )
         };
-        let mut dest_concurrency_limit = get_int(
-            raw,
-            &name("_destination_concurrency_limit"),
-            con_default,
-            0,
-            0,
-        )?;
-        let dest_recipient_limit = get_int(
-            raw,
-            &name("_destination_recipient_limit"),
-            rcpt_default,
-            0,
-            0,
-        )?;
-        let mut initial_dest_concurrency = get_int(
-            raw,
-            &name("_initial_destination_concurrency"),
+        let dest_concurrency_limit = int("_destination_concurrency_limit", con_default, 0, 0)?;
+        let dest_recipient_limit = int("_destination_recipient_limit", rcpt_default, 0, 0)?;
+        let init_dest_concurrency = int(
+            "_initial_destination_concurrency",
             self.initial_destination_concurrency,
             1,
             0,
@@ -297,57 +250,29 @@ impl QmgrParams {
             self.default_destination_rate_delay,
             0,
         )?;
-        if !dest_rate_delay.is_zero() {
-            dest_concurrency_limit = 1;
-        }
-        if dest_concurrency_limit != 0 && dest_concurrency_limit < initial_dest_concurrency {
-            initial_dest_concurrency = dest_concurrency_limit;
-        }
-        let delivery_slot_cost = get_int(
-            raw,
-            &name("_delivery_slot_cost"),
-            self.default_delivery_slot_cost,
-            0,
-            0,
-        )?;
-        let delivery_slot_loan = get_int(
-            raw,
-            &name("_delivery_slot_loan"),
-            self.default_delivery_slot_loan,
-            0,
-            0,
-        )?;
-        let delivery_slot_discount = get_int(
-            raw,
-            &name("_delivery_slot_discount"),
+        let delivery_slot_cost = int("_delivery_slot_cost", self.default_delivery_slot_cost, 0, 0)?;
+        let delivery_slot_loan = int("_delivery_slot_loan", self.default_delivery_slot_loan, 0, 0)?;
+        let delivery_slot_discount = int(
+            "_delivery_slot_discount",
             self.default_delivery_slot_discount,
             0,
             100,
         )?;
-        let minimum_delivery_slots = get_int(
-            raw,
-            &name("_minimum_delivery_slots"),
+        let minimum_delivery_slots = int(
+            "_minimum_delivery_slots",
             self.default_minimum_delivery_slots,
             0,
             0,
         )?;
-        let recipient_limit = get_int(
-            raw,
-            &name("_recipient_limit"),
-            self.default_recipient_limit,
-            0,
-            0,
-        )?;
-        let extra_recipient_limit = get_int(
-            raw,
-            &name("_extra_recipient_limit"),
+        let recipient_limit = int("_recipient_limit", self.default_recipient_limit, 0, 0)?;
+        let extra_recipient_limit = int(
+            "_extra_recipient_limit",
             self.default_extra_recipient_limit,
             0,
             0,
         )?;
-        let recipient_refill_limit = get_int(
-            raw,
-            &name("_recipient_refill_limit"),
+        let recipient_refill_limit = int(
+            "_recipient_refill_limit",
             self.default_recipient_refill_limit,
             1,
             0,
@@ -358,38 +283,37 @@ impl QmgrParams {
             self.default_recipient_refill_delay,
             1,
         )?;
-        let mut warnings = Vec::new();
+        let mut notes = TransportNotes::default();
         let mut feedback = |suffix: &str, global_name: &str, global: &str| {
             let pname = name(suffix);
             let value = get_str(raw, &pname, global, 1)?;
-            let (fb, warn) = Feedback::parse(&pname, &value, global_name, global);
-            warnings.extend(warn);
-            Ok::<Feedback, ParamError>(fb)
+            let (setting, warning) = FeedbackSetting::parse(&pname, &value, global_name, global);
+            notes.warnings.extend(warning);
+            Ok::<FeedbackSetting, ParamError>(setting)
         };
-        let pos = feedback(
+        let positive = feedback(
             "_destination_concurrency_positive_feedback",
             "default_destination_concurrency_positive_feedback",
             &self.default_destination_concurrency_positive_feedback,
         )?;
-        let neg = feedback(
+        let negative = feedback(
             "_destination_concurrency_negative_feedback",
             "default_destination_concurrency_negative_feedback",
             &self.default_destination_concurrency_negative_feedback,
         )?;
-        let dest_concurrency_failed_cohort_limit = get_int(
-            raw,
-            &name("_destination_concurrency_failed_cohort_limit"),
+        let failed_cohort_limit = int(
+            "_destination_concurrency_failed_cohort_limit",
             self.default_destination_concurrency_failed_cohort_limit,
             0,
             0,
         )?;
-        let params = TransportParams {
+        let config = TransportConfig {
             dest_concurrency_limit,
             dest_recipient_limit,
-            initial_dest_concurrency,
-            dest_concurrency_positive_feedback: pos,
-            dest_concurrency_negative_feedback: neg,
-            dest_concurrency_failed_cohort_limit,
+            init_dest_concurrency,
+            positive_feedback: positive.feedback,
+            negative_feedback: negative.feedback,
+            failed_cohort_limit,
             dest_rate_delay,
             transport_rate_delay,
             recipient_limit,
@@ -401,8 +325,21 @@ impl QmgrParams {
             delivery_slot_discount,
             minimum_delivery_slots,
         };
-        Ok((params, warnings))
+        if self.destination_concurrency_feedback_debug {
+            // Postfix reports the window the transport starts with.
+            let init = config.clone().normalized().init_dest_concurrency;
+            for setting in [&positive, &negative] {
+                notes.debug.push(setting.debug_line(transport, init));
+            }
+        }
+        Ok((config, notes))
     }
+}
+
+/// An `int` parameter as the scheduler counts: Postfix accepts negative
+/// values where it checks no minimum, and they mean "none" (0) there.
+fn unsigned(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(0)
 }
 
 /// Per-transport time lookup: a bare number means seconds here, whatever the
@@ -421,27 +358,42 @@ fn get_time2(
 mod tests {
     use super::*;
 
-    fn fb(v: &str) -> (Feedback, Option<String>) {
-        Feedback::parse("smtp_x", v, "default_x", "1")
+    fn fb(v: &str) -> (FeedbackSetting, Option<String>) {
+        FeedbackSetting::parse("smtp_x", v, "default_x", "1")
+    }
+
+    fn fixed(value: f64) -> Feedback {
+        Feedback {
+            value,
+            per_concurrency: false,
+        }
     }
 
     #[test]
     fn feedback_forms() {
-        assert_eq!(fb("1").0.base, 1.0);
+        assert_eq!(fb("1").0.feedback, fixed(1.0));
         assert_eq!(fb("1").0.source, "default_x");
-        assert_eq!(fb("0.25").0.base, 0.25);
-        assert_eq!(fb("1/8").0.base, 0.125);
-        assert_eq!(fb(" 1 / 4").0.base, 0.25);
+        assert_eq!(fb("0.25").0.feedback, fixed(0.25));
+        assert_eq!(fb("1/8").0.feedback, fixed(0.125));
+        assert_eq!(fb(" 1 / 4").0.feedback, fixed(0.25));
         let c = fb("1/Concurrency").0;
-        assert_eq!((c.base, c.kind), (1.0, FeedbackKind::PerConcurrency));
-        assert_eq!(c.value(4), 0.25);
+        assert_eq!(
+            c.feedback,
+            Feedback {
+                value: 1.0,
+                per_concurrency: true
+            }
+        );
+        assert_eq!(
+            c.debug_line("smtp", 4),
+            "smtp: smtp_x feedback type 1 value at 4: 0.25"
+        );
         // Trailing junk without a slash is ignored by sscanf.
         assert_eq!(
             fb("0.5junk"),
             (
-                Feedback {
-                    base: 0.5,
-                    kind: FeedbackKind::Fixed,
+                FeedbackSetting {
+                    feedback: fixed(0.5),
                     source: "smtp_x".into()
                 },
                 None
@@ -453,7 +405,7 @@ mod tests {
     fn bad_feedback_warns_and_uses_one() {
         for bad in ["2", "x", "1/", "1/0", "1/8 ", "1/8x", "-1", "nan", "1/abc"] {
             let (f, w) = fb(bad);
-            assert_eq!((f.base, f.kind), (1.0, FeedbackKind::Fixed), "{bad}");
+            assert_eq!(f.feedback, Feedback::ONE, "{bad}");
             assert_eq!(
                 w.as_deref(),
                 Some(
@@ -472,42 +424,51 @@ mod tests {
     #[test]
     fn transport_fallbacks_and_local_defaults() {
         let (p, raw) = qp("default_destination_concurrency_limit = 7\n");
-        let (t, w) = p.transport(&raw, "smtp").expect("ok");
-        assert!(w.is_empty());
+        let (t, notes) = p.transport(&raw, "smtp").expect("ok");
+        assert_eq!(notes, TransportNotes::default());
         assert_eq!(t.dest_concurrency_limit, 7);
         assert_eq!(t.dest_recipient_limit, 50);
-        assert_eq!(t.initial_dest_concurrency, 5);
+        assert_eq!(t.init_dest_concurrency, 5);
         assert_eq!(t.recipient_refill_delay, Duration::from_secs(5));
+        // With nothing configured, the scheduler's own defaults.
+        let (p, raw) = qp("");
+        assert_eq!(
+            p.transport(&raw, "smtp").expect("ok").0,
+            TransportConfig::default()
+        );
         let (l, _) = p.transport(&raw, "local").expect("ok");
         assert_eq!((l.dest_concurrency_limit, l.dest_recipient_limit), (2, 1));
     }
 
+    /// The values as configured; the scheduler applies Postfix's
+    /// creation-time adjustments (`TransportConfig::normalized`), which the
+    /// feedback debug line reports.
     #[test]
-    fn transport_adjustments() {
+    fn transport_values_and_notes() {
         let (p, raw) = qp(
             "relay_destination_rate_delay = 2\nrelay_initial_destination_concurrency = 9\n\
              x_destination_concurrency_limit = 3\nx_destination_concurrency_negative_feedback = 5\n\
-             x_recipient_refill_delay = 1m\n",
+             x_recipient_refill_delay = 1m\ndestination_concurrency_feedback_debug = yes\n",
         );
         let (r, _) = p.transport(&raw, "relay").expect("ok");
         assert_eq!(r.dest_rate_delay, Duration::from_secs(2));
-        assert_eq!(
-            (r.dest_concurrency_limit, r.initial_dest_concurrency),
-            (1, 1)
-        );
-        let (x, w) = p.transport(&raw, "x").expect("ok");
-        assert_eq!(
-            (x.dest_concurrency_limit, x.initial_dest_concurrency),
-            (3, 3)
-        );
+        let r = r.normalized();
+        assert_eq!((r.dest_concurrency_limit, r.init_dest_concurrency), (1, 1));
+        let (x, notes) = p.transport(&raw, "x").expect("ok");
+        assert_eq!((x.dest_concurrency_limit, x.init_dest_concurrency), (3, 5));
         assert_eq!(x.recipient_refill_delay, Duration::from_secs(60));
         assert_eq!(
-            w,
+            notes.warnings,
             vec!["x_destination_concurrency_negative_feedback: ignoring malformed or unreasonable feedback: 5".to_string()]
         );
         assert_eq!(
-            TransportParams::feedback_debug_line("x", &x.dest_concurrency_positive_feedback, 5),
-            "x: default_destination_concurrency_positive_feedback feedback type 0 value at 5: 1"
+            notes.debug,
+            vec![
+                "x: default_destination_concurrency_positive_feedback feedback type 0 value at 3: 1"
+                    .to_string(),
+                "x: x_destination_concurrency_negative_feedback feedback type 0 value at 3: 1"
+                    .to_string(),
+            ]
         );
         assert_eq!(format_g(1.0 / 3.0), "0.333333");
         assert_eq!(format_g(0.125), "0.125");
