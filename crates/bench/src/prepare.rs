@@ -19,7 +19,8 @@
 
 use rqmgr_harness::cmd;
 use rqmgr_harness::Instance;
-use rqmgr_queue::{QueueFileBuilder, QueueLayout, QueueName};
+use rqmgr_queue::dirs::{QueueLayout, QueueName};
+use rqmgr_queue::writer::QueueFileBuilder;
 use std::fs::{FileTimes, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -29,11 +30,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::BenchResult;
 
 /// The sender of every prepared message.
-pub const SENDER: &str = "bench@test.localdomain";
+const SENDER: &str = "bench@test.localdomain";
 
 /// Where a prepared message goes and when it is due.
 #[derive(Debug, Clone, Copy)]
-pub enum Placement {
+pub(crate) enum Placement {
     /// `incoming/`, mtime now.
     Incoming,
     /// `deferred/`, with next-attempt time (atime = mtime) at this many
@@ -43,7 +44,7 @@ pub enum Placement {
 
 /// Writes queue files into a stopped instance.
 #[derive(Debug)]
-pub struct Filler {
+pub(crate) struct Filler {
     layout: QueueLayout,
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
@@ -52,7 +53,7 @@ pub struct Filler {
 
 impl Filler {
     /// A filler for `inst`, reading its hashing parameters with `postconf`.
-    pub fn new(inst: &Instance) -> BenchResult<Filler> {
+    pub(crate) fn new(inst: &Instance) -> BenchResult<Filler> {
         let mut c = Command::new("postconf");
         c.arg("-c")
             .arg(inst.config_dir())
@@ -75,7 +76,11 @@ impl Filler {
     }
 
     /// Writes one message with `recipients`, placed as `place`.
-    pub fn write<S: AsRef<str>>(&self, recipients: &[S], place: Placement) -> BenchResult<()> {
+    pub(crate) fn write<S: AsRef<str>>(
+        &self,
+        recipients: &[S],
+        place: Placement,
+    ) -> BenchResult<()> {
         let arrival = match place {
             Placement::Incoming => self.now,
             // A message that has been deferred for an hour.
@@ -105,7 +110,7 @@ impl Filler {
 
     /// Gives every directory below the queue directory that the writer
     /// created (hash levels) to the mail owner.
-    pub fn finish(&self) -> BenchResult<()> {
+    pub(crate) fn finish(&self) -> BenchResult<()> {
         for q in [QueueName::Incoming, QueueName::Deferred] {
             if self.layout.is_hashed(q) {
                 chown_dirs(

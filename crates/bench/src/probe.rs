@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::BenchResult;
 
 /// Kernel clock ticks per second (`getconf CLK_TCK`), for `/proc/PID/stat`.
-pub fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -36,7 +36,7 @@ pub fn clock_ticks() -> f64 {
 
 /// One reading of a process's `/proc` files.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProcSample {
+struct ProcSample {
     /// utime + stime, in seconds.
     pub cpu: f64,
     /// utime alone (user space), in seconds.
@@ -51,7 +51,7 @@ pub struct ProcSample {
 
 /// Reads `/proc/PID/stat` (and `status` when `with_mem`); `None` when the
 /// process is gone or a zombie.
-pub fn sample(pid: i32, ticks: f64, with_mem: bool) -> Option<ProcSample> {
+fn sample(pid: i32, ticks: f64, with_mem: bool) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name, which may contain spaces.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -94,7 +94,7 @@ fn uptime() -> f64 {
 
 /// Follows the queue manager process(es) of one instance across restarts.
 #[derive(Debug)]
-pub struct QmgrTracker {
+pub(crate) struct QmgrTracker {
     ticks: f64,
     pid: i32,
     last: ProcSample,
@@ -115,7 +115,7 @@ pub struct QmgrTracker {
 
 impl QmgrTracker {
     /// Waits for the instance's queue manager and starts following it.
-    pub fn attach(inst: &Instance, ticks: f64) -> BenchResult<QmgrTracker> {
+    pub(crate) fn attach(inst: &Instance, ticks: f64) -> BenchResult<QmgrTracker> {
         let pid = inst.wait_for_qmgr(Duration::from_secs(60))?;
         let last = sample(pid, ticks, true).ok_or("queue manager vanished at start")?;
         let age = (uptime() - last.start_since_boot).max(0.0);
@@ -136,13 +136,13 @@ impl QmgrTracker {
     }
 
     /// The pid currently followed.
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.pid
     }
 
     /// Takes a reading (memory too when `with_mem`); switches to a new
     /// queue manager process when the old one is gone.
-    pub fn poll(&mut self, inst: &Instance, with_mem: bool) {
+    pub(crate) fn poll(&mut self, inst: &Instance, with_mem: bool) {
         if let Some(s) = sample(self.pid, self.ticks, with_mem) {
             if with_mem {
                 self.last = s;
@@ -170,30 +170,30 @@ impl QmgrTracker {
     }
 
     /// Total CPU seconds of all queue manager processes so far.
-    pub fn cpu(&self) -> f64 {
+    pub(crate) fn cpu(&self) -> f64 {
         self.dead_cpu + self.last.cpu
     }
 
     /// User-space CPU seconds of all queue manager processes so far.
-    pub fn user(&self) -> f64 {
+    pub(crate) fn user(&self) -> f64 {
         self.dead_user + self.last.user
     }
 
     /// Context switches of all queue manager processes, as of the last
     /// memory reading.
-    pub fn ctxsw(&self) -> u64 {
+    pub(crate) fn ctxsw(&self) -> u64 {
         self.dead_ctxsw + self.last.ctxsw
     }
 
     /// Peak RSS over all queue manager processes so far, kB.
-    pub fn hwm_kb(&self) -> u64 {
+    pub(crate) fn hwm_kb(&self) -> u64 {
         self.dead_hwm.max(self.last.hwm_kb)
     }
 }
 
 /// Counts mail-log lines incrementally.
 #[derive(Debug)]
-pub struct LogCounter {
+pub(crate) struct LogCounter {
     path: PathBuf,
     offset: u64,
     partial: Vec<u8>,
@@ -206,7 +206,7 @@ pub struct LogCounter {
 
 impl LogCounter {
     /// Counts lines of the program `program` (e.g. `postfix/qmgr`) in `path`.
-    pub fn new(path: &Path, program: &str) -> LogCounter {
+    pub(crate) fn new(path: &Path, program: &str) -> LogCounter {
         LogCounter {
             path: path.to_path_buf(),
             offset: 0,
@@ -218,7 +218,7 @@ impl LogCounter {
     }
 
     /// Reads what was appended since the last call and counts its lines.
-    pub fn poll(&mut self) {
+    pub(crate) fn poll(&mut self) {
         let Ok(mut f) = File::open(&self.path) else {
             return;
         };

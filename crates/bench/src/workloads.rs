@@ -35,7 +35,7 @@ const HEALTH_EVERY: Duration = Duration::from_secs(10);
 
 /// Sizes of the workloads (full or `--quick`).
 #[derive(Debug, Clone)]
-pub struct Sizes {
+pub(crate) struct Sizes {
     /// Messages in the small discard drain.
     pub discard_small: usize,
     /// Messages in the large discard drain.
@@ -56,7 +56,7 @@ pub struct Sizes {
 
 impl Sizes {
     /// The sizes of the full benchmark.
-    pub fn full() -> Sizes {
+    pub(crate) fn full() -> Sizes {
         Sizes {
             discard_small: 20_000,
             discard_large: 100_000,
@@ -70,7 +70,7 @@ impl Sizes {
     }
 
     /// Small sizes for a smoke run.
-    pub fn quick() -> Sizes {
+    pub(crate) fn quick() -> Sizes {
         Sizes {
             discard_small: 2_000,
             discard_large: 5_000,
@@ -86,7 +86,7 @@ impl Sizes {
 
 /// The workloads, as named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Workload {
+pub(crate) enum Workload {
     /// Drain `discard_small` single-recipient messages via discard.
     Discard,
     /// Drain `discard_large` single-recipient messages via discard.
@@ -104,7 +104,7 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub const ALL: [Workload; 6] = [
+    pub(crate) const ALL: [Workload; 6] = [
         Workload::Discard,
         Workload::DiscardLarge,
         Workload::Smtp,
@@ -116,7 +116,7 @@ impl Workload {
 
 /// One measured phase of one run.
 #[derive(Debug, Clone)]
-pub struct Measurement {
+pub(crate) struct Measurement {
     /// Row name in the report, e.g. `discard 20000`.
     pub row: String,
     /// Units the per-unit CPU is divided by (messages, or recipients).
@@ -137,7 +137,7 @@ pub struct Measurement {
 
 /// Settings shared by all runs.
 #[derive(Debug, Clone)]
-pub struct RunConfig {
+pub(crate) struct RunConfig {
     /// Workload sizes.
     pub sizes: Sizes,
     /// Poll interval of the measuring loop.
@@ -153,7 +153,7 @@ pub struct RunConfig {
 }
 
 /// Runs `w` once with queue manager `qm` (labelled `label`).
-pub fn run(
+pub(crate) fn run(
     cfg: &RunConfig,
     w: Workload,
     qm: &QueueManager,

@@ -26,11 +26,11 @@ use crate::error::IpcError;
 use crate::stream::AttrStream;
 
 /// Protocol bounce(8) announces (for the bounce, defer and trace services).
-pub const PROTOCOL: &str = "delivery_status_protocol";
+const PROTOCOL: &str = "delivery_status_protocol";
 /// Protocol flush(8) announces.
-pub const FLUSH_PROTOCOL: &str = "queue_flush_protocol";
+const FLUSH_PROTOCOL: &str = "queue_flush_protocol";
 /// Protocol verify(8) announces (the misspelling is Postfix's).
-pub const VERIFY_PROTOCOL: &str = "address_verification_prrotocol";
+const VERIFY_PROTOCOL: &str = "address_verification_prrotocol";
 
 /// bounce(8) request codes (`nrequest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,22 +66,12 @@ impl BounceCommand {
 
 /// bounce(8) request flags.
 pub mod bounce_flags {
-    /// No flags.
-    pub const NONE: i32 = 0;
-    /// Remove the log on error (the caller stays silent then).
-    pub const CLEAN: i32 = 1 << 0;
     /// bounce(8) marks the recipients done in the queue file.
     pub const DELRCPT: i32 = 1 << 1;
 }
 
 /// flush(8) reply codes.
 pub mod flush_status {
-    /// Request failed.
-    pub const FAIL: i32 = -1;
-    /// Request done.
-    pub const OK: i32 = 0;
-    /// Invalid parameter.
-    pub const BAD: i32 = 3;
     /// Site not eligible.
     pub const DENY: i32 = 4;
 }
@@ -111,7 +101,7 @@ pub struct BounceRequest {
 
 impl BounceRequest {
     /// The request bytes for `command`, with `verp_delimiters` when given.
-    pub fn encode(&self, command: BounceCommand, verp: Option<&[u8]>) -> Vec<u8> {
+    pub(crate) fn encode(&self, command: BounceCommand, verp: Option<&[u8]>) -> Vec<u8> {
         let mut w = AttrWriter::new();
         w.int("nrequest", command as i32)
             .int("flags", self.flags)
@@ -164,7 +154,12 @@ pub async fn notify(
 }
 
 /// The bytes of an APPEND request for one recipient.
-pub fn encode_append(flags: i32, queue_id: &[u8], rcpt: &RecipientOut, dsn: &Dsn) -> Vec<u8> {
+pub(crate) fn encode_append(
+    flags: i32,
+    queue_id: &[u8],
+    rcpt: &RecipientOut,
+    dsn: &Dsn,
+) -> Vec<u8> {
     let mut w = AttrWriter::new();
     w.int("nrequest", BounceCommand::Append as i32)
         .int("flags", flags)
@@ -177,7 +172,7 @@ pub fn encode_append(flags: i32, queue_id: &[u8], rcpt: &RecipientOut, dsn: &Dsn
 
 /// APPEND one recipient record to the log kept by the service at `path`,
 /// with `dsn` sent as given.
-pub async fn append(
+async fn append(
     path: &Path,
     flags: i32,
     queue_id: &[u8],

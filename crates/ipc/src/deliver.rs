@@ -13,7 +13,7 @@
 //! How it fails: every malformed reply or disconnect is an
 //! [`IpcError`]; qmgr treats those as an agent crash.  Failures while
 //! connecting or sending surface from [`AgentConnection::wait_ready`] or
-//! [`AgentConnection::send_request`] so the caller can tell "transport
+//! [`AgentConnection::send_encoded`] so the caller can tell "transport
 //! unavailable" from "crash".
 //! Limits: the `MSG_STATS` layout is the LP64 Linux one (timeval = two
 //! 64-bit words).
@@ -28,43 +28,23 @@ use crate::stream::AttrStream;
 use tokio::time::Instant;
 
 /// Protocol a delivery agent announces.
-pub const PROTOCOL: &str = "delivery_request_protocol";
+const PROTOCOL: &str = "delivery_request_protocol";
 
-/// Request flags (`DEL_REQ_FLAG_*`).
-pub mod flags {
+/// Request flags (`DEL_REQ_FLAG_*`) the tests' requests use.
+#[cfg(test)]
+pub(crate) mod flags {
     /// Mark delivered recipients done.
-    pub const SUCCESS: i32 = 1 << 0;
+    const SUCCESS: i32 = 1 << 0;
     /// Mark bounced recipients done.
-    pub const BOUNCE: i32 = 1 << 1;
+    const BOUNCE: i32 = 1 << 1;
     /// The default: SUCCESS | BOUNCE.
-    pub const DEFAULT: i32 = SUCCESS | BOUNCE;
-    /// MTA-requested address probe.
-    pub const MTA_VRFY: i32 = 1 << 8;
-    /// User-requested address probe (sendmail -bv).
-    pub const USR_VRFY: i32 = 1 << 9;
+    pub(crate) const DEFAULT: i32 = SUCCESS | BOUNCE;
     /// Record and deliver (sendmail -v).
-    pub const RECORD: i32 = 1 << 10;
-    /// Consult the connection cache.
-    pub const CONN_LOAD: i32 = 1 << 11;
-    /// Update the connection cache.
-    pub const CONN_STORE: i32 = 1 << 12;
-    /// Record delayed deliveries.
-    pub const REC_DLY_SENT: i32 = 1 << 13;
-    /// Both connection-cache bits.
-    pub const CONN_MASK: i32 = CONN_LOAD | CONN_STORE;
-    /// Flags that ask for a delivery record (trace).
-    pub const TRACE_FLAGS_MASK: i32 = MTA_VRFY | USR_VRFY | RECORD | REC_DLY_SENT;
-    /// Flags meaning "probe only, do not deliver".
-    pub const TRACE_ONLY_MASK: i32 = MTA_VRFY | USR_VRFY;
+    pub(crate) const RECORD: i32 = 1 << 10;
 }
 
-/// Reply `status` value for "every recipient is final".
-pub const DEL_STAT_FINAL: i32 = 0;
-/// Reply `status` value for "something was deferred".
-pub const DEL_STAT_DEFER: i32 = -1;
-
 /// Size of the native `MSG_STATS` structure sent under `time`.
-pub const MSG_STATS_LEN: usize = 88;
+pub(crate) const MSG_STATS_LEN: usize = 88;
 
 /// Postfix's `MSG_STATS`: timestamps as (seconds, microseconds).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -96,7 +76,7 @@ pub fn timeval(t: SystemTime) -> (i64, i64) {
 
 impl MsgStats {
     /// The native 88-byte image: five timevals, the reuse count, 4 pad bytes.
-    pub fn to_bytes(&self) -> [u8; MSG_STATS_LEN] {
+    pub(crate) fn to_bytes(self) -> [u8; MSG_STATS_LEN] {
         let mut out = [0u8; MSG_STATS_LEN];
         let tvs = [
             self.incoming_arrival,
@@ -152,7 +132,7 @@ pub struct RecipientOut {
 
 impl RecipientOut {
     /// Appends the five recipient attributes (no terminator).
-    pub fn encode(&self, out: &mut AttrWriter) {
+    pub(crate) fn encode(&self, out: &mut AttrWriter) {
         out.str("original_recipient", &self.orig_rcpt)
             .str("recipient", &self.address)
             .long("offset", self.offset)
@@ -194,7 +174,7 @@ impl Dsn {
     }
 
     /// Appends the seven DSN attributes (no terminator).
-    pub fn encode(&self, out: &mut AttrWriter) {
+    pub(crate) fn encode(&self, out: &mut AttrWriter) {
         out.str("status", &self.status)
             .str("diag_type", &self.diag_type)
             .str("diag_text", &self.diag_text)
@@ -206,9 +186,11 @@ impl Dsn {
 }
 
 /// qmgr's request to a delivery agent (Postfix's field order, the same in
-/// every supported release).
+/// every supported release), owning its fields: the tests' form of
+/// [`DeliveryRequestRef`].
+#[cfg(test)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryRequest {
+pub(crate) struct DeliveryRequest {
     /// [`flags`] bits.
     pub flags: i32,
     /// Queue name, normally `active`.
@@ -259,9 +241,10 @@ pub struct DeliveryRequest {
     pub recipients: Vec<RecipientOut>,
 }
 
+#[cfg(test)]
 impl DeliveryRequest {
     /// The same request with borrowed fields: the one encoder both share.
-    pub fn as_ref(&self) -> DeliveryRequestRef<'_> {
+    fn as_ref(&self) -> DeliveryRequestRef<'_> {
         DeliveryRequestRef {
             flags: self.flags,
             queue_name: &self.queue_name,
@@ -301,13 +284,13 @@ impl DeliveryRequest {
     }
 
     /// The whole request encoded, in a buffer sized for it.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    fn to_bytes(&self) -> Vec<u8> {
         self.as_ref().to_bytes()
     }
 
     /// Appends the whole request: the message list, then one list per
     /// recipient.
-    pub fn encode(&self, out: &mut AttrWriter) {
+    pub(crate) fn encode(&self, out: &mut AttrWriter) {
         self.as_ref().encode(out);
     }
 }
@@ -330,7 +313,7 @@ pub struct RecipientRef<'a> {
 
 impl RecipientRef<'_> {
     /// Appends the five recipient attributes (no terminator).
-    pub fn encode(&self, out: &mut AttrWriter) {
+    fn encode(&self, out: &mut AttrWriter) {
         out.str("original_recipient", self.orig_rcpt)
             .str("recipient", self.address)
             .long("offset", self.offset)
@@ -339,13 +322,14 @@ impl RecipientRef<'_> {
     }
 }
 
-/// [`DeliveryRequest`] with borrowed strings: qmgr builds one per
+/// qmgr's request to a delivery agent (Postfix's field order, the same in
+/// every supported release), with borrowed strings: qmgr builds one per
 /// delivery from the message it holds, and copying some fifteen strings
-/// into an owned request only to encode it would be wasted work. Encodes
-/// to exactly the same bytes as the owned request.
+/// into an owned request only to encode it would be wasted work. (The
+/// tests' owned form encodes to exactly the same bytes.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryRequestRef<'a> {
-    /// [`flags`] bits.
+    /// `DEL_REQ_FLAG_*` bits.
     pub flags: i32,
     /// Queue name, normally `active`.
     pub queue_name: &'a [u8],
@@ -436,7 +420,7 @@ impl DeliveryRequestRef<'_> {
 
     /// Appends the whole request: the message list, then one list per
     /// recipient.
-    pub fn encode(&self, out: &mut AttrWriter) {
+    fn encode(&self, out: &mut AttrWriter) {
         let count = i32::try_from(self.recipients.len()).unwrap_or(i32::MAX);
         out.int("flags", self.flags)
             .str("queue_name", self.queue_name)
@@ -478,7 +462,8 @@ pub struct DeliveryReply {
     /// The DSN reason as sent, even when the status is empty: qmgr gives
     /// positive feedback only when this is empty.
     pub reason: Vec<u8>,
-    /// 0 ([`DEL_STAT_FINAL`]) or non-zero (deferred).
+    /// 0 (every recipient is final, Postfix's `DEL_STAT_FINAL`) or
+    /// non-zero (something was deferred).
     pub status: i32,
 }
 
@@ -513,7 +498,11 @@ pub struct AgentConnection {
 
 impl AgentConnection {
     /// Connects to `private/<transport>`; `timeout` bounds each I/O step.
-    pub async fn connect(path: &Path, timeout: Duration) -> Result<AgentConnection, IpcError> {
+    #[cfg(test)]
+    pub(crate) async fn connect(
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<AgentConnection, IpcError> {
         Ok(AgentConnection {
             stream: AttrStream::connect(path, timeout).await?,
         })
@@ -532,18 +521,15 @@ impl AgentConnection {
         })
     }
 
-    /// Wraps an existing stream (tests, fakes).
-    pub fn from_stream(stream: AttrStream) -> AgentConnection {
-        AgentConnection { stream }
-    }
-
     /// The service name, e.g. "private/smtp".
-    pub fn service(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn service(&self) -> &str {
         self.stream.service()
     }
 
     /// Changes the I/O deadline (e.g. daemon_timeout before the reply).
-    pub fn set_timeout(&mut self, timeout: Duration) {
+    #[cfg(test)]
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
         self.stream.set_timeout(timeout);
     }
 
@@ -560,13 +546,14 @@ impl AgentConnection {
     }
 
     /// Sends the request.  A failure here means "transport unavailable".
-    pub async fn send_request(&mut self, req: &DeliveryRequest) -> Result<(), IpcError> {
+    #[cfg(test)]
+    pub(crate) async fn send_request(&mut self, req: &DeliveryRequest) -> Result<(), IpcError> {
         self.stream.send(&req.to_bytes()).await
     }
 
-    /// Sends a request already encoded with [`DeliveryRequest::encode`]
-    /// (or an equivalent encoder), e.g. by a caller that builds it from
-    /// borrowed fields.  A failure here means "transport unavailable".
+    /// Sends a request already encoded with
+    /// [`DeliveryRequestRef::to_bytes`].  A failure here means "transport
+    /// unavailable".
     pub async fn send_encoded(&mut self, request: &[u8]) -> Result<(), IpcError> {
         self.stream.send(request).await
     }
@@ -579,7 +566,11 @@ impl AgentConnection {
 
     /// [`send_request`](Self::send_request) then
     /// [`read_reply`](Self::read_reply).
-    pub async fn deliver(&mut self, req: &DeliveryRequest) -> Result<DeliveryReply, IpcError> {
+    #[cfg(test)]
+    pub(crate) async fn deliver(
+        &mut self,
+        req: &DeliveryRequest,
+    ) -> Result<DeliveryReply, IpcError> {
         self.send_request(req).await?;
         self.read_reply().await
     }

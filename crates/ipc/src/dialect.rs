@@ -33,7 +33,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// The attribute name of the send-options integer.
-    pub fn sendopts_attr(self) -> &'static str {
+    pub(crate) fn sendopts_attr(self) -> &'static str {
         match self {
             Dialect::Postfix37 => "smtputf8",
             Dialect::Postfix310 | Dialect::Postfix311 => "sendopts",

@@ -32,7 +32,7 @@ pub enum ReadContext {
 
 impl ReadContext {
     /// The Postfix wording, e.g. "input attribute name".
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             ReadContext::Name => "input attribute name",
             ReadContext::Value => "input attribute value",
@@ -45,7 +45,7 @@ impl ReadContext {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AttrError {
-    /// An attribute name longer than [`crate::attr::MAX_NAME_LEN`].
+    /// An attribute name longer than `attr::MAX_NAME_LEN`.
     #[error("attribute name at offset {offset} exceeds {limit} bytes")]
     NameTooLong {
         /// Where the name starts.
@@ -53,7 +53,7 @@ pub enum AttrError {
         /// The limit that was exceeded.
         limit: usize,
     },
-    /// An attribute value longer than [`crate::attr::MAX_VALUE_LEN`].
+    /// An attribute value longer than `attr::MAX_VALUE_LEN`.
     #[error("attribute value at offset {offset} exceeds {limit} bytes")]
     ValueTooLong {
         /// Where the value starts.
@@ -61,7 +61,7 @@ pub enum AttrError {
         /// The limit that was exceeded.
         limit: usize,
     },
-    /// More attributes in one list than [`crate::attr::MAX_LIST_ATTRS`].
+    /// More attributes in one list than `attr::MAX_LIST_ATTRS`.
     #[error("attribute count exceeds limit {limit} at offset {offset}")]
     TooManyAttributes {
         /// Where the attribute over the limit starts.
@@ -69,7 +69,7 @@ pub enum AttrError {
         /// The limit that was exceeded.
         limit: usize,
     },
-    /// A list bigger than [`crate::attr::MAX_LIST_BYTES`].
+    /// A list bigger than `attr::MAX_LIST_BYTES`.
     #[error("attribute list at offset {offset} exceeds {limit} bytes")]
     ListTooLong {
         /// Where the list starts.
@@ -132,7 +132,7 @@ pub enum AttrError {
 impl AttrError {
     /// The Postfix warning sentence for this error seen on `peer`
     /// (e.g. "private/smtp socket").
-    pub fn describe(&self, peer: &str) -> String {
+    pub(crate) fn describe(&self, peer: &str) -> String {
         let mut s = String::new();
         // Writing into a String cannot fail; the results are ignored.
         let _ = match self {

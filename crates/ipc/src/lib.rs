@@ -2,11 +2,11 @@
 //! service a queue manager talks to, plus the master(8) interface.
 //!
 //! Job: byte-exact interoperation with Postfix 3.7 to 3.11 daemons (the
-//! few differences on the wire are one [`Dialect`]) —
+//! few differences on the wire are one [`dialect::Dialect`]) —
 //! trivial-rewrite ([`rewrite`]), delivery agents ([`deliver`]),
 //! bounce/defer/trace/verify/flush ([`bounce`]), master ([`master`]) and
-//! trigger clients ([`trigger`]) — over framed streams ([`stream`]) built on
-//! the attribute codec ([`attr`]).
+//! trigger clients ([`trigger`]) — over framed streams (the internal
+//! `stream` module) built on the attribute codec ([`attr`]).
 //!
 //! Invariants: no panics on bytes from sockets (malformed input is a typed
 //! [`error`]); every length is bounded; this crate never logs — errors carry
@@ -24,8 +24,8 @@ pub mod dialect;
 pub mod error;
 pub mod master;
 pub mod rewrite;
-pub mod stream;
+mod stream;
 pub mod trigger;
 
-pub use dialect::Dialect;
-pub use error::{ArgsError, AttrError, IpcError};
+#[cfg(test)]
+mod tests;

@@ -37,7 +37,7 @@ use crate::error::IpcError;
 use crate::stream::AttrStream;
 
 /// Protocol trivial-rewrite announces.
-pub const PROTOCOL: &str = "trivial_rewrite_protocol";
+const PROTOCOL: &str = "trivial_rewrite_protocol";
 
 /// How long a cached answer stays valid.
 const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -47,28 +47,15 @@ pub const RESOLVE_CONNECTIONS: usize = 4;
 
 /// Resolve reply flags and address classes (`RESOLVE_FLAG_*`, `RESOLVE_CLASS_*`).
 pub mod resolve_flags {
-    /// Final delivery.
-    pub const FINAL: i32 = 1 << 0;
-    /// Routed destination.
-    pub const ROUTED: i32 = 1 << 1;
     /// Bad destination syntax.
     pub const ERROR: i32 = 1 << 2;
     /// The lookup failed (try again later).
     pub const FAIL: i32 = 1 << 3;
     /// mydestination / inet_interfaces.
     pub const CLASS_LOCAL: i32 = 1 << 8;
-    /// virtual_alias_domains.
-    pub const CLASS_ALIAS: i32 = 1 << 9;
-    /// virtual_mailbox_domains.
-    pub const CLASS_VIRTUAL: i32 = 1 << 10;
-    /// relay_domains.
-    pub const CLASS_RELAY: i32 = 1 << 11;
     /// Everything else.
-    pub const CLASS_DEFAULT: i32 = 1 << 12;
-    /// Classes with final delivery here.
-    pub const CLASS_FINAL: i32 = CLASS_LOCAL | CLASS_ALIAS | CLASS_VIRTUAL;
-    /// All class bits.
-    pub const CLASS_MASK: i32 = CLASS_FINAL | CLASS_RELAY | CLASS_DEFAULT;
+    #[cfg(test)]
+    pub(crate) const CLASS_DEFAULT: i32 = 1 << 12;
 }
 
 /// trivial-rewrite's answer to a resolve request.
@@ -130,19 +117,9 @@ impl RewriteClient {
     }
 
     /// True while a connection is held.
-    pub fn is_connected(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_connected(&self) -> bool {
         self.conns.iter().any(Option::is_some)
-    }
-
-    /// Closes the connections (the next call reconnects).
-    pub fn disconnect(&mut self) {
-        self.conns = Default::default();
-    }
-
-    /// Forgets cached answers.
-    pub fn clear_cache(&mut self) {
-        self.resolve_cache = None;
-        self.rewrite_cache = None;
     }
 
     /// Takes connection `slot` out for a request, reconnecting first when

@@ -28,14 +28,14 @@ use crate::attr::{AttrList, ListDecoder};
 use crate::error::{AttrError, IpcError};
 
 /// Attribute name of a server's protocol announcement.
-pub const ATTR_PROTOCOL: &str = "protocol";
+const ATTR_PROTOCOL: &str = "protocol";
 
 /// Read buffer growth step; also the compaction threshold.
 const READ_CHUNK: usize = 8192;
 
 /// The short service name Postfix logs for a socket path: its last two
 /// components ("private/smtp"), or the whole path when shorter.
-pub fn service_name(path: &Path) -> String {
+pub(crate) fn service_name(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
     let bytes = bytes.strip_suffix(b"/").unwrap_or(bytes);
@@ -75,7 +75,7 @@ fn connect_now(path: &Path) -> io::Result<Option<UnixStream>> {
 
 /// A connected client stream speaking the attribute protocol.
 #[derive(Debug)]
-pub struct AttrStream {
+pub(crate) struct AttrStream {
     stream: UnixStream,
     service: String,
     timeout: Duration,
@@ -91,13 +91,13 @@ pub struct AttrStream {
 
 impl AttrStream {
     /// Connects to the socket at `path` within `timeout`.
-    pub async fn connect(path: &Path, timeout: Duration) -> Result<AttrStream, IpcError> {
+    pub(crate) async fn connect(path: &Path, timeout: Duration) -> Result<AttrStream, IpcError> {
         Self::connect_until(path, Instant::now() + timeout, timeout).await
     }
 
     /// Connects to the socket at `path` by `deadline`; later operations
     /// are bounded by `timeout` each (see [`set_deadline`](Self::set_deadline)).
-    pub async fn connect_until(
+    pub(crate) async fn connect_until(
         path: &Path,
         deadline: Instant,
         timeout: Duration,
@@ -118,19 +118,12 @@ impl AttrStream {
         }
     }
 
-    /// Wraps an already connected stream; its service name is taken from
-    /// the peer address when it has one.
-    pub fn from_stream(stream: UnixStream, timeout: Duration) -> AttrStream {
-        let service = stream
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(service_name))
-            .unwrap_or_else(|| "unknown".to_owned());
-        Self::from_stream_named(stream, service, timeout)
-    }
-
     /// Wraps an already connected stream under a given service name.
-    pub fn from_stream_named(stream: UnixStream, service: String, timeout: Duration) -> AttrStream {
+    pub(crate) fn from_stream_named(
+        stream: UnixStream,
+        service: String,
+        timeout: Duration,
+    ) -> AttrStream {
         AttrStream {
             stream,
             service,
@@ -144,18 +137,15 @@ impl AttrStream {
     }
 
     /// The service name used in errors ("private/smtp").
-    pub fn service(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn service(&self) -> &str {
         &self.service
-    }
-
-    /// The per-operation deadline.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// Changes the per-operation deadline (qmgr waits much longer for a
     /// delivery reply than for other I/O).
-    pub fn set_timeout(&mut self, timeout: Duration) {
+    #[cfg(test)]
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
 
@@ -163,7 +153,7 @@ impl AttrStream {
     /// (`None`: each operation by the timeout again). A phase of several
     /// reads and writes then reads the clock once rather than per
     /// operation, and cannot take longer than the deadline in total.
-    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
     }
 
@@ -174,7 +164,7 @@ impl AttrStream {
     }
 
     /// Wraps a decoding error with this stream's service name.
-    pub fn attr_error(&self, error: AttrError) -> IpcError {
+    pub(crate) fn attr_error(&self, error: AttrError) -> IpcError {
         IpcError::Attr {
             service: self.service.clone(),
             error,
@@ -182,7 +172,7 @@ impl AttrStream {
     }
 
     /// Reads one complete attribute list.
-    pub async fn read_list(&mut self) -> Result<AttrList, IpcError> {
+    pub(crate) async fn read_list(&mut self) -> Result<AttrList, IpcError> {
         let deadline = self.op_deadline();
         loop {
             match self.decoder.feed(&self.buf[self.start..], self.offset) {
@@ -247,7 +237,7 @@ impl AttrStream {
 
     /// Reads a server's `protocol\0<name>\0\0` announcement and checks the
     /// name, as Postfix clients do before sending a request.
-    pub async fn expect_announcement(&mut self, protocol: &str) -> Result<(), IpcError> {
+    pub(crate) async fn expect_announcement(&mut self, protocol: &str) -> Result<(), IpcError> {
         let list = self.read_list().await?;
         let mut r = list.strict();
         match r.expect_streq(ATTR_PROTOCOL, protocol) {
@@ -265,7 +255,7 @@ impl AttrStream {
     }
 
     /// Writes `bytes` completely.
-    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), IpcError> {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> Result<(), IpcError> {
         let deadline = self.op_deadline();
         let write = async {
             self.stream.write_all(bytes).await?;
@@ -285,14 +275,9 @@ impl AttrStream {
     }
 
     /// Sends a request and reads one reply list.
-    pub async fn request(&mut self, bytes: &[u8]) -> Result<AttrList, IpcError> {
+    pub(crate) async fn request(&mut self, bytes: &[u8]) -> Result<AttrList, IpcError> {
         self.send(bytes).await?;
         self.read_list().await
-    }
-
-    /// Gives back the socket (buffered, unread bytes are lost).
-    pub fn into_inner(self) -> UnixStream {
-        self.stream
     }
 }
 

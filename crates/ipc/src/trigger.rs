@@ -1,12 +1,11 @@
 //! Trigger requests on `public/qmgr`.
 //!
-//! Job: read what a client wrote on an accepted trigger connection and
-//! turn the letters into one request.
+//! Job: read what a client wrote on an accepted trigger connection; the
+//! caller interprets the letters (`I`, `D`, `A`, `F`, `W`).
 //!
 //! Invariants: like Postfix's trigger server, one read of at most 1024
-//! bytes after waiting at most 10 s for data; every letter of that read is
-//! OR-ed in, unknown bytes (including the client's NUL) are ignored; no
-//! reply is ever sent.
+//! bytes after waiting at most 10 s for data; the bytes are returned as
+//! read, the client's NUL included; no reply is ever sent.
 //! How it fails: `io::Error` (kind `TimedOut` when no data came); the caller
 //! just closes the connection.
 
@@ -17,51 +16,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 /// Most bytes taken from one trigger connection.
-pub const TRIGGER_BUF_SIZE: usize = 1024;
+const TRIGGER_BUF_SIZE: usize = 1024;
 /// How long to wait for a client's data.
-pub const TRIGGER_READ_WAIT: Duration = Duration::from_secs(10);
-
-/// `W`: generic wakeup.
-pub const TRIGGER_REQ_WAKEUP: u8 = b'W';
-/// `I`: scan the incoming queue.
-pub const QMGR_REQ_SCAN_INCOMING: u8 = b'I';
-/// `D`: scan the deferred queue.
-pub const QMGR_REQ_SCAN_DEFERRED: u8 = b'D';
-/// `A`: ignore file time stamps.
-pub const QMGR_REQ_SCAN_ALL: u8 = b'A';
-/// `F`: flush dead transports and destinations.
-pub const QMGR_REQ_FLUSH_DEAD: u8 = b'F';
-
-/// The letters of one trigger, OR-ed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TriggerRequest {
-    /// `W` seen.
-    pub wakeup: bool,
-    /// `I` seen.
-    pub scan_incoming: bool,
-    /// `D` seen.
-    pub scan_deferred: bool,
-    /// `A` seen.
-    pub scan_all: bool,
-    /// `F` seen.
-    pub flush_dead: bool,
-}
-
-/// Interprets the bytes of one read.
-pub fn parse(bytes: &[u8]) -> TriggerRequest {
-    let mut req = TriggerRequest::default();
-    for &b in bytes {
-        match b {
-            TRIGGER_REQ_WAKEUP => req.wakeup = true,
-            QMGR_REQ_SCAN_INCOMING => req.scan_incoming = true,
-            QMGR_REQ_SCAN_DEFERRED => req.scan_deferred = true,
-            QMGR_REQ_SCAN_ALL => req.scan_all = true,
-            QMGR_REQ_FLUSH_DEAD => req.flush_dead = true,
-            _ => {}
-        }
-    }
-    req
-}
+const TRIGGER_READ_WAIT: Duration = Duration::from_secs(10);
 
 /// One read of at most 1024 bytes, waiting at most 10 s.
 pub async fn read_trigger(stream: &mut UnixStream) -> io::Result<Vec<u8>> {
@@ -69,7 +26,7 @@ pub async fn read_trigger(stream: &mut UnixStream) -> io::Result<Vec<u8>> {
 }
 
 /// [`read_trigger`] with a chosen wait.
-pub async fn read_trigger_within(stream: &mut UnixStream, wait: Duration) -> io::Result<Vec<u8>> {
+async fn read_trigger_within(stream: &mut UnixStream, wait: Duration) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; TRIGGER_BUF_SIZE];
     match tokio::time::timeout(wait, stream.read(&mut buf)).await {
         Err(_) => Err(io::Error::new(
@@ -87,28 +44,6 @@ pub async fn read_trigger_within(stream: &mut UnixStream, wait: Duration) -> io:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn letters_are_ored_and_others_ignored() {
-        assert_eq!(
-            parse(b"FADI\0"),
-            TriggerRequest {
-                wakeup: false,
-                scan_incoming: true,
-                scan_deferred: true,
-                scan_all: true,
-                flush_dead: true
-            }
-        );
-        assert_eq!(
-            parse(b"W\0xyzW"),
-            TriggerRequest {
-                wakeup: true,
-                ..Default::default()
-            }
-        );
-        assert_eq!(parse(b""), TriggerRequest::default());
-    }
 
     #[tokio::test]
     async fn one_bounded_read_with_deadline() {

@@ -6,9 +6,9 @@
 //!
 //! Invariants: paths are `ROOT/QUEUE/[H1/…/Hn/]ID`, where the hash levels
 //! exist only for queues named in `hash_queue_names` (case-insensitive) and
-//! are the first `hash_queue_depth` characters of [`QueueId::hash_key`],
-//! padded with `_`. A layout never creates anything but missing hash
-//! directories (mode 0700).
+//! are the first `hash_queue_depth` characters of the ID's hash key
+//! (`QueueId::hash_key_cow`), padded with `_`. A layout never creates
+//! anything but missing hash directories (mode 0700).
 //!
 //! Failure: operating-system errors come back as `io::Error` unchanged, so
 //! callers can treat `ENOENT` as the benign race with postsuper that it is.
@@ -54,7 +54,7 @@ pub enum QueueName {
 
 impl QueueName {
     /// Every queue, in Postfix's order of definition.
-    pub const ALL: [QueueName; 11] = [
+    const ALL: [QueueName; 11] = [
         QueueName::Maildrop,
         QueueName::Hold,
         QueueName::Incoming,
@@ -86,7 +86,8 @@ impl QueueName {
     }
 
     /// The queue with directory name `s` (exact, lower case).
-    pub fn parse(s: &str) -> Option<QueueName> {
+    #[cfg(test)]
+    fn parse(s: &str) -> Option<QueueName> {
         QueueName::ALL.into_iter().find(|q| q.as_str() == s)
     }
 }
@@ -98,9 +99,7 @@ impl std::fmt::Display for QueueName {
 }
 
 /// Owner permission bits that mark a file as complete and ready.
-pub const MODE_READY: u32 = 0o700;
-/// Owner bits of a file an agent marked corrupt.
-pub const MODE_CORRUPT: u32 = 0o400;
+const MODE_READY: u32 = 0o700;
 /// Group-read: "flush this message" (set by flush(8)).
 pub const MODE_UNTHROTTLE: u32 = 0o040;
 /// Group-execute: force-expire (set by `postsuper -e/-f`).
@@ -135,11 +134,6 @@ impl QueueLayout {
         }
     }
 
-    /// The queue directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Directory of queue `q` itself (no hash levels).
     pub fn queue_dir(&self, q: QueueName) -> PathBuf {
         self.root.join(q.as_str())
@@ -152,7 +146,8 @@ impl QueueLayout {
 
     /// Path relative to the queue directory, as Postfix names the file in
     /// logs and in its own paths (e.g. `deferred/1/154E7990181`).
-    pub fn relative_path(&self, q: QueueName, id: &QueueId) -> PathBuf {
+    #[cfg(test)]
+    fn relative_path(&self, q: QueueName, id: &QueueId) -> PathBuf {
         PathBuf::from(self.relative_string(q, id))
     }
 
@@ -214,7 +209,8 @@ impl QueueLayout {
 
     /// Opens `id` in queue `q` for reading and in-place updates (`O_RDWR`,
     /// as qmgr opens queue files).
-    pub fn open(&self, q: QueueName, id: &QueueId) -> io::Result<fs::File> {
+    #[cfg(test)]
+    fn open(&self, q: QueueName, id: &QueueId) -> io::Result<fs::File> {
         fs::OpenOptions::new()
             .read(true)
             .write(true)

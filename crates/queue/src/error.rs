@@ -170,7 +170,8 @@ impl Error {
     ///
     /// Postfix treats the two pre-2001 format errors as fatal (the daemon
     /// exits and retries forever); we class them as corrupt instead.
-    pub fn is_corrupt(&self) -> bool {
+    #[cfg(test)]
+    fn is_corrupt(&self) -> bool {
         !matches!(self, Error::Io(_))
     }
 

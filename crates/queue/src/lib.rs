@@ -6,11 +6,12 @@
 //! layout with hashing, moves and readiness checks ([`dirs`]), streaming
 //! directory scans ([`scan`]), reading a queue file exactly like
 //! `qmgr_message_read` ([`message`]), in-place updates ([`update`]), locks
-//! ([`lock`]) and a cleanup-compatible writer for tests ([`writer`]).
+//! ([`lock`]) and, with the `writer` feature, a cleanup-compatible writer
+//! for tests, benchmarks and fixtures (`writer`).
 //!
 //! Invariants: no `unsafe`; no input file can make this crate panic; file
-//! content problems are typed [`Error`]s that name offset and record, and
-//! reproduce Postfix's warning lines.
+//! content problems are typed [`error::Error`]s that name offset and
+//! record, and reproduce Postfix's warning lines.
 //!
 //! Failure: see [`error`]. Operating-system errors are passed through.
 //!
@@ -29,15 +30,5 @@ pub mod record;
 pub mod scan;
 pub mod size;
 pub mod update;
+#[cfg(any(test, feature = "writer"))]
 pub mod writer;
-
-pub use dirs::{QueueLayout, QueueName};
-pub use error::{Error, ReadWarning, RecordError, RecordErrorKind};
-pub use message::{
-    read_message, read_message_from, QueueMessage, ReadLimits, Recipient, WarnRecord,
-};
-pub use queue_id::QueueId;
-pub use record::{Record, RecordReader};
-pub use scan::Scanner;
-pub use size::SizeRecord;
-pub use writer::QueueFileBuilder;

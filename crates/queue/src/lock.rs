@@ -35,12 +35,14 @@ pub fn lock_exclusive_nb(file: &File) -> io::Result<bool> {
 }
 
 /// Tries to take a shared lock (what delivery agents do).
-pub fn lock_shared_nb(file: &File) -> io::Result<bool> {
+#[cfg(test)]
+fn lock_shared_nb(file: &File) -> io::Result<bool> {
     flock(file, nix::fcntl::FlockArg::LockSharedNonblock)
 }
 
 /// Releases this description's lock.
-pub fn unlock(file: &File) -> io::Result<()> {
+#[cfg(test)]
+fn unlock(file: &File) -> io::Result<()> {
     flock(file, nix::fcntl::FlockArg::Unlock).map(|_| ())
 }
 

@@ -49,7 +49,7 @@ pub struct ReadLimits {
     /// The `verp_delimiter_filter` parameter (default `-=+`).
     pub verp_delimiter_filter: Vec<u8>,
     /// Length bytes a record header may have (see
-    /// [`RecordReader::max_length_bytes`]); kept for refills.
+    /// `RecordReader::max_length_bytes`); kept for refills.
     pub max_length_bytes: u32,
 }
 
@@ -65,20 +65,20 @@ impl Default for ReadLimits {
 }
 
 /// Postfix's per-read recipient cap ("keep interrupt latency in check").
-pub const READ_RECIPIENT_CAP: usize = 5000;
+const READ_RECIPIENT_CAP: usize = 5000;
 
 /// Trace flag bits qmgr keeps from `trace_flags`.
-pub mod trace_flag {
+mod trace_flag {
     /// MTA-requested address probe.
-    pub const MTA_VRFY: i32 = 1 << 8;
+    const MTA_VRFY: i32 = 1 << 8;
     /// User-requested address probe.
-    pub const USR_VRFY: i32 = 1 << 9;
+    const USR_VRFY: i32 = 1 << 9;
     /// Record and deliver.
-    pub const RECORD: i32 = 1 << 10;
+    pub(crate) const RECORD: i32 = 1 << 10;
     /// Record delayed delivery.
-    pub const REC_DLY_SENT: i32 = 1 << 13;
+    const REC_DLY_SENT: i32 = 1 << 13;
     /// All of the above.
-    pub const MASK: i32 = MTA_VRFY | USR_VRFY | RECORD | REC_DLY_SENT;
+    pub(crate) const MASK: i32 = MTA_VRFY | USR_VRFY | RECORD | REC_DLY_SENT;
 }
 
 /// One recipient to deliver.
@@ -142,7 +142,7 @@ pub struct QueueMessage {
     pub redirect: Option<Vec<u8>>,
     /// The first `W` record.
     pub warn_time: Option<WarnRecord>,
-    /// Trace flags, masked to [`trace_flag::MASK`].
+    /// Trace flags, masked to `trace_flag::MASK`.
     pub trace_flags: i32,
     /// Offset of the `trace_flags` record when the flags are exactly RECORD
     /// (qmgr kills that record after a trace report).

@@ -23,7 +23,7 @@ use std::fmt;
 const SAFE_CHARS: &[u8; 52] = b"0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz";
 
 /// Maximum queue ID length (Postfix's `VALID_HOSTNAME_LEN`).
-pub const MAX_LEN: usize = 255;
+const MAX_LEN: usize = 255;
 
 /// Number of time characters before the `z` in a long ID.
 const LONG_TIME_PAD: usize = 10;
@@ -46,13 +46,15 @@ impl QueueId {
 
     /// Builds a short ID the way `mail_queue_enter` does: `%05X` of the
     /// microseconds followed by the inode number in upper-case hex.
-    pub fn short(usec: u32, inode: u64) -> QueueId {
+    #[cfg(any(test, feature = "writer"))]
+    pub(crate) fn short(usec: u32, inode: u64) -> QueueId {
         QueueId(format!("{usec:05X}{inode:X}"))
     }
 
     /// Builds a long ID: base-52 seconds (at least six characters), exactly
     /// four base-52 microsecond characters, `z`, base-51 inode.
-    pub fn long(sec: u64, usec: u32, inode: u64) -> QueueId {
+    #[cfg(test)]
+    pub(crate) fn long(sec: u64, usec: u32, inode: u64) -> QueueId {
         let mut s = safe_encode(sec, 52, 6);
         s.push_str(&safe_encode(u64::from(usec), 52, 4));
         s.push('z');
@@ -66,7 +68,8 @@ impl QueueId {
     }
 
     /// True for the long form: the last `z` follows at least ten characters.
-    pub fn is_long(&self) -> bool {
+    #[cfg(test)]
+    fn is_long(&self) -> bool {
         self.long_separator().is_some()
     }
 
@@ -78,7 +81,8 @@ impl QueueId {
     /// ID itself when short; for a long ID, its microseconds re-encoded as
     /// `%05X`, so both forms of an ID created in the same microsecond land
     /// in the same directory.
-    pub fn hash_key(&self) -> String {
+    #[cfg(test)]
+    fn hash_key(&self) -> String {
         self.hash_key_cow().into_owned()
     }
 
@@ -107,6 +111,7 @@ impl AsRef<str> for QueueId {
     }
 }
 
+#[cfg(test)]
 fn safe_encode(mut val: u64, base: u64, pad: usize) -> String {
     let mut rev = Vec::new();
     while val != 0 {

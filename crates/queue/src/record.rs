@@ -4,8 +4,8 @@
 //! as a little-endian base-128 varint (low seven bits first, high bit set
 //! while more length bytes follow), then the payload with no terminator.
 //!
-//! Invariants: [`put_record`] and [`decode_header`] are exact inverses for
-//! every payload shorter than 2^31 bytes; [`RecordReader::offset`] is always
+//! Invariants: `put_record` and [`decode_header`] are exact inverses for
+//! every payload shorter than 2^31 bytes; `RecordReader::offset` is always
 //! the file offset of the next unread byte, so the offset a caller sees for a
 //! record is the offset of its type byte, as Postfix's `ftell` reports it.
 //!
@@ -23,95 +23,69 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::error::{Error, RecordError, RecordErrorKind};
 
-/// Record type letters, named as in Postfix's `rec_type.h`.
-pub mod rec_type {
+/// The record type letters this crate reads or writes, named as in
+/// Postfix's `rec_type.h`.
+pub(crate) mod rec_type {
     /// First record: content size, data offset, recipient count, flags.
-    pub const SIZE: u8 = b'C';
+    pub(crate) const SIZE: u8 = b'C';
     /// Arrival time, `sec usec`; required.
-    pub const TIME: u8 = b'T';
+    pub(crate) const TIME: u8 = b'T';
     /// Creation time; normally carried as `A create_time=`.
-    pub const CTIME: u8 = b'c';
+    pub(crate) const CTIME: u8 = b'c';
     /// Sender full name.
-    pub const FULL: u8 = b'F';
+    #[cfg(any(test, feature = "writer"))]
+    pub(crate) const FULL: u8 = b'F';
     /// Content inspector transport (legacy).
-    pub const INSP: u8 = b'I';
+    pub(crate) const INSP: u8 = b'I';
     /// Content filter `transport[:nexthop]` (envelope segment only).
-    pub const FILT: u8 = b'L';
+    pub(crate) const FILT: u8 = b'L';
     /// Envelope sender; required, empty for the null sender.
-    pub const FROM: u8 = b'S';
+    pub(crate) const FROM: u8 = b'S';
     /// Recipient already delivered.
-    pub const DONE: u8 = b'D';
+    pub(crate) const DONE: u8 = b'D';
     /// Recipient still to deliver.
-    pub const RCPT: u8 = b'R';
+    pub(crate) const RCPT: u8 = b'R';
     /// Original recipient of the next `R`.
-    pub const ORCP: u8 = b'O';
+    pub(crate) const ORCP: u8 = b'O';
     /// Recipient cancelled by a milter.
-    pub const DRCP: u8 = b'/';
+    pub(crate) const DRCP: u8 = b'/';
     /// Time of the next delay warning, `%15ld`.
-    pub const WARN: u8 = b'W';
+    pub(crate) const WARN: u8 = b'W';
     /// Named attribute `name=value`.
-    pub const ATTR: u8 = b'A';
+    pub(crate) const ATTR: u8 = b'A';
     /// Killed record.
-    pub const KILL: u8 = b'K';
+    pub(crate) const KILL: u8 = b'K';
     /// Redirect address.
-    pub const RDR: u8 = b'>';
-    /// Cleanup processing flags (cleanup input stream only).
-    pub const FLGS: u8 = b'f';
-    /// Cleanup delay upon arrival (cleanup input stream only).
-    pub const DELAY: u8 = b'd';
+    pub(crate) const RDR: u8 = b'>';
     /// Start of message content.
-    pub const MESG: u8 = b'M';
+    pub(crate) const MESG: u8 = b'M';
     /// Content line without its end of line.
-    pub const NORM: u8 = b'N';
-    /// Content line continued in the next record (same letter as `FILT`).
-    pub const CONT: u8 = b'L';
-    /// Content padding (was: deleted text).
-    pub const DTXT: u8 = b'w';
+    #[cfg(any(test, feature = "writer"))]
+    pub(crate) const NORM: u8 = b'N';
     /// Start of the extracted segment.
-    pub const XTRA: u8 = b'X';
-    /// Return-receipt address from headers.
-    pub const RRTO: u8 = b'r';
-    /// Errors-to address from headers.
-    pub const ERTO: u8 = b'e';
-    /// Priority.
-    pub const PRIO: u8 = b'P';
+    #[cfg(any(test, feature = "writer"))]
+    pub(crate) const XTRA: u8 = b'X';
     /// Pointer to another file offset, `%15ld`; 0 means no jump.
-    pub const PTR: u8 = b'p';
+    pub(crate) const PTR: u8 = b'p';
     /// VERP delimiters.
-    pub const VERP: u8 = b'V';
+    pub(crate) const VERP: u8 = b'V';
     /// DSN RET (full/headers).
-    pub const DSN_RET: u8 = b'<';
+    pub(crate) const DSN_RET: u8 = b'<';
     /// DSN envelope id.
-    pub const DSN_ENVID: u8 = b'i';
+    pub(crate) const DSN_ENVID: u8 = b'i';
     /// DSN original recipient of the next `R`.
-    pub const DSN_ORCPT: u8 = b'o';
+    pub(crate) const DSN_ORCPT: u8 = b'o';
     /// DSN NOTIFY flags of the next `R`.
-    pub const DSN_NOTIFY: u8 = b'n';
-    /// Milter count (cleanup input stream only).
-    pub const MILT_COUNT: u8 = b'm';
+    pub(crate) const DSN_NOTIFY: u8 = b'n';
     /// End of the queue file; required.
-    pub const END: u8 = b'E';
-
-    /// Records allowed in the envelope segment.
-    pub const ENVELOPE: &[u8] = b"MCTcFILSDRO/WVA>K<ion";
-    /// Records allowed in the content segment.
-    pub const CONTENT: &[u8] = b"XLNw";
-    /// Records allowed in the extracted segment.
-    pub const EXTRACT: &[u8] = b"EDRO/PreAFIL>Kon";
-    /// Records that may make up a "pure recipient" envelope tail.
-    pub const ENV_RECIPIENT: &[u8] = b"MDRO/Kon";
-    /// Records that may make up a "pure recipient" extracted tail.
-    pub const EXT_RECIPIENT: &[u8] = b"EDRO/Kon";
+    pub(crate) const END: u8 = b'E';
 
     /// Width of the fixed-size numeric payloads (`W`, `p`, `C` fields).
-    pub const FIXED_WIDTH: usize = 15;
+    pub(crate) const FIXED_WIDTH: usize = 15;
 }
 
 /// Largest payload length Postfix can represent (it keeps lengths in an `int`).
-pub const MAX_PAYLOAD: u64 = i32::MAX as u64;
-
-/// Longest possible header: one type byte and five length bytes.
-pub const MAX_HEADER: usize = 6;
+const MAX_PAYLOAD: u64 = i32::MAX as u64;
 
 /// Length bytes a record header may have in Postfix releases before the
 /// August 2026 patch releases (3.7.22, 3.8.20, 3.9.14, 3.10.13, 3.11.6).
@@ -157,7 +131,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, RecordErr
 }
 
 /// Appends one record to `out`, encoded the way Postfix's `rec_put` does.
-pub fn put_record(out: &mut Vec<u8>, rec_type: u8, payload: &[u8]) {
+pub(crate) fn put_record(out: &mut Vec<u8>, rec_type: u8, payload: &[u8]) {
     out.push(rec_type);
     let mut rest = payload.len();
     loop {
@@ -176,7 +150,8 @@ pub fn put_record(out: &mut Vec<u8>, rec_type: u8, payload: &[u8]) {
 }
 
 /// Length of the record [`put_record`] would produce.
-pub fn record_len(payload_len: usize) -> usize {
+#[cfg(test)]
+fn record_len(payload_len: usize) -> usize {
     let mut n = 1;
     let mut rest = payload_len;
     loop {
@@ -220,7 +195,7 @@ const PAYLOAD_CHUNK: usize = 64 * 1024;
 
 impl<R: Read + Seek> RecordReader<R> {
     /// Wraps `inner`, which must be positioned at offset 0 (or the caller
-    /// calls [`RecordReader::seek`] before reading).
+    /// calls `RecordReader::seek` before reading).
     pub fn new(inner: R) -> Self {
         RecordReader {
             inner,
@@ -235,20 +210,20 @@ impl<R: Read + Seek> RecordReader<R> {
     /// Sets how many length bytes a header may have before the record is
     /// "too many length bits" ([`LEGACY_LENGTH_BYTES`] unless set; the
     /// daemon sets what its Postfix release allows).
-    pub fn max_length_bytes(mut self, n: u32) -> Self {
+    pub(crate) fn max_length_bytes(mut self, n: u32) -> Self {
         self.max_length_bytes = n;
         self
     }
 
     /// Offset of the next byte to be read.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         // `pos` never exceeds the buffer size, so the widening is exact.
         self.buf_start + self.pos as u64
     }
 
     /// Moves to absolute offset `off`; seeking past the end is allowed (the
     /// next read then reports end of file), as with `lseek`.
-    pub fn seek(&mut self, off: u64) -> io::Result<()> {
+    pub(crate) fn seek(&mut self, off: u64) -> io::Result<()> {
         // An empty buffer proves nothing about the inner position (the
         // caller may hand us a reader that is not at offset 0).
         if self.filled > 0 && off >= self.buf_start && off - self.buf_start <= self.filled as u64 {
@@ -261,11 +236,6 @@ impl<R: Read + Seek> RecordReader<R> {
         self.pos = 0;
         self.filled = 0;
         Ok(())
-    }
-
-    /// Gives back the underlying reader (its position is unspecified).
-    pub fn into_inner(self) -> R {
-        self.inner
     }
 
     fn fill(&mut self) -> io::Result<usize> {
@@ -299,7 +269,7 @@ impl<R: Read + Seek> RecordReader<R> {
     /// Reads the next record into `data`, returning its type and offset.
     ///
     /// This is the allocation-free form of [`RecordReader::next`].
-    pub fn next_into(&mut self, data: &mut Vec<u8>) -> Result<Option<(u8, u64)>, Error> {
+    pub(crate) fn next_into(&mut self, data: &mut Vec<u8>) -> Result<Option<(u8, u64)>, Error> {
         data.clear();
         let offset = self.offset();
         let Some(rec_type) = self.getc()? else {

@@ -31,7 +31,6 @@ use crate::queue_id::QueueId;
 pub struct Scanner {
     /// Open directories, innermost last.
     stack: Vec<(PathBuf, ReadDir)>,
-    queue: QueueName,
 }
 
 impl Scanner {
@@ -41,13 +40,7 @@ impl Scanner {
         let rd = fs::read_dir(&dir)?;
         Ok(Scanner {
             stack: vec![(dir, rd)],
-            queue: q,
         })
-    }
-
-    /// The queue being scanned.
-    pub fn queue(&self) -> QueueName {
-        self.queue
     }
 
     /// The next queue ID, or `None` when the walk is complete.

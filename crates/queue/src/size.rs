@@ -10,7 +10,7 @@
 //! `long` values saturate on overflow as glibc's `strtol` does, and `int`
 //! conversions then truncate to 32 bits as the C assignment does.
 //!
-//! Failure: [`SizeRecord::parse`] names which of qmgr's checks failed.
+//! Failure: `SizeRecord::parse` names which of qmgr's checks failed.
 //!
 //! Limits: behaviour for numbers that overflow an `int` follows glibc on
 //! LP64; other C libraries may differ (Postfix's behaviour is then
@@ -18,12 +18,10 @@
 
 /// The qmgr read flag "recipients are mixed with other records" (also the
 /// value assumed when the size record has no flags field).
-pub const READ_FLAG_MIXED_RCPT_OTHER: i32 = 1;
+pub(crate) const READ_FLAG_MIXED_RCPT_OTHER: i32 = 1;
 /// All read flags a size record may carry: MIXED plus the DSN NOTIFY
 /// union shifted left by one.
-pub const READ_FLAG_USER: i32 = 0x1f;
-/// Read flag: some recipient asked for NOTIFY=SUCCESS.
-pub const READ_FLAG_NOTIFY_SUCCESS: i32 = 2 << 1;
+const READ_FLAG_USER: i32 = 0x1f;
 
 /// Fields of the `C` record (six `%15ld` numbers in current files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,7 +32,7 @@ pub struct SizeRecord {
     pub data_offset: i64,
     /// Recipient count at creation (field 3).
     pub rcpt_count: i64,
-    /// qmgr read flags (field 4; [`READ_FLAG_MIXED_RCPT_OTHER`] if absent).
+    /// qmgr read flags (field 4; `READ_FLAG_MIXED_RCPT_OTHER` if absent).
     pub rflags: i32,
     /// Content length (field 5; equals `data_size` when absent or 0).
     pub content_length: i64,
@@ -46,7 +44,7 @@ pub struct SizeRecord {
 /// Why a `C` payload is not acceptable to qmgr.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SizeParseError {
+pub(crate) enum SizeParseError {
     /// Data size or offset not positive, or negative content length.
     #[error("invalid size record")]
     Invalid,
@@ -67,7 +65,7 @@ pub enum SizeParseError {
 
 impl SizeRecord {
     /// Parses and checks a `C` payload the way `qmgr_message_read` does.
-    pub fn parse(payload: &[u8]) -> Result<SizeRecord, SizeParseError> {
+    pub(crate) fn parse(payload: &[u8]) -> Result<SizeRecord, SizeParseError> {
         let (count, v) = scan_longs::<6>(c_str(payload));
         let rec = SizeRecord {
             data_size: v[0],
@@ -106,7 +104,8 @@ impl SizeRecord {
     }
 
     /// The payload cleanup writes: six right-aligned 15-wide fields.
-    pub fn format(&self) -> Vec<u8> {
+    #[cfg(any(test, feature = "writer"))]
+    pub(crate) fn format(&self) -> Vec<u8> {
         format!(
             "{:15} {:15} {:15} {:15} {:15} {:15}",
             self.data_size,

@@ -1,8 +1,8 @@
 //! In-place queue file updates, as Postfix's queue manager and agents make them.
 //!
-//! Job: mark a recipient done (`R` → `D`), kill a record (type → `K`),
-//! rewrite the `W` warning time, and change permission bits, all without
-//! moving any other byte of the file.
+//! Job: mark a recipient done (`R` → `D`), kill a record (type → `K`) and
+//! rewrite the `W` warning time, all without moving any other byte of the
+//! file.
 //!
 //! Invariants: each update overwrites either one type byte or one
 //! same-size record, so every record offset in the file stays valid and a
@@ -19,9 +19,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
-
-use nix::sys::stat::{fchmod, Mode};
+use std::os::unix::fs::FileExt;
 
 use crate::record::rec_type;
 
@@ -47,7 +45,7 @@ pub fn kill_record(file: &File, offset: u64) -> io::Result<()> {
 }
 
 /// The `W` record as Postfix writes it: type, length 15, `%15ld`.
-pub fn warn_record(time: i64) -> io::Result<Vec<u8>> {
+fn warn_record(time: i64) -> io::Result<Vec<u8>> {
     let text = format!("{time:15}");
     if text.len() != rec_type::FIXED_WIDTH {
         return Err(io::Error::new(
@@ -73,20 +71,6 @@ pub fn set_warn_time(file: &File, w_offset: u64, time: i64) -> io::Result<()> {
         ));
     }
     file.write_all_at(&rec, w_offset)
-}
-
-/// Sets the permission bits of an open queue file.
-pub fn set_mode(file: &File, mode: u32) -> io::Result<()> {
-    let mode = Mode::from_bits_truncate(mode as libc::mode_t);
-    fchmod(file, mode).map_err(io::Error::from)
-}
-
-/// Clears `bits` from the file's mode (e.g. the group-read "flush me"
-/// bit) and returns the new mode.
-pub fn clear_mode_bits(file: &File, bits: u32) -> io::Result<u32> {
-    let mode = file.metadata()?.mode() & 0o7777 & !bits;
-    set_mode(file, mode)?;
-    Ok(mode)
 }
 
 #[cfg(test)]
@@ -120,9 +104,6 @@ mod tests {
         assert_eq!(got[r_off as usize], b'D');
         kill_record(&f, w_off)?;
         assert_eq!(std::fs::read(&path)?[w_off as usize], b'K');
-        set_mode(&f, 0o750)?;
-        assert_eq!(clear_mode_bits(&f, 0o040)?, 0o710);
-        assert_eq!(f.metadata()?.mode() & 0o7777, 0o710);
         Ok(())
     }
 }

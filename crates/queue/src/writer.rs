@@ -24,6 +24,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use nix::sys::stat::{fchmod, Mode};
+
 use crate::dirs::{QueueLayout, QueueName};
 use crate::queue_id::QueueId;
 use crate::record::{put_record, rec_type as rt};
@@ -333,7 +335,7 @@ fn write_then_link(
         .mode(0o600)
         .open(temp)?;
     f.write_all(bytes)?;
-    crate::update::set_mode(&f, 0o700)?;
+    set_mode(&f, 0o700)?;
     let inode = f.metadata()?.ino();
     drop(f);
     for _ in 0..1000 {
@@ -356,6 +358,12 @@ fn write_then_link(
         io::ErrorKind::AlreadyExists,
         "no free queue id",
     ))
+}
+
+/// Sets the permission bits of an open queue file.
+fn set_mode(file: &fs::File, mode: u32) -> io::Result<()> {
+    let mode = Mode::from_bits_truncate(mode as libc::mode_t);
+    fchmod(file, mode).map_err(io::Error::from)
 }
 
 fn put_attr(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

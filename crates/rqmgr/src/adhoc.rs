@@ -15,7 +15,7 @@ const MILLION: i64 = 1_000_000;
 
 /// The timestamps a status line measures delays between.
 #[derive(Clone, Copy, Debug)]
-pub struct Stamps {
+pub(crate) struct Stamps {
     /// When the message arrived (`T` record).
     pub incoming_arrival: (i64, i64),
     /// When it entered the active queue.
@@ -25,7 +25,7 @@ pub struct Stamps {
 /// One recipient's status line, as `log_adhoc()` formats it, with no
 /// delivery agent involved (so the last two delays are zero).
 #[allow(clippy::too_many_arguments)]
-pub fn status_line(
+pub(crate) fn status_line(
     queue_id: &str,
     recipient: &[u8],
     orig_recipient: &[u8],
@@ -85,7 +85,7 @@ fn delta(later: (i64, i64), earlier: (i64, i64)) -> (i64, i64) {
 
 /// Appends a time interval with two significant digits, at most
 /// `max_decimals` (0..=6) decimals, as Postfix's `format_tv()` does.
-pub fn format_tv(out: &mut String, (mut sec, mut usec): (i64, i64), max_decimals: u32) {
+fn format_tv(out: &mut String, (mut sec, mut usec): (i64, i64), max_decimals: u32) {
     const SIG_DIGITS: u32 = 2;
     let max_decimals = max_decimals.min(6);
     let mut resolution = MILLION / 10_i64.pow(max_decimals);

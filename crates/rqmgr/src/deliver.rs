@@ -31,11 +31,11 @@ use crate::logging::os_error;
 
 /// Hands a ready connection its encoded delivery request; dropping it
 /// closes the connection without a delivery.
-pub type RequestSender = oneshot::Sender<Vec<u8>>;
+pub(crate) type RequestSender = oneshot::Sender<Vec<u8>>;
 
 /// What a connection task reports to the event loop.
 #[derive(Debug)]
-pub enum AgentEvent {
+pub(crate) enum AgentEvent {
     /// The agent announced itself and waits for a request.
     Ready(ConnId, RequestSender),
     /// The agent could not be reached or the request not sent.
@@ -46,7 +46,7 @@ pub enum AgentEvent {
 
 /// Starts a connection to a transport's delivery agent, which then
 /// carries out at most one delivery.
-pub fn spawn_connection(
+pub(crate) fn spawn_connection(
     tx: UnboundedSender<AgentEvent>,
     conn: ConnId,
     transport: &str,
@@ -106,7 +106,7 @@ pub fn spawn_connection(
 const SUSPENDED: &str = "delivery temporarily suspended: ";
 
 /// What a reply means for scheduling (`qmgr_deliver_update()`).
-pub fn outcome(reply: &DeliveryReply) -> Outcome {
+pub(crate) fn outcome(reply: &DeliveryReply) -> Outcome {
     match &reply.dsn {
         Some(dsn) if reply.status != 0 => {
             let status = String::from_utf8_lossy(&dsn.status);
@@ -130,7 +130,7 @@ pub fn outcome(reply: &DeliveryReply) -> Outcome {
 }
 
 /// An RFC 3463 status: class 2, 4 or 5, then two numbers of 1 to 3 digits.
-pub fn dsn_valid(s: &str) -> bool {
+fn dsn_valid(s: &str) -> bool {
     let mut parts = s.split('.');
     let (Some(class), Some(subject), Some(detail), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())

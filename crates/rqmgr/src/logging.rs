@@ -51,7 +51,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The syslog socket glibc uses.
-pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
 
 /// Longest text part of a record, in bytes (Postfix's record limit).
 const MAX_TEXT: usize = 2000;
@@ -60,11 +60,11 @@ const MAX_TEXT: usize = 2000;
 /// `net.unix.max_dgram_qlen` (10 by default) datagrams per receiving
 /// socket; staying below it means a batch never blocks on a reader that
 /// had caught up.
-pub const HELD_MAX: usize = 8;
+const HELD_MAX: usize = 8;
 
 /// Start-up settings for a [`Logger`].
 #[derive(Debug, Clone)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     /// `syslog_name` (or `MAIL_LOGTAG` from the environment), e.g. `postfix`.
     pub syslog_name: String,
     /// Basename of argv\[0\], e.g. `qmgr`.
@@ -90,7 +90,7 @@ impl LogConfig {
     /// `syslog_name/process_name` (Postfix exports `syslog_name` as
     /// `MAIL_LOGTAG`, so the configured name wins), postlog socket
     /// `$queue_directory/public/$postlog_service_name`, syslog at `/dev/log`.
-    pub fn from_params(p: &crate::params::QmgrParams, also_stderr: bool) -> LogConfig {
+    pub(crate) fn from_params(p: &crate::params::QmgrParams, also_stderr: bool) -> LogConfig {
         LogConfig {
             syslog_name: p.syslog_name.clone(),
             process_name: p.process_name.clone(),
@@ -108,7 +108,7 @@ impl LogConfig {
 /// Message severity, as Postfix names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Severity {
+enum Severity {
     /// No prefix.
     Info,
     /// `warning: `.
@@ -146,7 +146,7 @@ impl Severity {
 
 /// The syslog facility code for a Postfix `syslog_facility` name (Linux
 /// values, already shifted left by 3), or `None` if Postfix rejects it.
-pub fn facility_code(name: &str) -> Option<i32> {
+pub(crate) fn facility_code(name: &str) -> Option<i32> {
     let n = match name {
         "kern" => 0,
         "user" => 1,
@@ -196,7 +196,7 @@ const MONTHS: [&str; 12] = [
 
 /// A Postfix-compatible log writer; see the module documentation.
 #[derive(Debug)]
-pub struct Logger {
+pub(crate) struct Logger {
     mode: Mode,
     tag: String,
     facility: i32,
@@ -235,7 +235,7 @@ impl Logger {
     /// # Errors
     ///
     /// Only when no socket can be created at all (descriptor exhaustion).
-    pub fn new(cfg: &LogConfig) -> io::Result<Logger> {
+    pub(crate) fn new(cfg: &LogConfig) -> io::Result<Logger> {
         let mode = if cfg.maillog_file.is_empty() {
             Mode::Syslog
         } else {
@@ -278,56 +278,56 @@ impl Logger {
 
     /// The program tag, e.g. `postfix/qmgr`.
     #[cfg(test)]
-    pub fn tag(&self) -> &str {
+    fn tag(&self) -> &str {
         &self.tag
     }
 
     /// Log an informational message.
-    pub fn info(&self, text: &str) {
+    pub(crate) fn info(&self, text: &str) {
         self.log(Severity::Info, text);
     }
 
     /// Log `warning: text`.
-    pub fn warning(&self, text: &str) {
+    pub(crate) fn warning(&self, text: &str) {
         self.log(Severity::Warning, text);
     }
 
     /// Log `error: text`.
-    pub fn error(&self, text: &str) {
+    pub(crate) fn error(&self, text: &str) {
         self.log(Severity::Error, text);
     }
 
     /// Log `fatal: text`; the caller then exits with status 1.
-    pub fn fatal(&self, text: &str) {
+    pub(crate) fn fatal(&self, text: &str) {
         self.log(Severity::Fatal, text);
     }
 
     /// Postfix's `msg_fatal()`: log `fatal: text` and exit with status 1,
     /// so that master(8) restarts us after its throttle delay.
-    pub fn die(&self, text: &str) -> ! {
+    pub(crate) fn die(&self, text: &str) -> ! {
         self.fatal(text);
         std::process::exit(1);
     }
 
     /// Log `panic: text`; the caller then aborts.
-    pub fn panic(&self, text: &str) {
+    pub(crate) fn panic(&self, text: &str) {
         self.log(Severity::Panic, text);
     }
 
     /// From now on, hold records until [`Logger::flush`] (see the module
     /// documentation).
-    pub fn hold(&self) {
+    pub(crate) fn hold(&self) {
         self.lock().holding = true;
     }
 
     /// Send every held record.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let mut state = self.lock();
         self.flush_locked(&mut state);
     }
 
     /// Log `text` at `severity` with the current local time.
-    pub fn log(&self, severity: Severity, text: &str) {
+    fn log(&self, severity: Severity, text: &str) {
         let secs = now_secs();
         let mut state = self.lock();
         if state.head_secs != secs {
@@ -599,7 +599,7 @@ fn utc_stamp(secs: i64) -> Stamp {
 
 /// An operating-system error as Postfix's `%m` prints it: the C library's
 /// text, without Rust's "(os error N)".
-pub fn os_error(e: &std::io::Error) -> String {
+pub(crate) fn os_error(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
         None => e.to_string(),

@@ -17,39 +17,39 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use rqmgr_ipc::deliver::{DeliveryRequestRef, MsgStats, RecipientOut, RecipientRef};
-use rqmgr_ipc::Dialect;
+use rqmgr_ipc::dialect::Dialect;
 use rqmgr_queue::message::{QueueMessage, Recipient};
 use rqmgr_queue::queue_id::QueueId;
 
 use crate::address;
 
 /// `DEL_REQ_FLAG_DEFLT`: bounce and report success (3).
-pub const DEL_REQ_FLAG_DEFLT: i32 = 3;
+const DEL_REQ_FLAG_DEFLT: i32 = 3;
 /// `DEL_REQ_FLAG_BOUNCE`.
-pub const DEL_REQ_FLAG_BOUNCE: i32 = 2;
+const DEL_REQ_FLAG_BOUNCE: i32 = 2;
 /// `DEL_REQ_FLAG_MTA_VRFY`.
-pub const DEL_REQ_FLAG_MTA_VRFY: i32 = 256;
+pub(crate) const DEL_REQ_FLAG_MTA_VRFY: i32 = 256;
 /// `DEL_REQ_FLAG_USR_VRFY`.
-pub const DEL_REQ_FLAG_USR_VRFY: i32 = 512;
+pub(crate) const DEL_REQ_FLAG_USR_VRFY: i32 = 512;
 /// `DEL_REQ_FLAG_RECORD`.
-pub const DEL_REQ_FLAG_RECORD: i32 = 1024;
+pub(crate) const DEL_REQ_FLAG_RECORD: i32 = 1024;
 /// `DEL_REQ_FLAG_REC_DLY_SENT`.
-pub const DEL_REQ_FLAG_REC_DLY_SENT: i32 = 8192;
+pub(crate) const DEL_REQ_FLAG_REC_DLY_SENT: i32 = 8192;
 /// The trace flags qmgr takes from the queue file.
-pub const DEL_REQ_TRACE_FLAGS_MASK: i32 =
+const DEL_REQ_TRACE_FLAGS_MASK: i32 =
     DEL_REQ_FLAG_MTA_VRFY | DEL_REQ_FLAG_USR_VRFY | DEL_REQ_FLAG_RECORD | DEL_REQ_FLAG_REC_DLY_SENT;
 /// Probes that only trace and never deliver.
-pub const DEL_REQ_TRACE_ONLY_MASK: i32 = DEL_REQ_FLAG_MTA_VRFY | DEL_REQ_FLAG_USR_VRFY;
+pub(crate) const DEL_REQ_TRACE_ONLY_MASK: i32 = DEL_REQ_FLAG_MTA_VRFY | DEL_REQ_FLAG_USR_VRFY;
 /// `QMGR_READ_FLAG_NOTIFY_SUCCESS`: some recipient asked for DSN SUCCESS.
-pub const READ_FLAG_NOTIFY_SUCCESS: i32 = 4;
+pub(crate) const READ_FLAG_NOTIFY_SUCCESS: i32 = 4;
 /// `SMTPUTF8_FLAG_RECIPIENT`.
-pub const SMTPUTF8_FLAG_RECIPIENT: i32 = 8;
+const SMTPUTF8_FLAG_RECIPIENT: i32 = 8;
 /// `SMTPUTF8_FLAG_SENDER`.
-pub const SMTPUTF8_FLAG_SENDER: i32 = 4;
+const SMTPUTF8_FLAG_SENDER: i32 = 4;
 
 /// One message in the active queue.
 #[derive(Debug)]
-pub struct ActiveMessage {
+pub(crate) struct ActiveMessage {
     /// Its queue ID (file name).
     pub queue_id: QueueId,
     /// Scan and mode flags (`scan::FLUSH_EACH` and the rest).
@@ -66,7 +66,7 @@ pub struct ActiveMessage {
 
 /// One recipient in core.
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     /// As read from the queue file.
     pub rcpt: Recipient,
     /// The address as resolved, when trivial-rewrite changed it.
@@ -75,7 +75,7 @@ pub struct Held {
 
 impl Held {
     /// The address as resolved.
-    pub fn address(&self) -> &[u8] {
+    fn address(&self) -> &[u8] {
         self.rewritten.as_deref().unwrap_or(&self.rcpt.address)
     }
 
@@ -96,19 +96,19 @@ impl Held {
 /// Invariant: slot `k` holds index `base + k`; the first slot, if any,
 /// is held (released ones at the front are dropped at once).
 #[derive(Debug, Default)]
-pub struct InCore {
+pub(crate) struct InCore {
     base: usize,
     slots: VecDeque<Option<Box<Held>>>,
 }
 
 impl InCore {
     /// The index the next recipient will get.
-    pub fn end(&self) -> usize {
+    pub(crate) fn end(&self) -> usize {
         self.base + self.slots.len()
     }
 
     /// Takes in a batch; returns the index of its first recipient.
-    pub fn extend(&mut self, batch: Vec<Recipient>) -> usize {
+    pub(crate) fn extend(&mut self, batch: Vec<Recipient>) -> usize {
         let first = self.end();
         self.slots.extend(batch.into_iter().map(|rcpt| {
             Some(Box::new(Held {
@@ -120,18 +120,18 @@ impl InCore {
     }
 
     /// Forgets everything; indexes start at 0 again.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.base = 0;
         self.slots.clear();
     }
 
     /// Recipient `i`, unless released.
-    pub fn get(&self, i: usize) -> Option<&Held> {
+    pub(crate) fn get(&self, i: usize) -> Option<&Held> {
         self.slots.get(i.checked_sub(self.base)?)?.as_deref()
     }
 
     /// Recipient `i` to change, unless released.
-    pub fn get_mut(&mut self, i: usize) -> Option<&mut Held> {
+    pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut Held> {
         self.slots
             .get_mut(i.checked_sub(self.base)?)?
             .as_deref_mut()
@@ -139,7 +139,7 @@ impl InCore {
 
     /// Frees recipient `i`; releasing one twice, or one not held, is a
     /// no-op.
-    pub fn release(&mut self, i: usize) {
+    pub(crate) fn release(&mut self, i: usize) {
         if let Some(slot) = i.checked_sub(self.base).and_then(|k| self.slots.get_mut(k)) {
             *slot = None;
         }
@@ -151,31 +151,31 @@ impl InCore {
 
     /// How many recipients are held.
     #[cfg(test)]
-    pub fn held(&self) -> usize {
+    fn held(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
 
     /// How many slots are kept (held, or released behind a held one).
     #[cfg(test)]
-    pub fn slots(&self) -> usize {
+    fn slots(&self) -> usize {
         self.slots.len()
     }
 }
 
 impl ActiveMessage {
     /// Trace flags from the file, masked as qmgr masks them.
-    pub fn tflags(&self) -> i32 {
+    pub(crate) fn tflags(&self) -> i32 {
         self.env.trace_flags & DEL_REQ_TRACE_FLAGS_MASK
     }
 
     /// The recipient's address as resolved (trivial-rewrite may rewrite);
     /// empty for a released recipient.
-    pub fn address(&self, i: usize) -> &[u8] {
+    pub(crate) fn address(&self, i: usize) -> &[u8] {
         self.rcpts.get(i).map_or(&[], Held::address)
     }
 
     /// Delivery statistics as qmgr fills them in: arrival and activation.
-    pub fn stats(&self) -> MsgStats {
+    fn stats(&self) -> MsgStats {
         MsgStats {
             incoming_arrival: self.env.arrival,
             active_arrival: rqmgr_ipc::deliver::timeval(self.active_arrival),
@@ -184,7 +184,7 @@ impl ActiveMessage {
     }
 
     /// The wire form of recipient `i`, unless released.
-    pub fn recipient_out(&self, i: usize) -> Option<RecipientOut> {
+    pub(crate) fn recipient_out(&self, i: usize) -> Option<RecipientOut> {
         let h = self.rcpts.get(i)?;
         let r = &h.rcpt;
         Some(RecipientOut {
@@ -200,7 +200,7 @@ impl ActiveMessage {
     /// (`qmgr_deliver_send_request()`). It is encoded straight from the
     /// message's fields rather than from an owned copy of them, because
     /// this runs once per delivery.
-    pub fn request_bytes(
+    pub(crate) fn request_bytes(
         &self,
         rcpts: &[u32],
         nexthop: &str,
@@ -272,7 +272,7 @@ impl ActiveMessage {
 
 /// VERP: `prefix@origin` becomes `prefix+user=domain@origin`, from the
 /// original recipient when there is one (what VERP consumers expect).
-pub fn verp_sender(sender: &[u8], delims: &[u8], rcpt: &RecipientRef<'_>) -> Vec<u8> {
+fn verp_sender(sender: &[u8], delims: &[u8], rcpt: &RecipientRef<'_>) -> Vec<u8> {
     let (s_local, s_domain) = address::split(sender);
     let recipient = if rcpt.orig_rcpt.is_empty() {
         rcpt.address

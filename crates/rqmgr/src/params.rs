@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-pub use settings::QmgrParams;
+pub(crate) use settings::QmgrParams;
 
 /// Where `postconf` lives when it is not on `PATH` (master scrubs `PATH`).
 const POSTCONF_FALLBACK: &str = "/usr/sbin/postconf";
@@ -50,7 +50,7 @@ const POSTCONF_FALLBACK: &str = "/usr/sbin/postconf";
 /// A configuration problem that Postfix treats as fatal.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ParamError {
+pub(crate) enum ParamError {
     /// `postconf` could not be started.
     #[error("run {program}: {source}")]
     PostconfSpawn {
@@ -197,7 +197,7 @@ pub enum ParamError {
 
 /// Parameter values as strings, before any conversion.
 #[derive(Debug, Clone, Default)]
-pub struct RawParams {
+pub(crate) struct RawParams {
     values: HashMap<String, String>,
 }
 
@@ -212,7 +212,7 @@ impl RawParams {
     ///
     /// `postconf` cannot be run or fails, `main.cf` is unreadable, or a
     /// value `postconf` does not know has a bad `$name` expression.
-    pub fn load(
+    pub(crate) fn load(
         config_dir: &Path,
         overrides: &[(String, String)],
     ) -> Result<RawParams, ParamError> {
@@ -236,7 +236,7 @@ impl RawParams {
 
     /// Parse `postconf` output: one `name = value` per line, split at the
     /// first ` = `; `name =` means empty. Other lines are ignored.
-    pub fn parse(text: &str) -> RawParams {
+    pub(crate) fn parse(text: &str) -> RawParams {
         let mut values = HashMap::new();
         for line in text.lines() {
             let parsed = match line.split_once(" = ") {
@@ -254,12 +254,12 @@ impl RawParams {
     }
 
     /// The value of `name`, if the configuration defines it.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
     }
 
     /// Define or replace `name` (e.g. `process_name` from argv\[0\]).
-    pub fn set(&mut self, name: &str, value: &str) {
+    pub(crate) fn set(&mut self, name: &str, value: &str) {
         self.values.insert(name.to_string(), value.to_string());
     }
 

@@ -24,12 +24,12 @@
 
 use std::fmt;
 
-use rqmgr_ipc::Dialect;
+use rqmgr_ipc::dialect::Dialect;
 use rqmgr_queue::record::{LEGACY_LENGTH_BYTES, LENGTH_BYTES};
 
 /// The parameter that forces a release: `auto` (the default) or a Postfix
 /// version such as `3.10` or `3.7.13`.
-pub const DIALECT_PARAM: &str = "rqmgr_postfix_dialect";
+pub(crate) const DIALECT_PARAM: &str = "rqmgr_postfix_dialect";
 
 /// The oldest release rqmgr speaks to.
 const OLDEST: Release = Release::new(3, 7, 0);
@@ -39,7 +39,7 @@ const NEWEST: Release = Release::new(3, 11, 7);
 
 /// A Postfix version number, `major.minor.patch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Release {
+pub(crate) struct Release {
     major: u32,
     minor: u32,
     patch: u32,
@@ -93,7 +93,7 @@ impl fmt::Display for Release {
 
 /// What rqmgr does differently for the Postfix release it serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Compat {
+pub(crate) struct Compat {
     /// The release whose rules apply (the newest known for newer ones).
     pub release: Release,
     /// The protocol dialect spoken to the other daemons.
@@ -158,7 +158,7 @@ impl Compat {
 
     /// The send options a message carries, from its size record's field,
     /// as qmgr of this release reads them.
-    pub fn sendopts(&self, size_record_field: i32) -> i32 {
+    pub(crate) fn sendopts(&self, size_record_field: i32) -> i32 {
         self.sendopts_mask
             .map_or(size_record_field, |mask| size_record_field & mask)
     }
@@ -166,7 +166,7 @@ impl Compat {
 
 /// The outcome of [`choose`]: the rules, and what to log about them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Choice {
+pub(crate) struct Choice {
     /// The rules that apply.
     pub compat: Compat,
     /// A warning for the operator (a release newer than known).
@@ -178,7 +178,7 @@ pub struct Choice {
 /// Why rqmgr cannot serve the configured Postfix; the text is logged as
 /// `fatal:`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VersionError {
+pub(crate) enum VersionError {
     /// A version number that does not parse.
     #[error("bad {name} value: \"{value}\" (expected a Postfix version such as 3.10.13)")]
     Unparsable {
@@ -198,7 +198,10 @@ pub enum VersionError {
 /// Chooses the rules from `mail_version` (the installed Postfix's, as
 /// `postconf` reports it) unless `forced` (the value of
 /// [`DIALECT_PARAM`], `auto` or empty when not set) names a release.
-pub fn choose(mail_version: Option<&str>, forced: Option<&str>) -> Result<Choice, VersionError> {
+pub(crate) fn choose(
+    mail_version: Option<&str>,
+    forced: Option<&str>,
+) -> Result<Choice, VersionError> {
     let forced = forced
         .map(str::trim)
         .filter(|v| !v.is_empty() && *v != "auto");

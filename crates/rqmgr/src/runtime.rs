@@ -63,7 +63,7 @@ const DEFERRED: usize = 1;
 const SKIPS_PER_PASS: usize = 64;
 
 /// The event loop and what only it touches; see the module documentation.
-pub struct Runtime {
+pub(crate) struct Runtime {
     /// The state the steps of a message's life share.
     core: Core,
     /// The incoming and deferred scans, at [`INCOMING`] and [`DEFERRED`].
@@ -90,7 +90,7 @@ pub struct Runtime {
 }
 
 /// The descriptors master(8) hands us.
-pub struct MasterLink {
+pub(crate) struct MasterLink {
     /// fd 5.
     pub status: StatusChannel,
     /// fds 3 and 4.
@@ -101,7 +101,12 @@ pub struct MasterLink {
 
 impl Runtime {
     /// A runtime over the queue directory we are in.
-    pub fn new(p: QmgrParams, compat: Compat, log: Arc<Logger>, sched: Scheduler) -> Runtime {
+    pub(crate) fn new(
+        p: QmgrParams,
+        compat: Compat,
+        log: Arc<Logger>,
+        sched: Scheduler,
+    ) -> Runtime {
         let layout = QueueLayout::new(
             ".",
             &p.hash_queue_names.join(","),
@@ -166,7 +171,7 @@ impl Runtime {
     }
 
     /// Runs until master goes away. Returns the process exit status.
-    pub async fn run(mut self, master: MasterLink) -> i32 {
+    pub(crate) async fn run(mut self, master: MasterLink) -> i32 {
         let dog = Watchdog::start(self.core.p.qmgr_daemon_timeout, Arc::clone(&self.core.log));
         self.core.now = Now::read();
         self.start();

@@ -14,21 +14,21 @@ use rqmgr_queue::queue_id::QueueId;
 use rqmgr_queue::scan::Scanner;
 
 /// Start a scan (`QMGR_SCAN_START`).
-pub const SCAN_START: u32 = 1 << 0;
+pub(crate) const SCAN_START: u32 = 1 << 0;
 /// Ignore file time stamps (`QMGR_SCAN_ALL`).
-pub const SCAN_ALL: u32 = 1 << 1;
+pub(crate) const SCAN_ALL: u32 = 1 << 1;
 /// Revive dead destinations first (`QMGR_FLUSH_ONCE`).
-pub const FLUSH_ONCE: u32 = 1 << 2;
+pub(crate) const FLUSH_ONCE: u32 = 1 << 2;
 /// Override defer_transports (`QMGR_FLUSH_DFXP`).
-pub const FLUSH_DFXP: u32 = 1 << 3;
+pub(crate) const FLUSH_DFXP: u32 = 1 << 3;
 /// This message is being flushed (`QMGR_FLUSH_EACH`).
-pub const FLUSH_EACH: u32 = 1 << 4;
+pub(crate) const FLUSH_EACH: u32 = 1 << 4;
 /// Expire this message now (`QMGR_FORCE_EXPIRE`).
-pub const FORCE_EXPIRE: u32 = 1 << 5;
+pub(crate) const FORCE_EXPIRE: u32 = 1 << 5;
 
 /// One queue's scan.
 #[derive(Debug)]
-pub struct QueueScan {
+pub(crate) struct QueueScan {
     queue: QueueName,
     walk: Option<Scanner>,
     /// Flags of the running scan.
@@ -39,7 +39,7 @@ pub struct QueueScan {
 
 impl QueueScan {
     /// An idle scan of `queue`.
-    pub fn new(queue: QueueName) -> QueueScan {
+    pub(crate) fn new(queue: QueueName) -> QueueScan {
         QueueScan {
             queue,
             walk: None,
@@ -49,18 +49,18 @@ impl QueueScan {
     }
 
     /// The queue this scan walks.
-    pub fn queue(&self) -> QueueName {
+    pub(crate) fn queue(&self) -> QueueName {
         self.queue
     }
 
     /// Flags of the running scan, to be copied into each message it feeds.
-    pub fn flags(&self) -> u32 {
+    pub(crate) fn flags(&self) -> u32 {
         self.flags
     }
 
     /// Takes a request (`qmgr_scan_request()`). The caller handles
     /// `FLUSH_ONCE` (reviving dead destinations) itself.
-    pub fn request(&mut self, layout: &QueueLayout, flags: u32) -> io::Result<()> {
+    pub(crate) fn request(&mut self, layout: &QueueLayout, flags: u32) -> io::Result<()> {
         if self.walk.is_some() {
             self.flags |= flags & (SCAN_ALL | FLUSH_DFXP);
         }
@@ -81,7 +81,7 @@ impl QueueScan {
 
     /// The next queue ID, restarting once at the end if a start request
     /// came in meanwhile (`qmgr_scan_next()`).
-    pub fn next(&mut self, layout: &QueueLayout) -> io::Result<Option<QueueId>> {
+    pub(crate) fn next(&mut self, layout: &QueueLayout) -> io::Result<Option<QueueId>> {
         if let Some(walk) = &mut self.walk {
             if let Some(id) = walk.next_id()? {
                 return Ok(Some(id));
@@ -98,14 +98,14 @@ impl QueueScan {
     }
 
     /// A scan is under way.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.walk.is_some()
     }
 }
 
 /// Turns the letters of one trigger read into per-scan flag sets
 /// (`qmgr_trigger_event()`): (incoming, deferred).
-pub fn trigger_flags(bytes: &[u8]) -> (u32, u32) {
+pub(crate) fn trigger_flags(bytes: &[u8]) -> (u32, u32) {
     let mut incoming = 0;
     let mut deferred = 0;
     for b in bytes {

@@ -21,7 +21,7 @@ const STEPS: u32 = 3;
 
 /// The event loop's side of the watchdog.
 #[derive(Debug, Clone)]
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     start: Instant,
     /// Milliseconds since `start` at the last pass of the event loop.
     beat: Arc<AtomicU64>,
@@ -29,7 +29,7 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Starts the watchdog thread. `timeout` zero disables it.
-    pub fn start(timeout: Duration, log: Arc<Logger>) -> Watchdog {
+    pub(crate) fn start(timeout: Duration, log: Arc<Logger>) -> Watchdog {
         let dog = Watchdog {
             start: Instant::now(),
             beat: Arc::new(AtomicU64::new(0)),
@@ -56,7 +56,7 @@ impl Watchdog {
     }
 
     /// Called by the event loop on every pass.
-    pub fn pet(&self) {
+    pub(crate) fn pet(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.beat.store(now, Ordering::Relaxed);
     }

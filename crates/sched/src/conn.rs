@@ -34,12 +34,12 @@ pub(crate) struct Conns {
 }
 
 impl Conns {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.live + self.old.len()
     }
 
     /// Adds the connection with the next id in sequence.
-    pub fn insert(&mut self, id: ConnId, conn: Conn) {
+    pub(crate) fn insert(&mut self, id: ConnId, conn: Conn) {
         if self.window.is_empty() {
             self.base = id.0;
         }
@@ -61,21 +61,21 @@ impl Conns {
         }
     }
 
-    pub fn get(&self, id: ConnId) -> Option<&Conn> {
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn> {
         match id.0.checked_sub(self.base) {
             Some(i) => self.window.get(usize::try_from(i).ok()?)?.as_ref(),
             None => self.old.get(&id.0),
         }
     }
 
-    pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         match id.0.checked_sub(self.base) {
             Some(i) => self.window.get_mut(usize::try_from(i).ok()?)?.as_mut(),
             None => self.old.get_mut(&id.0),
         }
     }
 
-    pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
+    pub(crate) fn remove(&mut self, id: ConnId) -> Option<Conn> {
         let Some(i) = id.0.checked_sub(self.base) else {
             return self.old.remove(&id.0);
         };

@@ -38,23 +38,23 @@ pub(crate) enum Rcpts {
 }
 
 impl Rcpts {
-    pub const EMPTY: Rcpts = Rcpts::Many(Vec::new());
+    const EMPTY: Rcpts = Rcpts::Many(Vec::new());
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Rcpts::One(_) => 1,
             Rcpts::Many(v) => v.len(),
         }
     }
 
-    pub fn as_slice(&self) -> &[u32] {
+    pub(crate) fn as_slice(&self) -> &[u32] {
         match self {
             Rcpts::One(r) => std::slice::from_ref(r),
             Rcpts::Many(v) => v,
         }
     }
 
-    pub fn push(&mut self, rcpt: u32) {
+    pub(crate) fn push(&mut self, rcpt: u32) {
         match self {
             Rcpts::Many(v) if v.is_empty() => *self = Rcpts::One(rcpt),
             Rcpts::One(first) => *self = Rcpts::Many(vec![*first, rcpt]),

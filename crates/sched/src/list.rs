@@ -29,7 +29,7 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    pub const NONE: Links = Links {
+    pub(crate) const NONE: Links = Links {
         prev: NIL,
         next: NIL,
     };

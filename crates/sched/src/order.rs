@@ -46,7 +46,7 @@ pub(crate) struct Agg {
 }
 
 impl Agg {
-    pub const EMPTY: Agg = Agg {
+    const EMPTY: Agg = Agg {
         min_needed: i64::MAX,
         min_total: i64::MAX,
         min_queued: u64::MAX,
@@ -77,7 +77,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub const NONE: Node = Node {
+    pub(crate) const NONE: Node = Node {
         left: NIL,
         right: NIL,
         up: NIL,

@@ -55,7 +55,7 @@ pub(crate) struct DestQueue {
 }
 
 impl DestQueue {
-    pub fn new(
+    pub(crate) fn new(
         transport: usize,
         name: String,
         nexthop: String,
@@ -84,31 +84,31 @@ impl DestQueue {
         }
     }
 
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         self.window == 0
     }
 
     /// Live and not waiting out a rate delay.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.window > 0 && !self.suspended
     }
 
     /// Room for one more delivery (`window > busy_refcount`).
-    pub fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.is_ready() && i64::from(self.window) > i64::from(self.busy)
     }
 
     /// Entries waiting or busy, as `todo_refcount + busy_refcount`.
-    pub fn length(&self) -> u32 {
+    pub(crate) fn length(&self) -> u32 {
         self.todo.len.saturating_add(self.busy)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.todo.len == 0 && self.busy == 0
     }
 
     /// How many more entries this queue could hand out right now.
-    pub fn available(&self) -> u32 {
+    pub(crate) fn available(&self) -> u32 {
         if !self.is_ready() {
             return 0;
         }
@@ -120,7 +120,7 @@ impl DestQueue {
 
     /// Good news from a delivery (`qmgr_queue_unthrottle()`): revive a dead
     /// queue, or grow the window by positive feedback.
-    pub fn unthrottle(&mut self, cfg: &TransportConfig) {
+    pub(crate) fn unthrottle(&mut self, cfg: &TransportConfig) {
         self.fail_cohorts = 0.0;
         if self.is_dead() {
             self.dsn = None;
@@ -157,7 +157,7 @@ impl DestQueue {
     /// Bad news about the destination (`qmgr_queue_throttle()`): negative
     /// feedback, and death once `failed_cohort_limit` cohorts failed.
     /// Returns true if the queue just died.
-    pub fn throttle(&mut self, cfg: &TransportConfig, dsn: &Dsn) -> bool {
+    pub(crate) fn throttle(&mut self, cfg: &TransportConfig, dsn: &Dsn) -> bool {
         if self.window <= 0 {
             return false;
         }
@@ -184,7 +184,7 @@ impl DestQueue {
     /// Session-caching hints for the next delivery (`qmgr_entry_select()`):
     /// turn caching on for back-to-back deliveries, and off again only when
     /// deliveries are neither concurrent nor back to back.
-    pub fn update_dest_flags(&mut self, now: Time) {
+    pub(crate) fn update_dest_flags(&mut self, now: Time) {
         let back_to_back = self
             .last_done
             .is_some_and(|done| done + std::time::Duration::from_secs(1) >= now);

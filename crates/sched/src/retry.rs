@@ -33,18 +33,18 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    pub fn add(&mut self, at: Time, timer: Timer) {
+    pub(crate) fn add(&mut self, at: Time, timer: Timer) {
         // The sequence number keeps equal times in insertion order.
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq, timer)));
     }
 
-    pub fn next_deadline(&self) -> Option<Time> {
+    pub(crate) fn next_deadline(&self) -> Option<Time> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// The next timer due at or before `now`.
-    pub fn pop_due(&mut self, now: Time) -> Option<Timer> {
+    pub(crate) fn pop_due(&mut self, now: Time) -> Option<Timer> {
         match self.heap.peek() {
             Some(Reverse((at, _, _))) if *at <= now => self.heap.pop().map(|Reverse((_, _, t))| t),
             _ => None,

@@ -74,7 +74,7 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub fn new(name: String, cfg: TransportConfig) -> Self {
+    pub(crate) fn new(name: String, cfg: TransportConfig) -> Self {
         let cfg = cfg.normalized();
         Transport {
             name,
@@ -107,13 +107,13 @@ impl Transport {
         }
     }
 
-    pub fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         self.dsn.is_some()
     }
 
     /// Worth opening one more connection (`qmgr_transport_select()`): alive,
     /// not rate-locked, and more work than connections already coming.
-    pub fn wants_connection(&self) -> bool {
+    pub(crate) fn wants_connection(&self) -> bool {
         !self.is_dead()
             && !self.rate_locked
             && self.pending < MAX_PENDING
@@ -121,7 +121,7 @@ impl Transport {
     }
 
     /// `RESET_CANDIDATE_CACHE()`.
-    pub fn reset_candidate_cache(&mut self) {
+    pub(crate) fn reset_candidate_cache(&mut self) {
         self.candidate_cache_current = NIL;
     }
 }

@@ -180,7 +180,7 @@ impl ListDecoder {
     }
 
     /// True when nothing of the current list has been decoded yet.
-    pub fn at_list_start(&self) -> bool {
+    pub(crate) fn at_list_start(&self) -> bool {
         self.pos == 0
     }
 }
@@ -195,7 +195,8 @@ pub struct AttrList {
 
 impl AttrList {
     /// Builds a list from pairs (for tests and fakes).
-    pub fn new(items: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
+    #[cfg(test)]
+    fn new(items: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
         let mut bytes = Vec::new();
         let mut spans = Vec::with_capacity(items.len());
         let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -218,29 +219,22 @@ impl AttrList {
 
     /// Decodes exactly one complete list from `buf`; `Ok(None)` if it is
     /// not complete yet.
-    pub fn decode(buf: &[u8]) -> Result<Option<(AttrList, usize)>, AttrError> {
+    #[cfg(test)]
+    pub(crate) fn decode(buf: &[u8]) -> Result<Option<(AttrList, usize)>, AttrError> {
         ListDecoder::new().feed(buf, 0)
     }
 
     /// The (name, value) pairs in arrival order.
-    pub fn items(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    #[cfg(test)]
+    fn items(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.spans
             .iter()
             .map(|s| (s.name(&self.bytes), s.value(&self.bytes)))
     }
 
-    /// Number of attributes.
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    /// True for a list with only a terminator.
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
     /// The first value named `name`, for non-strict readers.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
         self.items()
             .find(|(n, _)| *n == name.as_bytes())
             .map(|(_, v)| v)
@@ -300,7 +294,7 @@ impl<'a> StrictReader<'a> {
     }
 
     /// The next attribute, which must be `name`, as raw bytes.
-    pub fn expect_str(&mut self, name: &'static str) -> Result<&'a [u8], AttrError> {
+    pub(crate) fn expect_str(&mut self, name: &'static str) -> Result<&'a [u8], AttrError> {
         self.take(name)
     }
 
@@ -342,7 +336,11 @@ impl<'a> StrictReader<'a> {
     }
 
     /// The next attribute, whose value must equal `expected` (a handshake).
-    pub fn expect_streq(&mut self, name: &'static str, expected: &str) -> Result<(), AttrError> {
+    pub(crate) fn expect_streq(
+        &mut self,
+        name: &'static str,
+        expected: &str,
+    ) -> Result<(), AttrError> {
         let value = self.take(name)?;
         if value == expected.as_bytes() {
             Ok(())

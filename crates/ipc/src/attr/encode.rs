@@ -15,7 +15,7 @@ use base64::Engine as _;
 
 /// Builds one or more attribute lists in memory.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct AttrWriter {
+pub(crate) struct AttrWriter {
     buf: Vec<u8>,
 }
 
@@ -29,13 +29,13 @@ fn c_string(bytes: &[u8]) -> &[u8] {
 
 impl AttrWriter {
     /// An empty writer.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// An empty writer with room for `bytes` bytes, so that encoding a
     /// list of known rough size does not reallocate as it grows.
-    pub fn with_capacity(bytes: usize) -> Self {
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
         AttrWriter {
             buf: Vec::with_capacity(bytes),
         }
@@ -71,22 +71,22 @@ impl AttrWriter {
     }
 
     /// An int attribute, printed unsigned: `-1` becomes `4294967295`.
-    pub fn int(&mut self, name: &str, v: i32) -> &mut Self {
+    pub(crate) fn int(&mut self, name: &str, v: i32) -> &mut Self {
         self.unsigned(name, u64::from(v as u32))
     }
 
     /// A long attribute, printed unsigned like Postfix's `%lu` on LP64.
-    pub fn long(&mut self, name: &str, v: i64) -> &mut Self {
+    pub(crate) fn long(&mut self, name: &str, v: i64) -> &mut Self {
         self.unsigned(name, v as u64)
     }
 
     /// A string attribute (raw bytes).
-    pub fn str(&mut self, name: &str, v: &[u8]) -> &mut Self {
+    pub(crate) fn str(&mut self, name: &str, v: &[u8]) -> &mut Self {
         self.pair(name, v)
     }
 
     /// A binary attribute, base64 encoded.
-    pub fn data(&mut self, name: &str, v: &[u8]) -> &mut Self {
+    pub(crate) fn data(&mut self, name: &str, v: &[u8]) -> &mut Self {
         let engine = &base64::engine::general_purpose::STANDARD;
         self.name(name);
         let start = self.buf.len();
@@ -106,18 +106,18 @@ impl AttrWriter {
     }
 
     /// Ends the current list (the extra NUL).
-    pub fn end(&mut self) -> &mut Self {
+    pub(crate) fn end(&mut self) -> &mut Self {
         self.buf.push(0);
         self
     }
 
     /// The bytes written so far.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
 
     /// Takes the bytes.
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
 }

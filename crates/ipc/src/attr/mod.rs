@@ -4,11 +4,14 @@
 //! in one extra `\0` (an empty name).  Numbers travel as unsigned decimal
 //! (`-1` is `4294967295`), binary data as padded base64.
 //!
-//! Invariants: names never contain NUL; values written with [`AttrWriter::str`]
+//! Invariants: names never contain NUL; string values the encoder writes
 //! must not contain NUL either (Postfix strings cannot) — an embedded NUL is
 //! cut off there rather than corrupting the framing.  The decoder is strict,
 //! incremental and bounded: short input is `Ok(None)`, bad input is an
 //! [`AttrError`](crate::error::AttrError) naming the offset.
+//!
+//! Only the decoder is public (the fuzz target drives it); the encoder
+//! serves this crate's clients.
 //!
 //! Limits: hash tables (`{`/`}` groups) are not given special meaning; no
 //! service qmgr talks to sends them.  Postfix documents 4 × line_limit for
@@ -18,13 +21,13 @@ mod decode;
 mod encode;
 
 pub use decode::{decode_item, AttrList, Item, ListDecoder, StrictReader};
-pub use encode::AttrWriter;
+pub(crate) use encode::AttrWriter;
 
 /// Longest accepted attribute name (bytes, without the NUL).
-pub const MAX_NAME_LEN: usize = 4096;
+const MAX_NAME_LEN: usize = 4096;
 /// Longest accepted attribute value (bytes, without the NUL).
-pub const MAX_VALUE_LEN: usize = 1 << 20;
+const MAX_VALUE_LEN: usize = 1 << 20;
 /// Most attributes accepted in one list (Postfix's hash limit is 1024 too).
-pub const MAX_LIST_ATTRS: usize = 1024;
+const MAX_LIST_ATTRS: usize = 1024;
 /// Largest accepted list, all framing included.
-pub const MAX_LIST_BYTES: usize = 4 << 20;
+const MAX_LIST_BYTES: usize = 4 << 20;

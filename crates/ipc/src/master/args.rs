@@ -158,7 +158,7 @@ impl DaemonArgs {
 
 /// Parses master's `GENERATION` value: digits read as octal, as Postfix
 /// does (it accepts 8 and 9 too and lets them carry).
-pub fn parse_generation(text: &str) -> Result<u32, ArgsError> {
+fn parse_generation(text: &str) -> Result<u32, ArgsError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ArgsError::BadGeneration(text.to_owned()));
     }

@@ -23,18 +23,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 
 /// Flow-control pipe, read end.
-pub const MASTER_FLOW_READ: RawFd = 3;
+const MASTER_FLOW_READ: RawFd = 3;
 /// Flow-control pipe, write end.
-pub const MASTER_FLOW_WRITE: RawFd = 4;
+const MASTER_FLOW_WRITE: RawFd = 4;
 /// Status channel to master.
-pub const MASTER_STATUS_FD: RawFd = 5;
+const MASTER_STATUS_FD: RawFd = 5;
 /// First listen socket.
 pub const MASTER_LISTEN_FD: RawFd = 6;
 
 /// Status value: busy with a request.
-pub const MASTER_STAT_TAKEN: i32 = 0;
+const MASTER_STAT_TAKEN: i32 = 0;
 /// Status value: idle, ready for the next request.
-pub const MASTER_STAT_AVAIL: i32 = 1;
+const MASTER_STAT_AVAIL: i32 = 1;
 
 /// Bit n set = descriptor n already adopted.
 static ADOPTED: AtomicU64 = AtomicU64::new(0);
@@ -76,7 +76,7 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// The 12-byte status record.
-pub fn status_record(pid: i32, generation: u32, avail: i32) -> [u8; 12] {
+fn status_record(pid: i32, generation: u32, avail: i32) -> [u8; 12] {
     let mut rec = [0u8; 12];
     rec[0..4].copy_from_slice(&pid.to_ne_bytes());
     rec[4..8].copy_from_slice(&generation.to_ne_bytes());
@@ -100,7 +100,7 @@ impl StatusChannel {
     }
 
     /// Wraps a connected stream (tests).
-    pub fn from_std(
+    fn from_std(
         stream: std::os::unix::net::UnixStream,
         generation: u32,
     ) -> io::Result<StatusChannel> {
@@ -110,11 +110,6 @@ impl StatusChannel {
             pid: std::process::id() as i32,
             generation,
         })
-    }
-
-    /// The generation sent in every record.
-    pub fn generation(&self) -> u32 {
-        self.generation
     }
 
     /// Sends AVAIL (`true`) or TAKEN (`false`). Postfix writes these on a
@@ -204,7 +199,7 @@ impl InFlowPipe {
     }
 
     /// Wraps a pipe (tests); makes both ends non-blocking.
-    pub fn from_fds(read: OwnedFd, write: OwnedFd) -> io::Result<InFlowPipe> {
+    fn from_fds(read: OwnedFd, write: OwnedFd) -> io::Result<InFlowPipe> {
         set_nonblocking(read.as_fd())?;
         set_nonblocking(write.as_fd())?;
         Ok(InFlowPipe { read, write })

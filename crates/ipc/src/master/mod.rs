@@ -7,8 +7,5 @@
 mod args;
 mod fds;
 
-pub use args::{generation_from_env, parse_generation, DaemonArgs};
-pub use fds::{
-    adopt_listener, status_record, InFlowPipe, StatusChannel, MASTER_FLOW_READ, MASTER_FLOW_WRITE,
-    MASTER_LISTEN_FD, MASTER_STATUS_FD, MASTER_STAT_AVAIL, MASTER_STAT_TAKEN,
-};
+pub use args::{generation_from_env, DaemonArgs};
+pub use fds::{adopt_listener, InFlowPipe, StatusChannel, MASTER_LISTEN_FD};

@@ -156,7 +156,7 @@ fn truncated_record_and_nul_type() {
         Err(Error::Record {
             offset: 722,
             rec_type: b'X',
-            kind: crate::RecordErrorKind::EofInLength,
+            kind: crate::error::RecordErrorKind::EofInLength,
         })
     ));
     let mut long = WORKED[..200].to_vec();
@@ -166,7 +166,7 @@ fn truncated_record_and_nul_type() {
         Err(Error::Record {
             offset: 190,
             rec_type: b'S',
-            kind: crate::RecordErrorKind::EofInData { length: 127 },
+            kind: crate::error::RecordErrorKind::EofInData { length: 127 },
         })
     ));
     let mut nul = WORKED.to_vec();

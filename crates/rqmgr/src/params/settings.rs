@@ -17,7 +17,7 @@ use super::{get_bool, get_int, get_str, get_time, ParamError, RawParams};
 /// `info_log_address_format`: how addresses appear in informational logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum InfoLogAddressFormat {
+pub(crate) enum InfoLogAddressFormat {
     /// Quote the local part as RFC 5322 requires (`external`, the default).
     External,
     /// Log the address as stored (`internal`).
@@ -27,7 +27,7 @@ pub enum InfoLogAddressFormat {
 /// Every parameter Postfix 3.7's `qmgr` and `oqmgr` read, validated.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct QmgrParams {
+pub(crate) struct QmgrParams {
     // Global parameters (mail_params.c).
     /// `config_directory`, used in some fatal messages.
     pub config_directory: String,
@@ -215,7 +215,7 @@ impl QmgrParams {
     /// # Errors
     ///
     /// The first value Postfix would reject, with Postfix's fatal text.
-    pub fn from_raw(raw: &RawParams) -> Result<(QmgrParams, Vec<String>), ParamError> {
+    pub(crate) fn from_raw(raw: &RawParams) -> Result<(QmgrParams, Vec<String>), ParamError> {
         let mut warnings = Vec::new();
         let config_directory = get_str(raw, "config_directory", "/etc/postfix", 0)?;
 
@@ -465,7 +465,7 @@ impl QmgrParams {
     }
 
     /// The postlog socket path, `$queue_directory/public/$postlog_service_name`.
-    pub fn postlog_socket(&self) -> std::path::PathBuf {
+    pub(crate) fn postlog_socket(&self) -> std::path::PathBuf {
         std::path::Path::new(&self.queue_directory)
             .join("public")
             .join(&self.postlog_service_name)

@@ -175,7 +175,7 @@ fn scan_double(s: &str) -> Option<(f64, &str)> {
 /// malformed feedback values, and with `destination_concurrency_feedback_debug`
 /// the feedback each direction starts with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TransportNotes {
+pub(crate) struct TransportNotes {
     /// `warning:` lines.
     pub warnings: Vec<String>,
     /// Informational lines (feedback debugging).
@@ -208,7 +208,7 @@ impl QmgrParams {
     /// # Errors
     ///
     /// A malformed or out-of-range per-transport value (fatal in Postfix).
-    pub fn transport(
+    pub(crate) fn transport(
         &self,
         raw: &RawParams,
         transport: &str,

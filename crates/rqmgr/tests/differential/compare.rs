@@ -20,11 +20,11 @@ use std::time::Duration;
 use rqmgr_harness::{Instance, QueueManager, SmtpSink};
 
 /// File times may differ by scheduling jitter between the two runs.
-pub const TIME_SLACK: i64 = 5;
+const TIME_SLACK: i64 = 5;
 
 /// One queue file's state, normalised.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FileState {
+pub(crate) struct FileState {
     /// Permission bits (0700 ready, 0710 force-expired, ...).
     pub mode: u32,
     /// mtime minus the arrival time in its `T` record: the retry schedule
@@ -34,7 +34,7 @@ pub struct FileState {
 
 /// Everything a scenario compares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Recipients the sink(s) received, sorted (one entry per delivery).
     pub sink_recipients: Vec<String>,
     /// Per local user: the subjects of the messages in the mailbox, sorted.
@@ -46,13 +46,13 @@ pub struct Outcome {
 }
 
 /// Queues whose contents a scenario's outcome includes.
-pub const QUEUES: [&str; 6] = [
+const QUEUES: [&str; 6] = [
     "incoming", "active", "deferred", "hold", "corrupt", "maildrop",
 ];
 
 /// Takes the outcome of a run. `users` are the local users whose
 /// mailboxes count.
-pub fn snapshot(inst: &Instance, sinks: &[&SmtpSink], users: &[&str]) -> Outcome {
+pub(crate) fn snapshot(inst: &Instance, sinks: &[&SmtpSink], users: &[&str]) -> Outcome {
     let sink_recipients = sink_recipients(sinks);
     let mut mailboxes = BTreeMap::new();
     for user in users {
@@ -87,13 +87,13 @@ pub fn snapshot(inst: &Instance, sinks: &[&SmtpSink], users: &[&str]) -> Outcome
 /// A local port nothing listens on: a destination that refuses
 /// connections. It comes from the kernel's ephemeral range, where the
 /// harness never puts a listener (its leased ports lie below that range).
-pub fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
 
 /// The recipients the sinks received (one entry per delivery), sorted.
-pub fn sink_recipients(sinks: &[&SmtpSink]) -> Vec<String> {
+pub(crate) fn sink_recipients(sinks: &[&SmtpSink]) -> Vec<String> {
     let mut all: Vec<String> = sinks
         .iter()
         .flat_map(|s| s.messages())
@@ -115,7 +115,7 @@ pub fn sink_recipients(sinks: &[&SmtpSink]) -> Vec<String> {
 /// sizes are normalised too: the same message differs by a byte or two
 /// between runs because its queue ID, whose length varies with the inode
 /// number, is part of its Received: header. (The e2e tests check sizes.)
-pub fn qmgr_lines(inst: &Instance) -> Vec<String> {
+pub(crate) fn qmgr_lines(inst: &Instance) -> Vec<String> {
     let program = inst.queue_manager().log_program();
     let mut lines: Vec<String> = inst
         .log()
@@ -169,14 +169,14 @@ fn arrival_time(path: &std::path::Path) -> Option<i64> {
 
 /// Runs `scenario` with the stock qmgr and with rqmgr, returning both
 /// outcomes (stock first).
-pub fn run_both(scenario: impl Fn(QueueManager) -> Outcome) -> (Outcome, Outcome) {
+pub(crate) fn run_both(scenario: impl Fn(QueueManager) -> Outcome) -> (Outcome, Outcome) {
     let stock = scenario(QueueManager::Stock);
     let ours = scenario(crate::common::rqmgr());
     (stock, ours)
 }
 
 /// Asserts two outcomes are equal, showing both in full when not.
-pub fn assert_same(what: &str, stock: &Outcome, ours: &Outcome) {
+pub(crate) fn assert_same(what: &str, stock: &Outcome, ours: &Outcome) {
     assert_eq!(
         stock.sink_recipients, ours.sink_recipients,
         "{what}: sink deliveries differ"
@@ -211,7 +211,7 @@ fn same_queues(a: &Outcome, b: &Outcome) -> bool {
 }
 
 /// Waits until `f` holds, panicking with the log tail after `timeout`.
-pub fn wait(inst: &Instance, timeout: Duration, what: &str, f: impl Fn(&Instance) -> bool) {
+pub(crate) fn wait(inst: &Instance, timeout: Duration, what: &str, f: impl Fn(&Instance) -> bool) {
     let start = std::time::Instant::now();
     while !f(inst) {
         if start.elapsed() > timeout {

@@ -10,7 +10,7 @@ use rqmgr_harness::Instance;
 
 /// Settings that keep the queue manager from retrying on its own during
 /// a scenario: every scan is one the scenario asked for.
-pub fn no_retries(b: rqmgr_harness::InstanceBuilder) -> rqmgr_harness::InstanceBuilder {
+pub(crate) fn no_retries(b: rqmgr_harness::InstanceBuilder) -> rqmgr_harness::InstanceBuilder {
     b.main_cf("minimal_backoff_time", "3600s")
         .main_cf("maximal_backoff_time", "4000s")
         .main_cf("queue_run_delay", "3600s")
@@ -19,7 +19,7 @@ pub fn no_retries(b: rqmgr_harness::InstanceBuilder) -> rqmgr_harness::InstanceB
 /// Writes `letters` on one connection to `public/qmgr`, then a NUL, as
 /// Postfix's trigger clients do. The queue manager reads once and closes,
 /// so the NUL may meet a closed socket; that is not an error.
-pub fn raw_trigger(inst: &Instance, letters: &[u8]) {
+pub(crate) fn raw_trigger(inst: &Instance, letters: &[u8]) {
     let path = inst.queue_dir().join("public/qmgr");
     let mut s = UnixStream::connect(&path).unwrap_or_else(|e| panic!("connect {path:?}: {e}"));
     s.write_all(letters)
@@ -32,7 +32,7 @@ pub fn raw_trigger(inst: &Instance, letters: &[u8]) {
 /// pickup has taken it in: pickup walks maildrop in directory order, and
 /// the log's queue id numbering (first appearance) must follow submission
 /// order for two runs to compare.
-pub fn send(inst: &Instance, n: usize, to: &str) {
+pub(crate) fn send(inst: &Instance, n: usize, to: &str) {
     let from = inst.local_address("sender");
     let text = format!("Subject: m{n:02}\n\nmessage {n:02}\n");
     let before = submitted(inst).len();
@@ -41,18 +41,18 @@ pub fn send(inst: &Instance, n: usize, to: &str) {
 }
 
 /// Queue ids in submission order (pickup's `uid=` lines; see [`send`]).
-pub fn submitted(inst: &Instance) -> Vec<String> {
+pub(crate) fn submitted(inst: &Instance) -> Vec<String> {
     inst.log().queue_ids_logged("postfix/pickup", "uid=")
 }
 
 /// Waits until `n` lines containing `needle` were logged.
-pub fn wait_count(inst: &Instance, needle: &str, n: usize) {
+pub(crate) fn wait_count(inst: &Instance, needle: &str, n: usize) {
     ok(inst.wait_for_log(|l| l.count(needle) >= n, GUARD));
 }
 
 /// Waits until `deferred/` holds exactly `n` files and nothing else is
 /// queued.
-pub fn wait_deferred(inst: &Instance, n: usize) {
+pub(crate) fn wait_deferred(inst: &Instance, n: usize) {
     ok(inst.wait_until(
         |i| i.queue_ids("deferred").len() == n && i.queued_count() == n,
         GUARD,
@@ -61,7 +61,7 @@ pub fn wait_deferred(inst: &Instance, n: usize) {
 
 /// Moves a deferred file to `incoming/` stamped now, exactly as flush(8)
 /// does for a fast flush (without touching its mode).
-pub fn deferred_to_incoming(inst: &Instance, id: &str) {
+pub(crate) fn deferred_to_incoming(inst: &Instance, id: &str) {
     let from = inst
         .queue_file_path("deferred", id)
         .unwrap_or_else(|| panic!("{id} is not in deferred/"));
@@ -83,6 +83,6 @@ pub fn deferred_to_incoming(inst: &Instance, id: &str) {
 
 /// Gives the queue manager time to act on something it should ignore;
 /// the scenario then compares what it did (nothing) with the stock qmgr.
-pub fn settle() {
+pub(crate) fn settle() {
     std::thread::sleep(Duration::from_secs(2));
 }

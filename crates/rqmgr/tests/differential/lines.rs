@@ -5,7 +5,7 @@
 use rqmgr_harness::Instance;
 
 /// The normalised log lines (any program) containing `needle`, sorted.
-pub fn lines_containing(inst: &Instance, needle: &str) -> Vec<String> {
+pub(crate) fn lines_containing(inst: &Instance, needle: &str) -> Vec<String> {
     let mut lines: Vec<String> = inst
         .log()
         .normalized()

@@ -9,7 +9,7 @@ use rqmgr_harness::{Instance, QueueManager};
 
 /// [`crate::compare::run_both`] for scenarios that return more than an
 /// [`Outcome`] (stock first).
-pub fn run_both_with<T>(
+pub(crate) fn run_both_with<T>(
     scenario: impl Fn(QueueManager) -> (Outcome, T),
 ) -> ((Outcome, T), (Outcome, T)) {
     let stock = scenario(QueueManager::Stock);
@@ -19,7 +19,7 @@ pub fn run_both_with<T>(
 
 /// The payload of the first envelope record of type `kind` in a queue file,
 /// read with the project's own record reader; `None` if absent.
-pub fn record_payload(path: &Path, kind: u8) -> Option<Vec<u8>> {
+pub(crate) fn record_payload(path: &Path, kind: u8) -> Option<Vec<u8>> {
     let file = std::fs::File::open(path).ok()?;
     let mut reader = rqmgr_queue::record::RecordReader::new(file);
     while let Ok(Some(rec)) = reader.next() {
@@ -40,7 +40,7 @@ pub fn record_payload(path: &Path, kind: u8) -> Option<Vec<u8>> {
 /// are left out. Recipient blocks are sorted within a report: their order
 /// is the order in which concurrent delivery agents finished, which is not
 /// deterministic even for the stock qmgr.
-pub fn dsn_summary(mailbox: &str) -> Vec<String> {
+pub(crate) fn dsn_summary(mailbox: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for msg in mailbox.split("\nFrom ") {
         let mut blocks: Vec<Vec<String>> = Vec::new();
@@ -76,7 +76,7 @@ pub fn dsn_summary(mailbox: &str) -> Vec<String> {
 }
 
 /// Queue ids pickup(8) logged, in order.
-pub fn picked_up(inst: &Instance) -> Vec<String> {
+pub(crate) fn picked_up(inst: &Instance) -> Vec<String> {
     inst.log().queue_ids_logged("postfix/pickup", "uid=")
 }
 
@@ -84,7 +84,7 @@ pub fn picked_up(inst: &Instance) -> Vec<String> {
 /// it; returns its queue id. Submitting one at a time keeps the order in
 /// which queue ids first appear in the log (their normalised names) the
 /// same in every run: pickup walks maildrop in directory order.
-pub fn submit(inst: &Instance, from: &str, to: &[&str], message: &str) -> String {
+pub(crate) fn submit(inst: &Instance, from: &str, to: &[&str], message: &str) -> String {
     let before = picked_up(inst).len();
     ok(inst.sendmail(from, to, message));
     ok(inst.wait_until(|i| picked_up(i).len() > before, GUARD));
@@ -93,6 +93,6 @@ pub fn submit(inst: &Instance, from: &str, to: &[&str], message: &str) -> String
 
 /// Wakes pickup(8) (`postkick public pickup W`), e.g. after `postsuper
 /// -r`, which leaves the file for pickup's next periodic scan.
-pub fn kick_pickup(inst: &Instance) {
+pub(crate) fn kick_pickup(inst: &Instance) {
     ok(inst.postkick_service("pickup", "W"));
 }

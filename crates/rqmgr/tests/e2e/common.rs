@@ -5,15 +5,15 @@ use std::time::Duration;
 
 /// Guard against hangs for one wait; generous because debug builds and two
 /// busy cores can be slow. Never an assertion about speed.
-pub const GUARD: Duration = Duration::from_secs(120);
+pub(crate) const GUARD: Duration = Duration::from_secs(120);
 
 /// The queue manager under test: this package's rqmgr binary.
-pub fn rqmgr() -> QueueManager {
+pub(crate) fn rqmgr() -> QueueManager {
     QueueManager::Rqmgr(env!("CARGO_BIN_EXE_rqmgr").into())
 }
 
 /// Panics with the harness error's full text (it carries the log tail).
-pub fn ok<T>(r: rqmgr_harness::Result<T>) -> T {
+pub(crate) fn ok<T>(r: rqmgr_harness::Result<T>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("{e}"),
@@ -22,7 +22,7 @@ pub fn ok<T>(r: rqmgr_harness::Result<T>) -> T {
 
 /// A sink in `mode` and an instance running `qm` that relays to it; `tune`
 /// adds scenario-specific settings.
-pub fn instance_with_sink(
+pub(crate) fn instance_with_sink(
     qm: QueueManager,
     mode: SinkMode,
     tune: impl FnOnce(InstanceBuilder) -> InstanceBuilder,

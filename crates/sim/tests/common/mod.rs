@@ -11,13 +11,13 @@ use rqmgr_sim::{Sim, Stop, World};
 
 /// A plausible start of the virtual clock (Nov 2023), far from zero so
 /// that no arithmetic near the epoch hides a bug.
-pub fn t0() -> Time {
+pub(crate) fn t0() -> Time {
     Time::from_secs(1_700_000_000)
 }
 
 /// Postfix's defaults (local limited to 2 / 1), with `tweak` applied to
 /// every transport's configuration after the defaults.
-pub fn config(tweak: impl Fn(&str, &mut TransportConfig) + 'static) -> Config {
+pub(crate) fn config(tweak: impl Fn(&str, &mut TransportConfig) + 'static) -> Config {
     let base = Config::default();
     let defaults = base.transports;
     Config {
@@ -31,12 +31,12 @@ pub fn config(tweak: impl Fn(&str, &mut TransportConfig) + 'static) -> Config {
 }
 
 /// A simulation of a fresh scheduler with `cfg` in `world`, from `t0()`.
-pub fn sim(cfg: Config, world: World) -> Sim {
+pub(crate) fn sim(cfg: Config, world: World) -> Sim {
     Sim::new(Scheduler::new(cfg), world, t0())
 }
 
 /// Runs to the end and insists that the scheduler kept its contract.
-pub fn run_clean(sim: &mut Sim) {
+pub(crate) fn run_clean(sim: &mut Sim) {
     let stop = sim.drive();
     assert_eq!(stop, Stop::Idle, "{sim:?}");
     let problems = sim.audit();

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use rqmgr_ipc::attr::ListDecoder;
-use rqmgr_ipc::bounce::{self, BounceRequest};
-use rqmgr_ipc::deliver::{AgentConnection, DeliveryRequest, Dsn, RecipientOut};
-use rqmgr_ipc::error::ReadContext;
-use rqmgr_ipc::rewrite::{resolve_flags, RewriteClient, RESOLVE_CONNECTIONS};
-use rqmgr_ipc::stream::AttrStream;
-use rqmgr_ipc::IpcError;
+use crate::attr::ListDecoder;
+use crate::bounce::{self, BounceRequest};
+use crate::deliver::{AgentConnection, DeliveryRequest, Dsn, RecipientOut};
+use crate::error::IpcError;
+use crate::error::ReadContext;
+use crate::rewrite::{resolve_flags, RewriteClient, RESOLVE_CONNECTIONS};
+use crate::stream::AttrStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -199,7 +199,7 @@ async fn fake_rewrite(listener: UnixListener, accepts: Rc<Cell<u32>>, requests: 
             let mut pending = Vec::new();
             while let Some(raw) = read_raw_list(&mut s, &mut pending).await {
                 requests.set(requests.get() + 1);
-                let (list, _) = rqmgr_ipc::attr::AttrList::decode(&raw).unwrap().unwrap();
+                let (list, _) = crate::attr::AttrList::decode(&raw).unwrap().unwrap();
                 let req = list.get("request").unwrap().to_vec();
                 let addr = list.get("address").unwrap().to_vec();
                 let mut out = Vec::new();

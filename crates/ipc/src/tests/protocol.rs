@@ -2,13 +2,14 @@
 //! golden requests as Postfix 3.7 writes them, captured replies, a
 //! writer→decoder round trip, and byte-at-a-time incremental decoding.
 
-use proptest::prelude::*;
-use rqmgr_ipc::attr::{decode_item, AttrList, AttrWriter, Item, ListDecoder};
-use rqmgr_ipc::bounce::{encode_append, BounceCommand, BounceRequest};
-use rqmgr_ipc::deliver::{
+use crate::attr::{decode_item, AttrList, AttrWriter, Item, ListDecoder};
+use crate::bounce::{encode_append, BounceCommand, BounceRequest};
+use crate::deliver::{
     flags, parse_reply, DeliveryRequest, Dsn, MsgStats, RecipientOut, MSG_STATS_LEN,
 };
-use rqmgr_ipc::{AttrError, Dialect};
+use crate::dialect::Dialect;
+use crate::error::AttrError;
+use proptest::prelude::*;
 
 fn sample_request() -> DeliveryRequest {
     DeliveryRequest {
