@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::attr::AttrWriter;
-use crate::deliver::{Dsn, RecipientOut};
+use crate::deliver::{DsnAttrs, RecipientOut};
 use crate::dialect::Dialect;
 use crate::error::IpcError;
 use crate::stream::AttrStream;
@@ -158,7 +158,7 @@ pub(crate) fn encode_append(
     flags: i32,
     queue_id: &[u8],
     rcpt: &RecipientOut,
-    dsn: &Dsn,
+    dsn: &DsnAttrs,
 ) -> Vec<u8> {
     let mut w = AttrWriter::new();
     w.int("nrequest", BounceCommand::Append as i32)
@@ -177,7 +177,7 @@ async fn append(
     flags: i32,
     queue_id: &[u8],
     rcpt: &RecipientOut,
-    dsn: &Dsn,
+    dsn: &DsnAttrs,
     timeout: Duration,
 ) -> Result<i32, IpcError> {
     status_command(
@@ -199,10 +199,10 @@ pub async fn defer_append(
     flags: i32,
     queue_id: &[u8],
     rcpt: &RecipientOut,
-    dsn: &Dsn,
+    dsn: &DsnAttrs,
     timeout: Duration,
 ) -> Result<i32, IpcError> {
-    let dsn = Dsn {
+    let dsn = DsnAttrs {
         action: b"delayed".to_vec(),
         ..dsn.clone()
     };
@@ -229,7 +229,7 @@ pub async fn trace_append(
     flags: i32,
     queue_id: &[u8],
     rcpt: &RecipientOut,
-    dsn: &Dsn,
+    dsn: &DsnAttrs,
     timeout: Duration,
 ) -> Result<i32, IpcError> {
     append(path, flags, queue_id, rcpt, dsn, timeout).await

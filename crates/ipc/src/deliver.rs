@@ -141,9 +141,12 @@ impl RecipientOut {
     }
 }
 
-/// A delivery status notification (Postfix's `DSN`).
+/// A delivery status notification as its seven attributes travel in
+/// Postfix's protocols (Postfix's `DSN`): what an agent replies, and what
+/// an APPEND request carries. The scheduler's own `rqmgr_sched::Dsn` keeps
+/// only the status and the reason it logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Dsn {
+pub struct DsnAttrs {
     /// RFC 3463 status, e.g. `4.4.1`.
     pub status: Vec<u8>,
     /// Diagnostic type, e.g. `SMTP`.
@@ -160,16 +163,13 @@ pub struct Dsn {
     pub reason: Vec<u8>,
 }
 
-/// The DSN an agent reports for a destination-level problem.
-pub type DsnFailure = Dsn;
-
-impl Dsn {
+impl DsnAttrs {
     /// A DSN with only status and reason, like Postfix's `DSN_SIMPLE`.
-    pub fn simple(status: &[u8], reason: &[u8]) -> Dsn {
-        Dsn {
+    pub fn simple(status: &[u8], reason: &[u8]) -> DsnAttrs {
+        DsnAttrs {
             status: status.to_vec(),
             reason: reason.to_vec(),
-            ..Dsn::default()
+            ..DsnAttrs::default()
         }
     }
 
@@ -458,7 +458,7 @@ impl DeliveryRequestRef<'_> {
 pub struct DeliveryReply {
     /// The DSN, present when its status string is non-empty (a
     /// destination-level problem qmgr feeds back into scheduling).
-    pub dsn: Option<DsnFailure>,
+    pub dsn: Option<DsnAttrs>,
     /// The DSN reason as sent, even when the status is empty: qmgr gives
     /// positive feedback only when this is empty.
     pub reason: Vec<u8>,
@@ -470,7 +470,7 @@ pub struct DeliveryReply {
 /// Parses an agent's reply list (STRICT, `status` twice).
 pub fn parse_reply(list: &AttrList) -> Result<DeliveryReply, AttrError> {
     let mut r = list.strict();
-    let dsn = Dsn {
+    let dsn = DsnAttrs {
         status: r.expect_str("status")?.to_vec(),
         diag_type: r.expect_str("diag_type")?.to_vec(),
         diag_text: r.expect_str("diag_text")?.to_vec(),

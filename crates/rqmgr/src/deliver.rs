@@ -144,7 +144,7 @@ fn dsn_valid(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rqmgr_ipc::deliver::DsnFailure;
+    use rqmgr_ipc::deliver::DsnAttrs;
 
     #[test]
     fn reply_meanings() {
@@ -157,7 +157,7 @@ mod tests {
         assert_eq!(outcome(&deferred), Outcome::Deferred { site: None });
         let site = DeliveryReply {
             status: -1,
-            dsn: Some(DsnFailure::simple(b"4.4.1", b"connect to x: refused")),
+            dsn: Some(DsnAttrs::simple(b"4.4.1", b"connect to x: refused")),
             ..DeliveryReply::default()
         };
         assert_eq!(
@@ -171,7 +171,7 @@ mod tests {
         );
         let bad = DeliveryReply {
             status: -1,
-            dsn: Some(DsnFailure::simple(b"x", b"")),
+            dsn: Some(DsnAttrs::simple(b"x", b"")),
             ..DeliveryReply::default()
         };
         assert_eq!(

@@ -100,7 +100,7 @@ impl Core {
         };
         let flags = m.tflags();
         let wire_dsn =
-            rqmgr_ipc::deliver::Dsn::simple(dsn.status.as_bytes(), dsn.reason.as_bytes());
+            rqmgr_ipc::deliver::DsnAttrs::simple(dsn.status.as_bytes(), dsn.reason.as_bytes());
         let path = PathBuf::from(format!("private/{}", self.p.defer_service_name));
         // The defer service logs about this message too: ours first.
         self.log.flush();

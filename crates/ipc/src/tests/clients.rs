@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::attr::ListDecoder;
 use crate::bounce::{self, BounceRequest};
-use crate::deliver::{AgentConnection, DeliveryRequest, Dsn, RecipientOut};
+use crate::deliver::{AgentConnection, DeliveryRequest, DsnAttrs, RecipientOut};
 use crate::error::IpcError;
 use crate::error::ReadContext;
 use crate::rewrite::{resolve_flags, RewriteClient, RESOLVE_CONNECTIONS};
@@ -454,7 +454,7 @@ async fn bounce_family_requests() {
             address: b"a@x".to_vec(),
             ..RecipientOut::default()
         };
-        let dsn = Dsn::simple(b"4.3.0", b"mail transport unavailable");
+        let dsn = DsnAttrs::simple(b"4.3.0", b"mail transport unavailable");
         let mut want = dsn.clone();
         want.action = b"delayed".to_vec();
         let srv = fake_status_server(

@@ -5,7 +5,7 @@
 use crate::attr::{decode_item, AttrList, AttrWriter, Item, ListDecoder};
 use crate::bounce::{encode_append, BounceCommand, BounceRequest};
 use crate::deliver::{
-    flags, parse_reply, DeliveryRequest, Dsn, MsgStats, RecipientOut, MSG_STATS_LEN,
+    flags, parse_reply, DeliveryRequest, DsnAttrs, MsgStats, RecipientOut, MSG_STATS_LEN,
 };
 use crate::dialect::Dialect;
 use crate::error::AttrError;
@@ -208,9 +208,9 @@ sendopts\x000\0sender\0s@example.com\0envelope_id\0ENVID123\0ret_flags\x000\0\0"
         dsn_orig_rcpt: Vec::new(),
         notify_flags: 0,
     };
-    let dsn = Dsn {
+    let dsn = DsnAttrs {
         action: b"delayed".to_vec(),
-        ..Dsn::simple(b"4.3.0", b"mail transport unavailable")
+        ..DsnAttrs::simple(b"4.3.0", b"mail transport unavailable")
     };
     assert_eq!(
         encode_append(0, b"Q1", &rcpt, &dsn),
