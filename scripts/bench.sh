@@ -23,19 +23,8 @@ install_prereqs >&2
 ensure_cargo
 
 cargo build --release -p rqmgr -p rqmgr-bench >&2
-target_dir="$(cargo metadata --format-version 1 --no-deps \
-    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-bench=("$target_dir/release/rqmgr-bench" --rqmgr "$target_dir/release/rqmgr" "$@")
-host_suite="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")"
-suite="${BENCH_POSTFIX:-$host_suite}"
-if [ -z "$suite" ] || [ "$suite" = "$host_suite" ]; then
-    exec "${bench[@]}"
-fi
-# Another suite's Postfix: the same programs, run inside its root, where the
-# workspace and the target directory are mounted at the same paths. Files
-# named in the options (--tsv, --perf-dir) are written inside the root.
-workspace="$(pwd -P)"
-binds=(--bind "$workspace")
-case "$target_dir/" in "$workspace"/*) ;; *) binds+=(--bind "$target_dir") ;; esac
-echo "==> Debian $suite's Postfix $(bash scripts/debian-root.sh run "$suite" -- postconf -dh mail_version)" >&2
-exec bash scripts/debian-root.sh run "$suite" "${binds[@]}" -- "${bench[@]}"
+target_dir="$(cargo_target_dir)"
+# With BENCH_POSTFIX, files named in the options (--tsv, --perf-dir) are
+# written inside that suite's root.
+exec_with_postfix "${BENCH_POSTFIX:-}" "$target_dir" \
+    "$target_dir/release/rqmgr-bench" --rqmgr "$target_dir/release/rqmgr" "$@"

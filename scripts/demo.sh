@@ -22,19 +22,7 @@ ensure_cargo
 
 echo "==> cargo build --release -p rqmgr -p rqmgr-harness"
 cargo build --release -p rqmgr -p rqmgr-harness
-target_dir="$(cargo metadata --format-version 1 --no-deps \
-    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+target_dir="$(cargo_target_dir)"
 qmgr="${DEMO_QMGR:-$target_dir/release/rqmgr}"
-demo=("$target_dir/release/rqmgr-demo" --qmgr "$qmgr" --messages "${DEMO_MESSAGES:-5000}" --sessions 10)
-host_suite="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")"
-suite="${DEMO_POSTFIX:-$host_suite}"
-if [ -z "$suite" ] || [ "$suite" = "$host_suite" ]; then
-    exec "${demo[@]}"
-fi
-# Another suite's Postfix: the same programs, run inside its root, where the
-# workspace and the target directory are mounted at the same paths.
-workspace="$(pwd -P)"
-binds=(--bind "$workspace")
-case "$target_dir/" in "$workspace"/*) ;; *) binds+=(--bind "$target_dir") ;; esac
-echo "==> Debian $suite's Postfix $(bash scripts/debian-root.sh run "$suite" -- postconf -dh mail_version)"
-exec bash scripts/debian-root.sh run "$suite" "${binds[@]}" -- "${demo[@]}"
+exec_with_postfix "${DEMO_POSTFIX:-}" "$target_dir" \
+    "$target_dir/release/rqmgr-demo" --qmgr "$qmgr" --messages "${DEMO_MESSAGES:-5000}" --sessions 10

@@ -10,6 +10,9 @@
 # - ensure_cargo: installs the distribution's cargo/rustc (and rustfmt,
 #   clippy when packaged) when cargo is missing; a fallback only, rustup's
 #   stable toolchain is what the project is developed with.
+# - cargo_target_dir, host_suite, set_root_binds, exec_with_postfix: running
+#   the programs built here with the Postfix of another Debian suite, inside
+#   its root (scripts/debian-root.sh); see each function.
 
 ensure_root() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -63,4 +66,40 @@ ensure_cargo() {
         apt_install rustfmt || echo "warning: rustfmt not packaged" >&2
         apt_install rust-clippy || echo "warning: clippy not packaged" >&2
     fi
+}
+
+# cargo_target_dir: prints cargo's target directory.
+cargo_target_dir() {
+    cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
+
+# host_suite: prints the host's Debian or Ubuntu code name (may be empty).
+host_suite() {
+    (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+}
+
+# set_root_binds TARGET_DIR: sets the array root_binds to the --bind options
+# of scripts/debian-root.sh that make the workspace and TARGET_DIR visible at
+# the same paths inside a Debian root, so that programs built here run there
+# as they are.
+set_root_binds() {
+    local workspace
+    workspace="$(pwd -P)"
+    root_binds=(--bind "$workspace")
+    case "$1/" in "$workspace"/*) ;; *) root_binds+=(--bind "$1") ;; esac
+}
+
+# exec_with_postfix SUITE TARGET_DIR COMMAND...: runs COMMAND (built in
+# TARGET_DIR) with the Postfix of Debian SUITE: the host's own when SUITE is
+# empty or the host's suite, else inside that suite's root.
+exec_with_postfix() {
+    local suite="$1" target="$2"
+    shift 2
+    if [ -z "$suite" ] || [ "$suite" = "$(host_suite)" ]; then
+        exec "$@"
+    fi
+    set_root_binds "$target"
+    echo "==> Debian $suite's Postfix $(bash scripts/debian-root.sh run "$suite" -- postconf -dh mail_version)" >&2
+    exec bash scripts/debian-root.sh run "$suite" "${root_binds[@]}" -- "$@"
 }

@@ -26,11 +26,10 @@ ensure_cargo
 # its own instance directory and leased ports, so they do not clash.
 threads="${RQMGR_TEST_THREADS:-4}"
 
-host_suite="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")"
 if [ -z "${RQMGR_TEST_SUITES+set}" ]; then
     suites=""
     for s in bookworm trixie sid; do
-        [ "$s" = "$host_suite" ] || suites="$suites $s"
+        [ "$s" = "$(host_suite)" ] || suites="$suites $s"
     done
 else
     suites="$RQMGR_TEST_SUITES"
@@ -62,13 +61,10 @@ if [ -n "${suites// /}" ]; then
         [ -n "$exe" ] || { echo "error: no test program $name" >&2; exit 1; }
         suite_tests+=("$exe")
     done
-    workspace="$(pwd -P)"
-    target_dir="$(cargo metadata --format-version 1 --no-deps |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+    set_root_binds "$(cargo_target_dir)"
     leases="${TMPDIR:-/tmp}/rqmgr-harness-ports"
     mkdir -p "$leases"
-    binds=(--bind "$workspace" --bind "$leases")
-    case "$target_dir/" in "$workspace"/*) ;; *) binds+=(--bind "$target_dir") ;; esac
+    binds=("${root_binds[@]}" --bind "$leases")
     for suite in $suites; do
         t0=$(now)
         echo "==> Debian $suite: making or reusing its root"

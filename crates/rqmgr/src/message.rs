@@ -342,16 +342,21 @@ mod tests {
         assert_eq!(c.get(0).unwrap().rcpt.address, b"f");
     }
 
-    #[test]
-    fn requests_and_defers_name_only_held_recipients() {
-        let mut m = ActiveMessage {
+    /// An active message with an empty envelope and no recipients.
+    fn message() -> ActiveMessage {
+        ActiveMessage {
             queue_id: QueueId::parse("ABCDEF123").unwrap(),
             qflags: 0,
             env: QueueMessage::default(),
             active_arrival: SystemTime::UNIX_EPOCH,
             status: 0,
             rcpts: InCore::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn requests_and_defers_name_only_held_recipients() {
+        let mut m = message();
         m.rcpts.extend(batch(&["a@x", "b@x"]));
         m.rcpts.release(0);
         assert!(m.recipient_out(0).is_none());
@@ -367,14 +372,7 @@ mod tests {
     /// smtputf8_enable is on, under the release's attribute name.
     #[test]
     fn send_options_reach_the_request_unchanged() {
-        let mut m = ActiveMessage {
-            queue_id: QueueId::parse("ABCDEF123").unwrap(),
-            qflags: 0,
-            env: QueueMessage::default(),
-            active_arrival: SystemTime::UNIX_EPOCH,
-            status: 0,
-            rcpts: InCore::default(),
-        };
+        let mut m = message();
         m.env.size.sendopts = 0x30;
         m.rcpts.extend(batch(&["a@x", "j\u{f6}rg@x"]));
         let attr = |request: &[u8], name: &str| {
