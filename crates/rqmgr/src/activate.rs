@@ -107,14 +107,10 @@ impl Core {
     /// file was moved where Postfix moves it.
     fn read_new(&mut self, id: &QueueId, new_mode: u32) -> Option<(File, QueueMessage)> {
         let path = self.spool.path(QueueName::Active, id);
-        let mut file = match self.spool.open_active(id) {
-            Ok(f) => f,
-            Err(e) => {
-                self.log
-                    .warning(&format!("open active {}: {}", id, os_error(&e)));
-                self.spool.save_corrupt(id);
-                return None;
-            }
+        let Some(mut file) = self.spool.open_message(id) else {
+            // Vanished: Postfix's qmgr_active_corrupt() finds nothing to move.
+            self.spool.save_corrupt(id);
+            return None;
         };
         match rqmgr_queue::lock::lock_exclusive_nb(&file) {
             Ok(true) => {}
@@ -184,23 +180,20 @@ impl Core {
         };
         let id = message.queue_id.clone();
         let path = self.spool.path(QueueName::Active, &id);
-        let read = self
-            .spool
-            .open_active(&id)
-            .map_err(rqmgr_queue::error::Error::from)
-            .and_then(|mut f| message.env.refill(&mut f, budget).map(|()| f));
-        let mut file = match read {
-            Ok(read) => read,
-            Err(e) => {
-                for line in e.postfix_warnings(id.as_str(), &path.display().to_string()) {
-                    self.log.warning(&line);
-                }
-                self.spool.save_corrupt(&id);
-                self.sched
-                    .handle(Event::MessageAbandoned { msg }, self.now.sched());
-                return;
-            }
+        let abandon = |core: &mut Core| {
+            core.spool.save_corrupt(&id);
+            core.sched
+                .handle(Event::MessageAbandoned { msg }, core.now.sched());
         };
+        let Some(mut file) = self.spool.open_message(&id) else {
+            return abandon(self);
+        };
+        if let Err(e) = message.env.refill(&mut file, budget) {
+            for line in e.postfix_warnings(id.as_str(), &path.display().to_string()) {
+                self.log.warning(&line);
+            }
+            return abandon(self);
+        }
         for w in &message.env.warnings {
             self.log.warning(&w.postfix_line(id.as_str()));
         }

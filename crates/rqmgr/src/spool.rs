@@ -123,11 +123,29 @@ impl Spool {
     }
 
     /// Opens a file of `active/` for reading and in-place updates.
-    pub(crate) fn open_active(&self, id: &QueueId) -> io::Result<File> {
+    fn open_active(&self, id: &QueueId) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
             .write(true)
             .open(self.path(QueueName::Active, id))
+    }
+
+    /// `qmgr_message_open()`: opens a file of `active/` to read it. A file
+    /// that vanished is `None`, with Postfix's warning; any other failure
+    /// (permissions, no descriptors or memory left) is fatal, so master
+    /// restarts us and the file is taken up again once the cause is gone,
+    /// instead of being quarantined as if it were malformed.
+    pub(crate) fn open_message(&self, id: &QueueId) -> Option<File> {
+        let opened = self.open_active(id);
+        let text = |e: &io::Error| format!("open active {id}: {}", os_error(e));
+        match opened {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.log.warning(&text(&e));
+                None
+            }
+            Err(e) => self.log.die(&text(&e)),
+        }
     }
 
     /// Whether `q` (`defer/` or `bounce/`) holds a non-empty log for `id`.

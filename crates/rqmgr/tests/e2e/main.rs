@@ -19,3 +19,4 @@ mod postfix_release;
 mod qmgr_crash_recovery;
 mod reload_and_stop;
 mod temporary_failure;
+mod unreadable_queue_file;
