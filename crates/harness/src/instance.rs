@@ -228,13 +228,12 @@ const MASTER_CF: &[&str] = &[
     "postlog   unix-dgram n  -       n       -       1       postlogd",
 ];
 
-/// The (service, type) key of a master.cf entry.
-fn master_key(entry: &str) -> (String, String) {
-    let mut f = entry.split_whitespace();
-    (
-        f.next().unwrap_or("").to_string(),
-        f.next().unwrap_or("").to_string(),
-    )
+/// The key of a master.cf entry: its service name. A line given for a
+/// service replaces the default one whatever its type, because two entries
+/// of one name (`qmgr unix` and `qmgr fifo`) would both claim
+/// `public/qmgr`.
+fn master_key(entry: &str) -> String {
+    entry.split_whitespace().next().unwrap_or("").to_string()
 }
 
 impl Instance {

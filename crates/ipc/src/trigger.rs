@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 /// Most bytes taken from one trigger connection.
-const TRIGGER_BUF_SIZE: usize = 1024;
+pub const TRIGGER_BUF_SIZE: usize = 1024;
 /// How long to wait for a client's data.
 const TRIGGER_READ_WAIT: Duration = Duration::from_secs(10);
 

@@ -135,7 +135,7 @@ fn adopt_master() -> std::io::Result<MasterLink> {
     Ok(MasterLink {
         status: StatusChannel::adopt(generation)?,
         flow: InFlowPipe::adopt().ok(),
-        listener: master::adopt_listener(master::MASTER_LISTEN_FD)?,
+        triggers: master::adopt_trigger_endpoint(master::MASTER_LISTEN_FD)?,
     })
 }
 

@@ -37,11 +37,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rqmgr_ipc::master::{InFlowPipe, StatusChannel};
+use rqmgr_ipc::master::{InFlowPipe, StatusChannel, TriggerEndpoint};
 use rqmgr_ipc::rewrite::RewriteClient;
 use rqmgr_queue::dirs::{QueueLayout, QueueName};
 use rqmgr_sched::{Action, ConnId, Dsn, Event, MessageId, Outcome, Scheduler};
-use tokio::net::UnixListener;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::clock::Now;
@@ -87,6 +86,10 @@ pub(crate) struct Runtime {
     triggers_rx: UnboundedReceiver<Vec<u8>>,
     /// The last pass imported a message from `incoming/`.
     fed_incoming: bool,
+    /// Failures of the trigger endpoint in a row, and until when the loop
+    /// stops taking triggers after one.
+    trigger_backoff: triggers::Backoff,
+    trigger_pause: Option<tokio::time::Instant>,
 }
 
 /// The descriptors master(8) hands us.
@@ -95,8 +98,8 @@ pub(crate) struct MasterLink {
     pub status: StatusChannel,
     /// fds 3 and 4.
     pub flow: Option<InFlowPipe>,
-    /// fd 6.
-    pub listener: UnixListener,
+    /// fd 6: where triggers arrive.
+    pub triggers: TriggerEndpoint,
 }
 
 impl Runtime {
@@ -146,6 +149,8 @@ impl Runtime {
             triggers_tx,
             triggers_rx,
             fed_incoming: false,
+            trigger_backoff: triggers::Backoff::default(),
+            trigger_pause: None,
         }
     }
 
@@ -211,7 +216,13 @@ impl Runtime {
                     self.core.now = Now::read();
                     self.scan_request(DEFERRED, SCAN_START);
                 }
-                accepted = master.listener.accept() => self.trigger_accepted(accepted, &master),
+                arrival = triggers::next(&master.triggers), if self.trigger_pause.is_none() => {
+                    self.core.now = Now::read();
+                    self.trigger_arrived(arrival, &master);
+                }
+                () = sleep_until(self.trigger_pause), if self.trigger_pause.is_some() => {
+                    self.trigger_pause = None;
+                }
                 // Busy: like event_loop(0), let the I/O driver and the
                 // connection tasks run once before the next pass, so that
                 // replies are taken in between feeds rather than only when
@@ -431,26 +442,34 @@ impl Runtime {
         }
     }
 
-    /// A trigger client connected: tell master we are busy and read its
-    /// letters in a task of their own (triggers.rs).
-    fn trigger_accepted(
-        &mut self,
-        accepted: std::io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>,
-        master: &MasterLink,
-    ) {
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                if e.kind() != std::io::ErrorKind::WouldBlock {
-                    self.core
-                        .log
-                        .error(&format!("accept connection: {}", os_error(&e)));
-                }
-                return;
+    /// A trigger client connected, or letters came through the FIFO: tell
+    /// master we are busy, then take the letters (a client's are read by a
+    /// task of its own, see triggers.rs). A failure of the endpoint pauses
+    /// taking triggers for a while, so it cannot become a busy loop.
+    fn trigger_arrived(&mut self, arrival: triggers::Arrival, master: &MasterLink) {
+        let failure = match arrival {
+            triggers::Arrival::Connection(Ok(stream)) => {
+                let _ = master.status.send(false);
+                triggers::spawn_reader(stream, self.triggers_tx.clone());
+                None
             }
+            triggers::Arrival::Letters(Ok(letters)) => {
+                let _ = master.status.send(false);
+                self.trigger(&letters, master);
+                None
+            }
+            triggers::Arrival::Connection(Err(e)) => Some(("accept connection", e)),
+            triggers::Arrival::Letters(Err(e)) => Some(("read trigger", e)),
         };
-        let _ = master.status.send(false);
-        triggers::spawn_reader(stream, self.triggers_tx.clone());
+        match failure {
+            None => self.trigger_backoff.succeeded(),
+            Some((_, e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Some((what, e)) => {
+                self.core.log.error(&format!("{what}: {}", os_error(&e)));
+                let pause = self.trigger_backoff.failed();
+                self.trigger_pause = Some(tokio::time::Instant::now() + pause);
+            }
+        }
     }
 }
 

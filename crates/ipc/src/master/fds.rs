@@ -255,13 +255,30 @@ impl InFlowPipe {
     }
 }
 
-/// Adopts listen socket `fd` (6, or 6+i with `-s`) as a tokio listener;
+/// The trigger endpoint master hands a service on fd 6: a listening UNIX
+/// socket for a `unix` service, a FIFO for a `fifo` service (qmgr's type up
+/// to Postfix 2.11, still valid).
+#[derive(Debug)]
+pub enum TriggerEndpoint {
+    /// Clients connect, write their letters and disconnect.
+    Socket(tokio::net::UnixListener),
+    /// Clients write their letters into the FIFO; master keeps it open for
+    /// writing, so reading never sees end of file.
+    Fifo(tokio::net::unix::pipe::Receiver),
+}
+
+/// Adopts `fd` (6, or 6+i with `-s`) as the endpoint its file type says;
 /// needs a running tokio runtime.
-pub fn adopt_listener(fd: RawFd) -> io::Result<tokio::net::UnixListener> {
-    let owned = adopt_fd(fd)?;
-    let std_listener = std::os::unix::net::UnixListener::from(owned);
+pub fn adopt_trigger_endpoint(fd: RawFd) -> io::Result<TriggerEndpoint> {
+    use std::os::unix::fs::FileTypeExt;
+    let file = std::fs::File::from(adopt_fd(fd)?);
+    if file.metadata()?.file_type().is_fifo() {
+        let fifo = tokio::net::unix::pipe::Receiver::from_owned_fd(file.into())?;
+        return Ok(TriggerEndpoint::Fifo(fifo));
+    }
+    let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(file));
     std_listener.set_nonblocking(true)?;
-    tokio::net::UnixListener::from_std(std_listener)
+    tokio::net::UnixListener::from_std(std_listener).map(TriggerEndpoint::Socket)
 }
 
 #[cfg(test)]

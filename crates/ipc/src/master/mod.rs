@@ -8,4 +8,6 @@ mod args;
 mod fds;
 
 pub use args::{generation_from_env, DaemonArgs};
-pub use fds::{adopt_listener, InFlowPipe, StatusChannel, MASTER_LISTEN_FD};
+pub use fds::{
+    adopt_trigger_endpoint, InFlowPipe, StatusChannel, TriggerEndpoint, MASTER_LISTEN_FD,
+};

@@ -13,6 +13,7 @@ mod common;
 
 mod bulk_smtp_to_sink;
 mod corrupt_queue_file;
+mod fifo_trigger;
 mod local_delivery;
 mod permanent_failure;
 mod postfix_release;
