@@ -129,8 +129,8 @@ impl Core {
         let limits = ReadLimits {
             resume_offset: None,
             max_recipients: self.sched.recipient_budget(),
+            verp_delimiter_filter: self.p.verp_delimiter_filter.as_bytes().to_vec(),
             max_length_bytes: self.compat.record_length_bytes,
-            ..ReadLimits::default()
         };
         let mut env = match read_message(&mut file, &limits) {
             Ok(env) => env,

@@ -45,7 +45,10 @@ use crate::params::{QmgrParams, RawParams};
 use crate::runtime::{MasterLink, Runtime};
 
 fn main() {
-    let argv: Vec<String> = std::env::args().collect();
+    // Arguments are bytes to Postfix; ours are read the same, never refused.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let program = argv.first().cloned().unwrap_or_else(|| "qmgr".to_owned());
     let process_name = Path::new(&program)
         .file_name()
@@ -76,6 +79,9 @@ fn start(
     log: &mut Option<Arc<Logger>>,
 ) -> Result<i32, String> {
     let args = DaemonArgs::parse(argv).map_err(|e| e.to_string())?;
+    // postconf, run below, must not inherit master's descriptors.
+    let last_listener = master::MASTER_LISTEN_FD + i32::try_from(args.listen_fds).unwrap_or(1);
+    master::close_on_exec(3..last_listener);
     let config_dir = std::env::var_os("MAIL_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc/postfix"));
@@ -100,9 +106,15 @@ fn start(
         logger.info(&choice.info);
     }
     // A broken invariant of our own is logged as Postfix logs a panic,
-    // where the operator looks, before the process dies.
+    // where the operator looks, and the process dies as Postfix's
+    // msg_panic() makes it (abort), so that master starts a fresh one. Also
+    // in a task: the runtime would otherwise catch the panic and run on
+    // without what that task was doing.
     let panic_log = Arc::clone(logger);
-    std::panic::set_hook(Box::new(move |info| panic_log.panic(&info.to_string())));
+    std::panic::set_hook(Box::new(move |info| {
+        panic_log.panic(&info.to_string());
+        std::process::abort();
+    }));
     if !args.solitary {
         return Err(format!(
             "service {} requires a process limit of 1",

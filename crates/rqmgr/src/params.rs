@@ -219,17 +219,7 @@ impl RawParams {
         let output = run_postconf(config_dir, overrides)?;
         let mut raw = RawParams::parse(&output);
         raw.values.remove("process_name");
-        let main_cf = config_dir.join("main.cf");
-        let text = match std::fs::read_to_string(&main_cf) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(ParamError::ReadMainCf {
-                    path: main_cf,
-                    source,
-                })
-            }
-        };
+        let text = read_main_cf(&config_dir.join("main.cf"))?;
         raw.add_unknown(&text, overrides)?;
         Ok(raw)
     }
@@ -290,6 +280,20 @@ impl RawParams {
         }
         self.values.extend(resolved);
         Ok(())
+    }
+}
+
+/// The text of `main.cf` (empty if there is none). main.cf is bytes to
+/// Postfix: a byte that is not UTF-8 (in a comment, or in a value qmgr
+/// never reads) must not stop us, so such bytes read as U+FFFD.
+fn read_main_cf(path: &Path) -> Result<String, ParamError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(ParamError::ReadMainCf {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -530,7 +534,8 @@ mod tests {
         );
         let dir = std::env::temp_dir().join(format!("rqmgr-params-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
-        let main_cf = "maximal_queue_lifetime = 3\nfoo_destination_concurrency_limit = $maximal_queue_lifetime\n";
+        // A byte that is not UTF-8, in a comment, changes nothing.
+        let main_cf = b"# caf\xe9\nmaximal_queue_lifetime = 3\nfoo_destination_concurrency_limit = $maximal_queue_lifetime\n";
         std::fs::write(dir.join("main.cf"), main_cf).expect("write main.cf");
         let overrides = [
             ("queue_run_delay".to_string(), "7m".to_string()),

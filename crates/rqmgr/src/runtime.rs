@@ -60,6 +60,9 @@ const INCOMING: usize = 0;
 const DEFERRED: usize = 1;
 /// Files a pass may look at and pass over before the loop turns.
 const SKIPS_PER_PASS: usize = 64;
+/// Trigger clients read at once; more wait in the listen queue, so idle
+/// clients cannot take every descriptor.
+const TRIGGER_READERS: usize = 32;
 
 /// The event loop and what only it touches; see the module documentation.
 pub(crate) struct Runtime {
@@ -90,6 +93,8 @@ pub(crate) struct Runtime {
     /// stops taking triggers after one.
     trigger_backoff: triggers::Backoff,
     trigger_pause: Option<tokio::time::Instant>,
+    /// Trigger clients being read (at most [`TRIGGER_READERS`]).
+    trigger_readers: usize,
 }
 
 /// The descriptors master(8) hands us.
@@ -151,6 +156,7 @@ impl Runtime {
             fed_incoming: false,
             trigger_backoff: triggers::Backoff::default(),
             trigger_pause: None,
+            trigger_readers: 0,
         }
     }
 
@@ -206,6 +212,7 @@ impl Runtime {
                 }
                 Some(letters) = self.triggers_rx.recv() => {
                     self.core.now = Now::read();
+                    self.trigger_readers = self.trigger_readers.saturating_sub(1);
                     self.trigger(&letters, &master);
                 }
                 () = sleep_until(wake) => {
@@ -216,7 +223,9 @@ impl Runtime {
                     self.core.now = Now::read();
                     self.scan_request(DEFERRED, SCAN_START);
                 }
-                arrival = triggers::next(&master.triggers), if self.trigger_pause.is_none() => {
+                arrival = triggers::next(&master.triggers),
+                    if self.trigger_pause.is_none() && self.trigger_readers < TRIGGER_READERS =>
+                {
                     self.core.now = Now::read();
                     self.trigger_arrived(arrival, &master);
                 }
@@ -451,6 +460,7 @@ impl Runtime {
             triggers::Arrival::Connection(Ok(stream)) => {
                 let _ = master.status.send(false);
                 triggers::spawn_reader(stream, self.triggers_tx.clone());
+                self.trigger_readers += 1;
                 None
             }
             triggers::Arrival::Letters(Ok(letters)) => {

@@ -255,6 +255,26 @@ impl InFlowPipe {
     }
 }
 
+/// Marks the descriptors `fds` close-on-exec where they are open, so that
+/// a program the daemon runs (postconf) does not inherit master's
+/// descriptors (3 to 6, and further listeners) and, for one, keep master's
+/// status pipe open after the daemon is gone. Numbers that are not open
+/// are skipped.
+#[allow(unsafe_code)]
+pub fn close_on_exec(fds: impl IntoIterator<Item = RawFd>) {
+    for fd in fds {
+        // SAFETY: F_GETFD and F_SETFD only read and set the descriptor's
+        // close-on-exec flag; on a number that is not open they fail with
+        // EBADF and change nothing.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// The trigger endpoint master hands a service on fd 6: a listening UNIX
 /// socket for a `unix` service, a FIFO for a `fifo` service (qmgr's type up
 /// to Postfix 2.11, still valid).
@@ -292,6 +312,19 @@ mod tests {
             status_record(0x2318, 5, MASTER_STAT_TAKEN),
             *b"\x18\x23\0\0\x05\0\0\0\0\0\0\0"
         );
+    }
+
+    #[test]
+    fn inherited_descriptors_are_closed_on_exec() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let cloexec = |fd: &OwnedFd| {
+            FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap())
+                .contains(FdFlag::FD_CLOEXEC)
+        };
+        fcntl(&r, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        assert!(!cloexec(&r));
+        close_on_exec([r.as_raw_fd(), w.as_raw_fd(), 100_000]);
+        assert!(cloexec(&r) && cloexec(&w));
     }
 
     #[test]

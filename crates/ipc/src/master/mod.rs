@@ -9,5 +9,6 @@ mod fds;
 
 pub use args::{generation_from_env, DaemonArgs};
 pub use fds::{
-    adopt_trigger_endpoint, InFlowPipe, StatusChannel, TriggerEndpoint, MASTER_LISTEN_FD,
+    adopt_trigger_endpoint, close_on_exec, InFlowPipe, StatusChannel, TriggerEndpoint,
+    MASTER_LISTEN_FD,
 };

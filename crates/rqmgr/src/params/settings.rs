@@ -141,6 +141,8 @@ pub(crate) struct QmgrParams {
     pub default_filter_nexthop: String,
     /// `disable_verp_bounces`.
     pub disable_verp_bounces: bool,
+    /// `verp_delimiter_filter`: the characters a VERP delimiter may be.
+    pub verp_delimiter_filter: String,
     /// `destination_concurrency_feedback_debug`.
     pub destination_concurrency_feedback_debug: bool,
     /// `confirm_delay_cleared`.
@@ -343,6 +345,7 @@ impl QmgrParams {
         let default_filter_nexthop = get_str(raw, "default_filter_nexthop", "", 0)?;
 
         let disable_verp_bounces = get_bool(raw, "disable_verp_bounces", false)?;
+        let verp_delimiter_filter = get_str(raw, "verp_delimiter_filter", "-=+", 1)?;
         let destination_concurrency_feedback_debug =
             get_bool(raw, "destination_concurrency_feedback_debug", false)?;
         let confirm_delay_cleared = get_bool(raw, "confirm_delay_cleared", false)?;
@@ -446,6 +449,7 @@ impl QmgrParams {
             default_destination_concurrency_negative_feedback,
             default_filter_nexthop,
             disable_verp_bounces,
+            verp_delimiter_filter,
             destination_concurrency_feedback_debug,
             confirm_delay_cleared,
             queue_run_delay,

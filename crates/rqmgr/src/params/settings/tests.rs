@@ -19,6 +19,17 @@ fn defaults_match_postfix() {
     assert_eq!(p.process_name, "qmgr");
     assert_eq!(p.qmgr_site_hog_factor, 100);
     assert!(!p.smtputf8_enable);
+    assert_eq!(p.verp_delimiter_filter, "-=+");
+}
+
+/// mail_params.c: `verp_delimiter_filter` is a string of at least one
+/// character, which qmgr checks a message's VERP delimiters against.
+#[test]
+fn verp_delimiter_filter_is_read() {
+    let (p, _) = load("verp_delimiter_filter = +=_\n").expect("valid");
+    assert_eq!(p.verp_delimiter_filter, "+=_");
+    let e = load("verp_delimiter_filter =\n").unwrap_err();
+    assert_eq!(e, "bad string length 0 < 1: verp_delimiter_filter = ");
 }
 
 #[test]
