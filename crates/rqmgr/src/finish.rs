@@ -15,9 +15,12 @@
 //! 6. a failed message moves to `deferred/` with its next attempt as file
 //!    time; a successful one is unlinked and logged `removed`.
 //!
-//! What to do in steps 5 and 6 is decided by disposition.rs; this module
-//! carries it out. The message leaves [`Core::messages`] here, except when
-//! step 3 reads more of it.
+//! Notices (steps 1, 4 and 5) are asynchronous, as in Postfix: each is sent
+//! by a task (notify.rs), and [`Core::notice_answered`] goes on from the
+//! step it belongs to when the answer arrives, so a slow bounce service
+//! holds up only the messages that wait for it. What to do in steps 5 and
+//! 6 is decided by disposition.rs. The message leaves [`Core::messages`] at
+//! the end, or when it goes to `corrupt/`.
 
 use rqmgr_ipc::bounce::{bounce_flags, BounceCommand};
 use rqmgr_queue::dirs::QueueName;
@@ -25,16 +28,16 @@ use rqmgr_sched::{Event, MessageId};
 
 use crate::disposition::{self, FinalStep, Finished, Lifetimes, Notice};
 use crate::message::{
-    ActiveMessage, DEL_REQ_FLAG_RECORD, DEL_REQ_FLAG_REC_DLY_SENT, DEL_REQ_FLAG_USR_VRFY,
-    READ_FLAG_NOTIFY_SUCCESS,
+    DEL_REQ_FLAG_RECORD, DEL_REQ_FLAG_REC_DLY_SENT, DEL_REQ_FLAG_USR_VRFY, READ_FLAG_NOTIFY_SUCCESS,
 };
+use crate::notify::{NoticeDone, NoticeStep};
 use crate::scan::FORCE_EXPIRE;
 use crate::state::Core;
 
 impl Core {
-    /// Steps 1 to 3; `refill` says the scheduler wants more recipients.
+    /// Step 1; `refill` says the scheduler wants more recipients.
     pub(crate) async fn message_done(&mut self, msg: MessageId, deferred: bool, refill: bool) {
-        let Some(mut m) = self.messages.remove(&msg) else {
+        let Some(m) = self.messages.get_mut(&msg) else {
             return;
         };
         if deferred {
@@ -45,13 +48,59 @@ impl Core {
             Some(0) => self.spool.remove_empty_bounce_log(&id),
             Some(_) => {
                 let service = self.p.bounce_service_name.clone();
-                m.status |= self
-                    .notify(&m, &service, BounceCommand::Flush, 0, true)
-                    .await;
+                let step = NoticeStep::BounceFlush { refill };
+                self.start_notice(msg, step, &service, BounceCommand::Flush, 0, true);
+                return;
             }
             None => {}
         }
+        self.after_bounce_flush(msg, refill).await;
+    }
+
+    /// Goes on with finishing a message once its notice was answered.
+    pub(crate) async fn notice_answered(&mut self, done: NoticeDone) {
+        let status = self.notice_status(&done);
+        let msg = done.msg;
+        let Some(m) = self.messages.get_mut(&msg) else {
+            return;
+        };
+        match done.step {
+            NoticeStep::BounceFlush { refill } => {
+                m.status |= status;
+                self.after_bounce_flush(msg, refill).await;
+            }
+            NoticeStep::Trace => {
+                m.status |= status;
+                let (id, offset) = (m.queue_id.clone(), m.env.trace_flags_offset);
+                if let (0, Some(offset)) = (status, offset) {
+                    self.spool
+                        .update(&id, |f| rqmgr_queue::update::kill_record(f, offset));
+                }
+                self.after_trace(msg);
+            }
+            NoticeStep::Expire => {
+                m.status = status;
+                self.final_step(msg);
+            }
+            NoticeStep::Warn => {
+                let (id, warn) = (m.queue_id.clone(), m.env.warn_time);
+                if let (0, Some(w)) = (status, warn) {
+                    self.spool
+                        .update(&id, |f| rqmgr_queue::update::set_warn_time(f, w.offset, -1));
+                }
+                self.final_step(msg);
+            }
+        }
+    }
+
+    /// Steps 2 and 3, then 4.
+    async fn after_bounce_flush(&mut self, msg: MessageId, refill: bool) {
+        let Some(m) = self.messages.get(&msg) else {
+            return;
+        };
+        let id = m.queue_id.clone();
         if m.status != 0 && self.spool.ready(QueueName::Active, &id).is_none() {
+            self.messages.remove(&msg);
             self.spool.save_corrupt(&id);
             if refill {
                 self.sched
@@ -60,30 +109,32 @@ impl Core {
             return;
         }
         if refill {
-            self.messages.insert(msg, m);
             self.refill(msg, false).await;
             return;
         }
-        self.message_final(m).await;
-    }
-
-    /// Steps 4 to 6.
-    async fn message_final(&mut self, mut m: ActiveMessage) {
-        let id = m.queue_id.clone();
         let tflags = m.tflags();
         if tflags & (DEL_REQ_FLAG_USR_VRFY | DEL_REQ_FLAG_RECORD | DEL_REQ_FLAG_REC_DLY_SENT) != 0
             || m.env.size.rflags & READ_FLAG_NOTIFY_SUCCESS != 0
         {
             let service = self.p.trace_service_name.clone();
-            let status = self
-                .notify(&m, &service, BounceCommand::Trace, tflags, false)
-                .await;
-            if let (0, Some(offset)) = (status, m.env.trace_flags_offset) {
-                self.spool
-                    .update(&id, |f| rqmgr_queue::update::kill_record(f, offset));
-            }
-            m.status |= status;
+            self.start_notice(
+                msg,
+                NoticeStep::Trace,
+                &service,
+                BounceCommand::Trace,
+                tflags,
+                false,
+            );
+            return;
         }
+        self.after_trace(msg);
+    }
+
+    /// Step 5: the expiry notice or a delay warning, if one is due.
+    fn after_trace(&mut self, msg: MessageId) {
+        let Some(m) = self.messages.get(&msg) else {
+            return;
+        };
         let finished = Finished {
             failed: m.status != 0,
             force_expire: m.qflags & FORCE_EXPIRE != 0,
@@ -95,33 +146,39 @@ impl Core {
             mail: self.p.maximal_queue_lifetime,
             bounce: self.p.bounce_queue_lifetime,
         };
+        let notice = disposition::notice(&finished, self.now.secs(), lifetimes);
+        let returned = format!(
+            "{}: from=<{}>",
+            m.queue_id,
+            String::from_utf8_lossy(&m.env.sender)
+        );
         let service = self.p.defer_service_name.clone();
-        match disposition::notice(&finished, self.now.secs(), lifetimes) {
-            Notice::None => {}
+        match notice {
+            Notice::None => self.final_step(msg),
             Notice::Expire(how) => {
                 self.log.info(&format!(
-                    "{}: from=<{}>, status={}, returned to sender",
-                    id,
-                    String::from_utf8_lossy(&m.env.sender),
+                    "{returned}, status={}, returned to sender",
                     how.as_str()
                 ));
                 // The defer service marks the recipients it returns as
                 // done, as Postfix's adefer_flush() asks.
                 let flags = bounce_flags::DELRCPT;
-                m.status = self
-                    .notify(&m, &service, BounceCommand::Flush, flags, true)
-                    .await;
+                let command = BounceCommand::Flush;
+                self.start_notice(msg, NoticeStep::Expire, &service, command, flags, true);
             }
             Notice::Warn => {
-                let status = self
-                    .notify(&m, &service, BounceCommand::Warn, 0, false)
-                    .await;
-                if let (0, Some(w)) = (status, m.env.warn_time) {
-                    self.spool
-                        .update(&id, |f| rqmgr_queue::update::set_warn_time(f, w.offset, -1));
-                }
+                let command = BounceCommand::Warn;
+                self.start_notice(msg, NoticeStep::Warn, &service, command, 0, false);
             }
         }
+    }
+
+    /// Step 6: to `deferred/` or removed; the message leaves the active
+    /// queue.
+    fn final_step(&mut self, msg: MessageId) {
+        let Some(m) = self.messages.remove(&msg) else {
+            return;
+        };
         let step = disposition::final_step(
             m.status != 0,
             self.now.secs(),
@@ -130,8 +187,8 @@ impl Core {
             self.p.maximal_backoff_time,
         );
         match step {
-            FinalStep::Defer { until } => self.spool.defer(&id, QueueName::Deferred, until),
-            FinalStep::Remove => self.spool.remove_done(&id),
+            FinalStep::Defer { until } => self.spool.defer(&m.queue_id, QueueName::Deferred, until),
+            FinalStep::Remove => self.spool.remove_done(&m.queue_id),
         }
     }
 }

@@ -5,9 +5,12 @@
 //! of one recipient when even the `retry` transport is down
 //! (`qmgr_defer_recipient()`).
 //!
-//! A request that cannot be made counts as a failed one (status -1), so
-//! the message stays queued; the failure is logged as Postfix's
-//! asynchronous client logs it.
+//! Notices go out in tasks of their own and their answers come back to the
+//! event loop, which hands them to finish.rs, so a hung bounce service
+//! delays only the messages waiting for it. A request that cannot be made
+//! counts as a failed one (status -1), so the message stays queued; the
+//! failure is logged as Postfix's asynchronous client logs it. The deferral
+//! of one recipient is synchronous, as Postfix's `defer_append()` is.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,21 +21,57 @@ use rqmgr_sched::{Dsn, MessageId};
 
 use crate::adhoc;
 use crate::clock;
-use crate::message::ActiveMessage;
 use crate::state::Core;
 
+/// Which step of finishing a message a notice belongs to (finish.rs goes
+/// on from there when it is answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoticeStep {
+    /// The bounce log's flush (`abounce_flush()`); then the message is
+    /// refilled when `refill`, else finished.
+    BounceFlush {
+        /// The scheduler asked for more recipients.
+        refill: bool,
+    },
+    /// Trace or success reports (`atrace_flush()`).
+    Trace,
+    /// The expiry notice (`adefer_flush()`).
+    Expire,
+    /// A delay warning (`adefer_warn()`).
+    Warn,
+}
+
+/// An answered (or failed) notice, as the event loop receives it.
+#[derive(Debug)]
+pub(crate) struct NoticeDone {
+    /// The message it is about.
+    pub(crate) msg: MessageId,
+    /// Where finishing it goes on.
+    pub(crate) step: NoticeStep,
+    /// The request made (after VERP), for the failure line.
+    command: BounceCommand,
+    /// The service's status, or why there is none.
+    result: Result<i32, IpcError>,
+}
+
 impl Core {
-    /// One request for message `m` to the bounce service `service` in the
-    /// role `command`; VERP messages get per-recipient notices where
-    /// `verp_ok` allows. Returns the service's status, -1 on failure.
-    pub(crate) async fn notify(
+    /// Sends a notice about `msg` to the bounce service `service` in the
+    /// role `command`, in a task of its own, as Postfix's asynchronous
+    /// bounce client does: a slow or hung service delays this message
+    /// only, never the loop. VERP messages get per-recipient notices where
+    /// `verp_ok` allows. The answer comes back as a [`NoticeDone`].
+    pub(crate) fn start_notice(
         &mut self,
-        m: &ActiveMessage,
+        msg: MessageId,
+        step: NoticeStep,
         service: &str,
         command: BounceCommand,
         flags: i32,
         verp_ok: bool,
-    ) -> i32 {
+    ) {
+        let Some(m) = self.messages.get(&msg) else {
+            return;
+        };
         let env = &m.env;
         let req = BounceRequest {
             flags,
@@ -47,23 +86,35 @@ impl Core {
         };
         let verp = env
             .verp_delims
-            .as_deref()
+            .clone()
             .filter(|_| verp_ok && !self.p.disable_verp_bounces);
         let path = PathBuf::from(format!("private/{service}"));
-        let timeout = Duration::from_secs(1000);
-        let command = match (command, verp) {
+        let command = match (command, &verp) {
             (BounceCommand::Flush, Some(_)) => BounceCommand::Verp,
             (c, _) => c,
         };
         // The bounce, defer and trace services log about this message too:
         // our lines go first.
         self.log.flush();
-        let result = bounce::notify(&path, command, &req, verp, timeout).await;
-        // Postfix carries on when the service answers, in a later event:
-        // what follows sees the time of that answer.
-        self.now = clock::Now::read();
-        match result {
-            Ok(status) => status,
+        let tx = self.notices.clone();
+        tokio::task::spawn_local(async move {
+            let timeout = Duration::from_secs(1000);
+            let result = bounce::notify(&path, command, &req, verp.as_deref(), timeout).await;
+            let _ = tx.send(NoticeDone {
+                msg,
+                step,
+                command,
+                result,
+            });
+        });
+    }
+
+    /// The status of an answered notice; a request that could not be made
+    /// counts as failed (-1), logged as Postfix's asynchronous client logs
+    /// it.
+    pub(crate) fn notice_status(&self, done: &NoticeDone) -> i32 {
+        match &done.result {
+            Ok(status) => *status,
             Err(e) => {
                 // Postfix's abounce client says nothing of its own: a
                 // refused connection or a failed write is silent, and only
@@ -73,11 +124,13 @@ impl Core {
                 if !silent {
                     self.log.warning(&e.to_string());
                 }
-                self.log.info(&format!(
-                    "{}: status=deferred ({} failed)",
-                    m.queue_id,
-                    command.failure_label(self.compat.dialect)
-                ));
+                if let Some(m) = self.messages.get(&done.msg) {
+                    self.log.info(&format!(
+                        "{}: status=deferred ({} failed)",
+                        m.queue_id,
+                        done.command.failure_label(self.compat.dialect)
+                    ));
+                }
                 -1
             }
         }

@@ -46,6 +46,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::clock::Now;
 use crate::deliver::{self, AgentEvent};
 use crate::logging::{os_error, Logger};
+use crate::notify::NoticeDone;
 use crate::params::QmgrParams;
 use crate::postfix_version::Compat;
 use crate::scan::{self, QueueScan, FLUSH_ONCE, SCAN_START};
@@ -87,6 +88,8 @@ pub(crate) struct Runtime {
     /// Where trigger readers report the letters they read.
     triggers_tx: UnboundedSender<Vec<u8>>,
     triggers_rx: UnboundedReceiver<Vec<u8>>,
+    /// Where notice tasks report the bounce service's answers.
+    notices_rx: UnboundedReceiver<NoticeDone>,
     /// The last pass imported a message from `incoming/`.
     fed_incoming: bool,
     /// Failures of the trigger endpoint in a row, and until when the loop
@@ -128,6 +131,7 @@ impl Runtime {
         );
         let (agents_tx, agents_rx) = unbounded_channel();
         let (triggers_tx, triggers_rx) = unbounded_channel();
+        let (notices, notices_rx) = unbounded_channel();
         let core = Core {
             p,
             compat,
@@ -138,6 +142,7 @@ impl Runtime {
             next_msg: 0,
             rewrite,
             now: Now::read(),
+            notices,
         };
         Runtime {
             core,
@@ -153,6 +158,7 @@ impl Runtime {
             agents_rx,
             triggers_tx,
             triggers_rx,
+            notices_rx,
             fed_incoming: false,
             trigger_backoff: triggers::Backoff::default(),
             trigger_pause: None,
@@ -209,6 +215,10 @@ impl Runtime {
                 Some(event) = self.agents_rx.recv() => {
                     self.core.now = Now::read();
                     self.agent_event(event);
+                }
+                Some(done) = self.notices_rx.recv() => {
+                    self.core.now = Now::read();
+                    self.core.notice_answered(done).await;
                 }
                 Some(letters) = self.triggers_rx.recv() => {
                     self.core.now = Now::read();

@@ -17,10 +17,12 @@ use std::sync::Arc;
 
 use rqmgr_ipc::rewrite::RewriteClient;
 use rqmgr_sched::{MessageId, Scheduler};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::clock::Now;
 use crate::logging::Logger;
 use crate::message::ActiveMessage;
+use crate::notify::NoticeDone;
 use crate::params::QmgrParams;
 use crate::postfix_version::Compat;
 use crate::spool::Spool;
@@ -46,6 +48,8 @@ pub(crate) struct Core {
     pub(crate) rewrite: RewriteClient,
     /// The time of the event being handled.
     pub(crate) now: Now,
+    /// Where notice tasks report their answers (notify.rs).
+    pub(crate) notices: UnboundedSender<NoticeDone>,
 }
 
 impl Core {
