@@ -14,6 +14,7 @@ mod common;
 mod bulk_smtp_to_sink;
 mod corrupt_queue_file;
 mod fifo_trigger;
+mod hung_bounce_service;
 mod idle_trigger_clients;
 mod local_delivery;
 mod permanent_failure;
