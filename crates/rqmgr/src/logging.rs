@@ -105,6 +105,45 @@ impl LogConfig {
     }
 }
 
+impl LogConfig {
+    /// Logging before the configuration is validated, so that every fatal
+    /// error of start-up reaches the mail log, as in Postfix (which sets up
+    /// syslog first, then the mail log once main.cf is read): the values
+    /// from the raw table where they are there, Postfix's defaults
+    /// elsewhere; with no table, syslog with facility mail.
+    pub(crate) fn early(
+        raw: Option<&crate::params::RawParams>,
+        process_name: &str,
+        also_stderr: bool,
+    ) -> LogConfig {
+        let get = |name: &str, default: &str| {
+            raw.and_then(|r| r.get(name))
+                .filter(|v| !v.is_empty())
+                .unwrap_or(default)
+                .to_owned()
+        };
+        let queue_directory = get("queue_directory", "/var/spool/postfix");
+        LogConfig {
+            syslog_name: get("syslog_name", "postfix"),
+            process_name: process_name.to_owned(),
+            facility: facility_code(&get("syslog_facility", "mail"))
+                .or_else(|| facility_code("mail"))
+                .unwrap_or(2 << 3),
+            maillog_file: raw
+                .and_then(|r| r.get("maillog_file"))
+                .unwrap_or("")
+                .to_owned(),
+            postlog_socket: PathBuf::from(queue_directory)
+                .join("public")
+                .join(get("postlog_service_name", "postlog")),
+            syslog_socket: PathBuf::from(DEFAULT_SYSLOG_SOCKET),
+            hostname: get("myhostname", "localhost"),
+            utf8: false,
+            also_stderr,
+        }
+    }
+}
+
 /// Message severity, as Postfix names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -57,8 +57,8 @@ fn main() {
     let mut log = None;
     let status = match start(argv, &process_name, &mut log) {
         Ok(status) => status,
-        // Every start-up failure ends here: in the mail log once logging
-        // is up, before that on stderr.
+        // Every start-up failure ends here: in the mail log (or syslog,
+        // before main.cf is read); on stderr only if no log can be had.
         Err(text) => {
             match &log {
                 Some(log) => log.fatal(&text),
@@ -78,6 +78,11 @@ fn start(
     process_name: &str,
     log: &mut Option<Arc<Logger>>,
 ) -> Result<i32, String> {
+    // Until the configuration is read and checked, fatal errors go where
+    // Postfix sends them then (see LogConfig::early).
+    *log = Logger::new(&LogConfig::early(None, process_name, false))
+        .ok()
+        .map(Arc::new);
     let args = DaemonArgs::parse(argv).map_err(|e| e.to_string())?;
     // postconf, run below, must not inherit master's descriptors.
     let last_listener = master::MASTER_LISTEN_FD + i32::try_from(args.listen_fds).unwrap_or(1);
@@ -87,6 +92,9 @@ fn start(
         .unwrap_or_else(|| PathBuf::from("/etc/postfix"));
     let mut raw = RawParams::load(&config_dir, &args.overrides).map_err(|e| e.to_string())?;
     raw.set("process_name", process_name);
+    if let Ok(early) = Logger::new(&LogConfig::early(Some(&raw), process_name, args.stderr_log)) {
+        *log = Some(Arc::new(early));
+    }
     let (p, warnings) = QmgrParams::from_raw(&raw).map_err(|e| e.to_string())?;
     let logger = Logger::new(&LogConfig::from_params(&p, args.stderr_log))
         .map_err(|e| format!("open log: {e}"))?;

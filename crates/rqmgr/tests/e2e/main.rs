@@ -21,5 +21,6 @@ mod permanent_failure;
 mod postfix_release;
 mod qmgr_crash_recovery;
 mod reload_and_stop;
+mod startup_fatal;
 mod temporary_failure;
 mod unreadable_queue_file;
