@@ -114,6 +114,7 @@ pub struct InstanceBuilder {
     queue_manager: QueueManager,
     main_cf: Vec<(String, String)>,
     master_cf: Vec<String>,
+    without_services: Vec<String>,
     relay_port: Option<u16>,
     local_users: Vec<String>,
     myhostname: String,
@@ -125,6 +126,7 @@ impl Default for InstanceBuilder {
             queue_manager: QueueManager::Stock,
             main_cf: Vec::new(),
             master_cf: Vec::new(),
+            without_services: Vec::new(),
             relay_port: None,
             local_users: [
                 "root",
@@ -157,10 +159,17 @@ impl InstanceBuilder {
     }
 
     /// Adds a master.cf entry (may contain continuation lines). An entry with
-    /// the same service name and type as a default entry replaces it, e.g.
+    /// the same service name as a default entry replaces it, e.g.
     /// `"qmgr unix n - n 300 1 qmgr -o queue_run_delay=5s"`.
     pub fn master_cf_line(mut self, line: &str) -> Self {
         self.master_cf.push(line.to_string());
+        self
+    }
+
+    /// Leaves the service `name` out of master.cf (e.g. `retry`, to make
+    /// that transport unavailable).
+    pub fn without_master_service(mut self, name: &str) -> Self {
+        self.without_services.push(name.to_string());
         self
     }
 
@@ -378,6 +387,7 @@ impl Instance {
             ),
         ];
         entries.extend(MASTER_CF.iter().map(|s| s.to_string()));
+        entries.retain(|e| !b.without_services.contains(&master_key(e)));
         for extra in &b.master_cf {
             let key = master_key(extra);
             match entries.iter().position(|e| master_key(e) == key) {

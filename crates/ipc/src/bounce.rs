@@ -72,6 +72,8 @@ pub mod bounce_flags {
 
 /// flush(8) reply codes.
 pub mod flush_status {
+    /// Request taken.
+    pub const OK: i32 = 0;
     /// Site not eligible.
     pub const DENY: i32 = 4;
 }

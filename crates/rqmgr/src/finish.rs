@@ -28,7 +28,8 @@ use rqmgr_sched::{Event, MessageId};
 
 use crate::disposition::{self, FinalStep, Finished, Lifetimes, Notice};
 use crate::message::{
-    DEL_REQ_FLAG_RECORD, DEL_REQ_FLAG_REC_DLY_SENT, DEL_REQ_FLAG_USR_VRFY, READ_FLAG_NOTIFY_SUCCESS,
+    DEL_REQ_FLAG_RECORD, DEL_REQ_FLAG_REC_DLY_SENT, DEL_REQ_FLAG_USR_VRFY, DEL_REQ_TRACE_ONLY_MASK,
+    READ_FLAG_NOTIFY_SUCCESS,
 };
 use crate::notify::{NoticeDone, NoticeStep};
 use crate::scan::FORCE_EXPIRE;
@@ -40,7 +41,12 @@ impl Core {
         let Some(m) = self.messages.get_mut(&msg) else {
             return;
         };
-        if deferred {
+        // The scheduler counts every recipient deferred on the spot; Postfix
+        // counts what defer_append() returned, which is success for an
+        // address probe whose result was recorded. For probes `status`
+        // already holds what the daemon saw (replies, deferrals on the
+        // spot).
+        if deferred && m.tflags() & DEL_REQ_TRACE_ONLY_MASK == 0 {
             m.status |= 1;
         }
         let id = m.queue_id.clone();

@@ -15,13 +15,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rqmgr_ipc::bounce::{self, BounceCommand, BounceRequest};
+use rqmgr_ipc::bounce::{self, flush_status, BounceCommand, BounceRequest};
+use rqmgr_ipc::deliver::DsnAttrs;
 use rqmgr_ipc::error::IpcError;
 use rqmgr_sched::{Dsn, MessageId};
 
+use crate::address;
 use crate::adhoc;
 use crate::clock;
+use crate::message::{DEL_REQ_FLAG_MTA_VRFY, DEL_REQ_FLAG_RECORD, DEL_REQ_FLAG_USR_VRFY};
 use crate::state::Core;
+
+/// `DEL_RCPT_STAT_DEFER`: the verify(8) status of a deferred address.
+const DEL_RCPT_STAT_DEFER: i32 = 1;
+/// `VRFY_STAT_OK`: verify(8) took the update.
+const VRFY_STAT_OK: i32 = 0;
 
 /// Which step of finishing a message a notice belongs to (finish.rs goes
 /// on from there when it is answered).
@@ -136,50 +144,140 @@ impl Core {
         }
     }
 
-    /// Defers recipient `rcpt` of `msg` through the defer service, because
-    /// even the `retry` transport is down (`qmgr_defer_recipient()`), and
-    /// logs its `status=deferred` line when the service took it.
+    /// Defers recipient `rcpt` of `msg` on the spot, because even the
+    /// `retry` transport is down (`qmgr_defer_recipient()`), as Postfix's
+    /// `defer_append()` does: an address probe's result goes to verify(8)
+    /// (MTA probes) or to the trace service (`sendmail -bv`); normal mail
+    /// goes to the defer log, is logged `status=deferred` whether or not
+    /// that worked, gets a trace record when the sender asked for one
+    /// (`sendmail -v`), and its destination is registered with flush(8)
+    /// for fast flush. These requests are synchronous, as in Postfix. The
+    /// outcome goes into the message's status as Postfix's does: failed
+    /// (deferred) for normal mail, failed for a probe only when its result
+    /// could not be recorded.
     pub(crate) async fn defer_recipient(&mut self, msg: MessageId, rcpt: u32, dsn: &Dsn) {
+        let status = self.defer_append(msg, rcpt, dsn).await;
+        if let Some(m) = self.messages.get_mut(&msg) {
+            m.status |= status;
+        }
+    }
+
+    /// Postfix's `defer_append()` for one recipient; 0 or -1.
+    async fn defer_append(&mut self, msg: MessageId, rcpt: u32, dsn: &Dsn) -> i32 {
         let Some(m) = self.messages.get(&msg) else {
-            return;
+            return -1;
         };
-        let Some(rcpt_out) = m.recipient_out(rcpt as usize) else {
-            return;
+        let Some(r) = m.recipient_out(rcpt as usize) else {
+            return -1;
         };
-        let queue_id = m.queue_id.clone();
+        let queue_id = m.queue_id.as_str().to_owned();
         let stamps = adhoc::Stamps {
             incoming_arrival: m.env.arrival,
             active_arrival: rqmgr_ipc::deliver::timeval(m.active_arrival),
         };
         let flags = m.tflags();
-        let wire_dsn =
-            rqmgr_ipc::deliver::DsnAttrs::simple(dsn.status.as_bytes(), dsn.reason.as_bytes());
-        let path = PathBuf::from(format!("private/{}", self.p.defer_service_name));
-        // The defer service logs about this message too: ours first.
-        self.log.flush();
-        let status = bounce::defer_append(
-            &path,
-            flags,
-            queue_id.as_str().as_bytes(),
-            &rcpt_out,
-            &wire_dsn,
-            self.p.qmgr_ipc_timeout,
-        )
-        .await
-        .unwrap_or(-1);
-        if status == 0 {
-            let line = adhoc::status_line(
-                queue_id.as_str(),
-                &rcpt_out.address,
-                &rcpt_out.orig_rcpt,
+        let timeout = self.p.qmgr_ipc_timeout;
+        let private = |service: &str| PathBuf::from(format!("private/{service}"));
+        let failure = |service: &str| format!("{queue_id}: {service} service failure");
+        let logged = |action: &str| {
+            adhoc::status_line(
+                &queue_id,
+                &r.address,
+                &r.orig_rcpt,
                 stamps,
                 clock::precise(),
                 &dsn.status,
-                "deferred",
+                action,
                 &dsn.reason,
                 u32::try_from(self.p.delay_logging_resolution_limit).unwrap_or(2),
-            );
-            self.log.info(&line);
+            )
+        };
+        let attrs = |action: &str, reason: Vec<u8>| DsnAttrs {
+            action: action.as_bytes().to_vec(),
+            reason,
+            ..DsnAttrs::simple(dsn.status.as_bytes(), b"")
+        };
+        // The services asked below log about this message too: ours first.
+        self.log.flush();
+        if flags & DEL_REQ_FLAG_MTA_VRFY != 0 {
+            let action = if self.p.address_verify_negative_cache {
+                let verify = private(&self.p.address_verify_service_name);
+                let update = |address: Vec<u8>| {
+                    let verify = verify.clone();
+                    async move {
+                        bounce::verify_update(
+                            &verify,
+                            &address,
+                            DEL_RCPT_STAT_DEFER,
+                            dsn.reason.as_bytes(),
+                            timeout,
+                        )
+                        .await
+                    }
+                };
+                let mut ok = true;
+                if !r.orig_rcpt.is_empty() {
+                    ok = update(r.orig_rcpt.clone()).await.ok() == Some(VRFY_STAT_OK);
+                }
+                if ok && r.address != r.orig_rcpt {
+                    ok = update(r.address.clone()).await.ok() == Some(VRFY_STAT_OK);
+                }
+                if !ok {
+                    self.log
+                        .warning(&failure(&self.p.address_verify_service_name));
+                    return -1;
+                }
+                "undeliverable"
+            } else {
+                "undeliverable-but-not-cached"
+            };
+            self.log.info(&logged(action));
+            return 0;
         }
+        let trace = private(&self.p.trace_service_name);
+        let trace_reason = bounce::trace_reason(b"none", dsn.reason.as_bytes());
+        if flags & DEL_REQ_FLAG_USR_VRFY != 0 {
+            let report = attrs("undeliverable", trace_reason);
+            let appended =
+                bounce::trace_append(&trace, flags, queue_id.as_bytes(), &r, &report, timeout)
+                    .await;
+            if appended.ok() == Some(0) {
+                self.log.info(&logged("undeliverable"));
+                return 0;
+            }
+            self.log.warning(&failure(&self.p.trace_service_name));
+            return -1;
+        }
+        let defer = private(&self.p.defer_service_name);
+        let wire = DsnAttrs::simple(dsn.status.as_bytes(), dsn.reason.as_bytes());
+        let appended =
+            bounce::defer_append(&defer, flags, queue_id.as_bytes(), &r, &wire, timeout).await;
+        if appended.ok() != Some(0) {
+            self.log.warning(&failure(&self.p.defer_service_name));
+        }
+        self.log.info(&logged("deferred"));
+        if flags & DEL_REQ_FLAG_RECORD != 0 {
+            let record = attrs("delayed", trace_reason);
+            let appended =
+                bounce::trace_append(&trace, flags, queue_id.as_bytes(), &r, &record, timeout)
+                    .await;
+            if appended.ok() != Some(0) {
+                self.log.warning(&failure(&self.p.trace_service_name));
+            }
+        }
+        // Postfix's flush client asks only when fast_flush_domains is set;
+        // flush(8) itself decides whether the domain is eligible.
+        if let Some(domain) = address::domain(&r.address) {
+            if !self.p.fast_flush_domains.trim().is_empty() {
+                // flush(8) is a public service.
+                let flush = PathBuf::from(format!("public/{}", self.p.flush_service_name));
+                match bounce::flush_add(&flush, domain, queue_id.as_bytes(), timeout).await {
+                    // Taken, or the domain is not eligible: both fine.
+                    Ok(flush_status::OK | flush_status::DENY) => {}
+                    _ => self.log.warning(&failure(&self.p.flush_service_name)),
+                }
+            }
+        }
+        -1
     }
 }

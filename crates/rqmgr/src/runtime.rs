@@ -435,10 +435,14 @@ impl Runtime {
                         Outcome::Crashed
                     }
                 };
+                let failed = !matches!(outcome, Outcome::Final);
                 self.core
                     .sched
                     .handle(Event::Delivered { conn, outcome }, now);
                 if let Some((msg, rcpts)) = self.delivering.remove(&conn) {
+                    if let (true, Some(m)) = (failed, self.core.messages.get_mut(&msg)) {
+                        m.status |= 1;
+                    }
                     self.core.release(msg, &rcpts);
                 }
             }

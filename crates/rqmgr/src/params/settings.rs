@@ -61,6 +61,10 @@ pub(crate) struct QmgrParams {
     pub trace_service_name: String,
     /// `flush_service_name`.
     pub flush_service_name: String,
+    /// `address_verify_service_name`.
+    pub address_verify_service_name: String,
+    /// `address_verify_negative_cache`: store failed probes too.
+    pub address_verify_negative_cache: bool,
     /// `myhostname` (validated as a host name).
     pub myhostname: String,
     /// `double_bounce_sender`.
@@ -257,6 +261,8 @@ impl QmgrParams {
         let rewrite_service_name = get_str(raw, "rewrite_service_name", "rewrite", 1)?;
         let flush_service_name = get_str(raw, "flush_service_name", "flush", 1)?;
         let trace_service_name = get_str(raw, "trace_service_name", "trace", 1)?;
+        let address_verify_service_name = get_str(raw, "address_verify_service_name", "verify", 1)?;
+        let address_verify_negative_cache = get_bool(raw, "address_verify_negative_cache", true)?;
         let info_form = get_str(raw, "info_log_address_format", "external", 1)?;
         let info_log_address_format = if info_form.eq_ignore_ascii_case("external") {
             InfoLogAddressFormat::External
@@ -410,6 +416,8 @@ impl QmgrParams {
             bounce_service_name,
             defer_service_name,
             trace_service_name,
+            address_verify_service_name,
+            address_verify_negative_cache,
             flush_service_name,
             myhostname,
             double_bounce_sender,

@@ -29,6 +29,7 @@ mod probes;
 mod reload;
 mod relocated;
 mod reports;
+mod retry_unavailable;
 mod send_options;
 mod service_outage;
 mod support;
