@@ -46,6 +46,10 @@
 //! `postfix start` output and the mail log instead, which covers the usual
 //! culprits (bad main.cf/master.cf values).
 
+mod config;
+mod queue;
+mod tools;
+
 use crate::cmd::{self, Output};
 use crate::error::{Error, Result};
 use crate::maillog::{is_queue_id, Maillog};
@@ -210,41 +214,6 @@ pub struct Instance {
     running: bool,
 }
 
-/// The default master.cf: Debian's entries for the services a test needs,
-/// all without chroot (the queue manager line is added separately).
-const MASTER_CF: &[&str] = &[
-    "pickup    unix  n       -       n       60      1       pickup",
-    "cleanup   unix  n       -       n       -       0       cleanup",
-    "rewrite   unix  -       -       n       -       -       trivial-rewrite",
-    "bounce    unix  -       -       n       -       0       bounce",
-    "defer     unix  -       -       n       -       0       bounce",
-    "trace     unix  -       -       n       -       0       bounce",
-    "verify    unix  -       -       n       -       1       verify",
-    "flush     unix  n       -       n       1000?   0       flush",
-    "proxymap  unix  -       -       n       -       -       proxymap",
-    "proxywrite unix -       -       n       -       1       proxymap",
-    "smtp      unix  -       -       n       -       -       smtp",
-    "relay     unix  -       -       n       -       -       smtp",
-    "showq     unix  n       -       n       -       -       showq",
-    "error     unix  -       -       n       -       -       error",
-    "retry     unix  -       -       n       -       -       error",
-    "discard   unix  -       -       n       -       -       discard",
-    "local     unix  -       n       n       -       -       local",
-    "virtual   unix  -       n       n       -       -       virtual",
-    "lmtp      unix  -       -       n       -       -       lmtp",
-    "anvil     unix  -       -       n       -       1       anvil",
-    "scache    unix  -       -       n       -       1       scache",
-    "postlog   unix-dgram n  -       n       -       1       postlogd",
-];
-
-/// The key of a master.cf entry: its service name. A line given for a
-/// service replaces the default one whatever its type, because two entries
-/// of one name (`qmgr unix` and `qmgr fifo`) would both claim
-/// `public/qmgr`.
-fn master_key(entry: &str) -> String {
-    entry.split_whitespace().next().unwrap_or("").to_string()
-}
-
 impl Instance {
     /// A builder with the defaults described in the module documentation.
     pub fn builder() -> InstanceBuilder {
@@ -278,134 +247,9 @@ impl Instance {
         Ok(inst)
     }
 
-    fn lay_out(&self, b: &InstanceBuilder, install: &crate::PostfixInstall) -> Result<()> {
-        let root = &self.root;
-        let mkdir =
-            |p: &Path| std::fs::create_dir_all(p).map_err(|e| Error::io(format!("mkdir {p:?}"), e));
-        for sub in ["etc", "spool", "data", "libexec", "mail"] {
-            mkdir(&root.join(sub))?;
-        }
-        crate::chown_to_user(&root.join("data"), "postfix")?;
-        crate::set_mode(&root.join("mail"), 0o1777)?;
-
-        // Stock daemons, copied (not linked: Postfix warns about symlinks).
-        let entries = std::fs::read_dir(&install.daemon_directory)
-            .map_err(|e| Error::io(format!("reading {:?}", install.daemon_directory), e))?;
-        for e in entries {
-            let e = e.map_err(|e| Error::io("reading daemon_directory", e))?;
-            if e.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                let to = root.join("libexec").join(e.file_name());
-                std::fs::copy(e.path(), &to)
-                    .map_err(|err| Error::io(format!("copy {:?}", e.path()), err))?;
-            }
-        }
-        if let Some(bin) = self.queue_manager.binary() {
-            let to = self.daemon_path(self.queue_manager.command());
-            // Remove first: overwriting a copy in place would fail with
-            // ETXTBSY if something ran it, and copy keeps the mode bits.
-            let _ = std::fs::remove_file(&to);
-            std::fs::copy(bin, &to).map_err(|e| Error::io(format!("copy {bin:?} to {to:?}"), e))?;
-            crate::set_mode(&to, 0o755)?;
-        }
-        for f in ["postfix-files", "dynamicmaps.cf"] {
-            let from = install.meta_directory.join(f);
-            std::fs::copy(&from, root.join("etc").join(f)).map_err(|e| {
-                Error::io(format!("copy {from:?} (is Postfix fully installed?)"), e)
-            })?;
-        }
-        for d in ["postfix-files.d", "dynamicmaps.cf.d"] {
-            let _ = std::fs::create_dir_all(root.join("etc").join(d));
-        }
-
-        std::fs::write(root.join("etc/main.cf"), self.main_cf_text(b))
-            .map_err(|e| Error::io("writing main.cf", e))?;
-        std::fs::write(root.join("etc/master.cf"), self.master_cf_text(b))
-            .map_err(|e| Error::io("writing master.cf", e))?;
-        Ok(())
-    }
-
-    fn main_cf_text(&self, b: &InstanceBuilder) -> String {
-        let r = self.root.display();
-        let aliases: Vec<String> = b
-            .local_users
-            .iter()
-            .map(|u| format!("{{ {u} = {r}/mail/{u} }}"))
-            .collect();
-        let mut params: Vec<(String, String)> = vec![
-            // 3.6 defaults, and no "backwards-compatible default" warnings.
-            ("compatibility_level", "3.6".to_string()),
-            ("config_directory", format!("{r}/etc")),
-            ("meta_directory", format!("{r}/etc")),
-            ("queue_directory", format!("{r}/spool")),
-            ("data_directory", format!("{r}/data")),
-            ("daemon_directory", format!("{r}/libexec")),
-            ("maillog_file", format!("{r}/maillog")),
-            ("maillog_file_prefixes", format!("{r}")),
-            ("inet_interfaces", "loopback-only".to_string()),
-            ("inet_protocols", "ipv4".to_string()),
-            ("smtp_dns_support_level", "disabled".to_string()),
-            ("mynetworks", "127.0.0.0/8".to_string()),
-            (
-                "smtpd_relay_restrictions",
-                "permit_mynetworks, reject".to_string(),
-            ),
-            ("myhostname", b.myhostname.clone()),
-            ("mydestination", "$myhostname, localhost".to_string()),
-            ("alias_maps", format!("inline:{{ {} }}", aliases.join(", "))),
-            ("alias_database", String::new()),
-            ("local_recipient_maps", "$alias_maps".to_string()),
-            ("biff", "no".to_string()),
-            ("append_dot_mydomain", "no".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        match b.relay_port {
-            Some(p) => params.push(("relayhost".into(), format!("[127.0.0.1]:{p}"))),
-            None => params.push(("default_transport".into(), "discard".into())),
-        }
-        for (k, v) in &b.main_cf {
-            params.retain(|(n, _)| n != k);
-            params.push((k.clone(), v.clone()));
-        }
-        let mut text = String::from("# Written by rqmgr-harness for one test instance.\n");
-        for (k, v) in params {
-            text.push_str(&format!("{k} = {v}\n"));
-        }
-        text
-    }
-
-    fn master_cf_text(&self, b: &InstanceBuilder) -> String {
-        let mut entries: Vec<String> = vec![
-            format!(
-                "{}      inet  n       -       n       -       -       smtpd",
-                self.smtpd.port()
-            ),
-            format!(
-                "qmgr      unix  n       -       n       300     1       {}",
-                self.queue_manager.command()
-            ),
-        ];
-        entries.extend(MASTER_CF.iter().map(|s| s.to_string()));
-        entries.retain(|e| !b.without_services.contains(&master_key(e)));
-        for extra in &b.master_cf {
-            let key = master_key(extra);
-            match entries.iter().position(|e| master_key(e) == key) {
-                Some(i) => entries[i] = extra.clone(),
-                None => entries.push(extra.clone()),
-            }
-        }
-        let mut text = String::from("# Written by rqmgr-harness for one test instance.\n");
-        for e in entries {
-            text.push_str(e.trim_end());
-            text.push('\n');
-        }
-        text
-    }
-
     fn postfix_start(&mut self) -> Result<()> {
         let check = self.postfix_cmd(&["check"])?;
-        if !check.success() || !only_expected_notices(&check.stderr) {
+        if !check.success() || !config::only_expected_notices(&check.stderr) {
             return Err(Error::new(format!(
                 "`postfix check` of the test instance failed: {}{}\n--- maillog ---\n{}",
                 check.describe(),
@@ -508,114 +352,6 @@ impl Instance {
         cmd::run(c, None, CMD_TIMEOUT)
     }
 
-    /// Submits a message with `sendmail -C CONFIG -f FROM -- TO…`; `message`
-    /// is the message text (headers, blank line, body; a bare body also
-    /// works). Picked up by pickup(8), which polls every 60 s but is woken by
-    /// postdrop at once.
-    pub fn sendmail(&self, from: &str, to: &[&str], message: &str) -> Result<()> {
-        self.sendmail_with(&[], from, to, message)
-    }
-
-    /// [`Instance::sendmail`] with extra sendmail `options` before `-f`
-    /// (`-O requiretls=yes` on Postfix 3.11, `-N success`, `-V`...).
-    pub fn sendmail_with(
-        &self,
-        options: &[&str],
-        from: &str,
-        to: &[&str],
-        message: &str,
-    ) -> Result<()> {
-        let mut c = Command::new("sendmail");
-        c.arg("-C")
-            .arg(self.config_dir())
-            .args(options)
-            .args(["-f", from, "--"])
-            .args(to);
-        cmd::run_ok(c, Some(message.as_bytes()), CMD_TIMEOUT).map(|_| ())
-    }
-
-    /// Sends `count` messages of `recipients_per_msg` recipients over
-    /// `sessions` parallel SMTP sessions with smtp-source(1) to this
-    /// instance's smtpd. Recipients are `N` + `to` (smtp-source numbers them
-    /// when `recipients_per_msg` > 1); the sender is `sender@myhostname`.
-    /// Blocks until smtp-source is done (guard: `timeout`).
-    pub fn smtp_source(
-        &self,
-        count: u32,
-        recipients_per_msg: u32,
-        sessions: u32,
-        to: &str,
-        timeout: Duration,
-    ) -> Result<Output> {
-        let mut c = Command::new("smtp-source");
-        let port = self.smtpd.port();
-        c.args(["-4", "-M", &self.myhostname])
-            .args(["-f", &self.local_address("sender"), "-t", to])
-            .args(["-m", &count.to_string()])
-            .args(["-r", &recipients_per_msg.to_string()])
-            .args(["-s", &sessions.to_string()])
-            .arg(format!("127.0.0.1:{port}"));
-        // Watch the queue manager meanwhile: without one, smtpd gets no
-        // in-flow tokens and crawls at one message per in_flow_delay.
-        let mut watch = QmgrWatch::new();
-        let shown = format!("{c:?}");
-        let out = cmd::run_watched(c, None, timeout, || watch.check(self)).map_err(|e| {
-            Error::new(format!(
-                "{e}\n--- maillog (tail) ---\n{}",
-                tail(&self.maillog(), 40)
-            ))
-        })?;
-        if out.success() {
-            Ok(out)
-        } else {
-            Err(Error::new(format!("{shown} failed: {}", out.describe())))
-        }
-    }
-
-    /// Sends trigger `letters` to the queue manager (`postkick public qmgr`).
-    pub fn postkick(&self, letters: &str) -> Result<()> {
-        self.postkick_service("qmgr", letters)
-    }
-
-    /// Sends trigger `letters` to the public service `service` (e.g.
-    /// `pickup`) with `postkick`.
-    pub fn postkick_service(&self, service: &str, letters: &str) -> Result<()> {
-        let mut c = Command::new("postkick");
-        c.arg("-c")
-            .arg(self.config_dir())
-            .args(["public", service, letters]);
-        // Watched: with no working queue manager postkick can block.
-        let mut watch = QmgrWatch::new();
-        let out = cmd::run_watched(c, None, CMD_TIMEOUT, || watch.check(self))?;
-        // postkick writes the letters, then a NUL byte; the server reads
-        // once and closes, so the second write may raise SIGPIPE after the
-        // letters were delivered. That is success.
-        if out.success() || out.signal == Some(Signal::SIGPIPE as i32) {
-            Ok(())
-        } else {
-            Err(Error::new(format!("postkick failed: {}", out.describe())))
-        }
-    }
-
-    /// `postqueue -f`: flush the queue (triggers `FADI`).
-    pub fn postqueue_flush(&self) -> Result<()> {
-        self.postqueue(&["-f"]).map(|_| ())
-    }
-
-    /// Runs `postqueue -c CONFIG ARGS…`; a non-zero status is an error.
-    pub fn postqueue(&self, args: &[&str]) -> Result<Output> {
-        let mut c = Command::new("postqueue");
-        c.arg("-c").arg(self.config_dir()).args(args);
-        cmd::run_ok(c, None, CMD_TIMEOUT)
-    }
-
-    /// Runs `postsuper -c CONFIG ARGS…`; a non-zero status is an error.
-    pub fn postsuper(&self, args: &[&str]) -> Result<Output> {
-        let mut c = Command::new("postsuper");
-        c.arg("-c").arg(self.config_dir()).args(args);
-        cmd::run_ok(c, None, CMD_TIMEOUT)
-    }
-
     /// `postfix reload`.
     pub fn reload(&self) -> Result<()> {
         let out = self.postfix_cmd(&["reload"])?;
@@ -694,26 +430,6 @@ impl Instance {
     }
 
     // ----- queue -----
-
-    /// Queue ids of the files in `queue` (e.g. "deferred"), walking hash
-    /// subdirectories; sorted.
-    pub fn queue_ids(&self, queue: &str) -> Vec<String> {
-        let mut ids = Vec::new();
-        walk_queue(&self.queue_dir().join(queue), &mut ids);
-        ids.sort();
-        ids
-    }
-
-    /// The path of queue file `id` in `queue`, if present (searching hash
-    /// subdirectories).
-    pub fn queue_file_path(&self, queue: &str, id: &str) -> Option<PathBuf> {
-        find_in_queue(&self.queue_dir().join(queue), id)
-    }
-
-    /// Number of messages in maildrop, incoming, active and deferred.
-    pub fn queued_count(&self) -> usize {
-        MAIL_QUEUES.iter().map(|q| self.queue_ids(q).len()).sum()
-    }
 
     // ----- log and mailboxes -----
 
@@ -928,111 +644,4 @@ fn describe_pids(pids: &[i32]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Collects queue-id-named files below `dir` (descending into the
-/// one-character hash subdirectories).
-fn walk_queue(dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        match e.file_type() {
-            Ok(t) if t.is_dir() && name.len() == 1 => walk_queue(&e.path(), out),
-            Ok(t) if t.is_file() && valid_queue_file_name(&name) => out.push(name),
-            _ => {}
-        }
-    }
-}
-
-/// Postfix's `mail_queue_id_ok`: 1–255 characters of `[A-Za-z0-9_]`.
-fn valid_queue_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn find_in_queue(dir: &Path, id: &str) -> Option<PathBuf> {
-    let direct = dir.join(id);
-    if direct.is_file() {
-        return Some(direct);
-    }
-    let entries = std::fs::read_dir(dir).ok()?;
-    entries.flatten().find_map(|e| {
-        let name = e.file_name();
-        (name.len() == 1 && e.path().is_dir())
-            .then(|| find_in_queue(&e.path(), id))
-            .flatten()
-    })
-}
-
-impl Instance {
-    /// Writes `content` as a ready queue file `queue/id` (mode 0700, owned by
-    /// the mail owner), atomically via rename so the queue manager never sees
-    /// a half-written file. For tests that plant files (e.g. a corrupt one).
-    pub fn plant_queue_file(&self, queue: &str, id: &str, content: &[u8]) -> Result<PathBuf> {
-        let inst = self;
-        if !is_queue_id(id) {
-            return Err(Error::new(format!("{id:?} is not shaped like a queue id")));
-        }
-        let tmp = inst.queue_dir().join(format!(".plant-{id}"));
-        std::fs::write(&tmp, content).map_err(|e| Error::io(format!("write {tmp:?}"), e))?;
-        crate::set_mode(&tmp, 0o700)?;
-        crate::chown_to_user(&tmp, "postfix")?;
-        let to = inst.queue_dir().join(queue).join(id);
-        std::fs::rename(&tmp, &to).map_err(|e| Error::io(format!("rename to {to:?}"), e))?;
-        Ok(to)
-    }
-}
-
-/// True when `stderr` of `postfix check` says nothing but what is expected
-/// of a test instance: the notice that Postfix 3.11 and later print
-/// whenever `compatibility_level` is below the newest level (the instances
-/// keep 3.6, so that every supported Postfix runs them with the same
-/// defaults), and postconf's "unused parameter" warning for rqmgr's own
-/// parameters (`rqmgr_*`), which Postfix does not know. Anything else there
-/// is a problem.
-fn only_expected_notices(stderr: &str) -> bool {
-    const NOTICE: [&str; 3] = [
-        "Postfix is using backwards-compatible default settings",
-        "See https://www.postfix.org/COMPATIBILITY_README.html for details",
-        "To disable backwards compatibility use ",
-    ];
-    stderr.lines().all(|line| {
-        let text = line.trim();
-        let text = text.strip_prefix("postfix: ").unwrap_or(text);
-        let ours = text.contains(": warning: ")
-            && text
-                .split_once(": unused parameter: ")
-                .is_some_and(|(_, p)| p.starts_with("rqmgr_"));
-        text.is_empty() || ours || NOTICE.iter().any(|n| text.starts_with(n))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::only_expected_notices;
-
-    #[test]
-    fn compatibility_notices_and_our_parameters_are_not_check_failures() {
-        let notice = "postfix: Postfix is using backwards-compatible default settings\n\
-            postfix: See https://www.postfix.org/COMPATIBILITY_README.html for details\n\
-            postfix: To disable backwards compatibility use \"postconf compatibility_level=3.11\" \
-            and \"postfix reload\"\n";
-        assert!(only_expected_notices(notice));
-        assert!(only_expected_notices(""));
-        assert!(only_expected_notices(
-            "/usr/sbin/postconf: warning: /t/etc/main.cf: unused parameter: rqmgr_x=1\n"
-        ));
-        assert!(!only_expected_notices(
-            "/usr/sbin/postconf: warning: /t/etc/main.cf: unused parameter: foo=1\n"
-        ));
-        assert!(!only_expected_notices(
-            "postfix/postfix-script: warning: not owned by postfix: /x\n"
-        ));
-        assert!(!only_expected_notices(&format!(
-            "{notice}postfix: fatal: bad main.cf\n"
-        )));
-    }
 }

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use rqmgr_sched::retry::next_attempt;
+use rqmgr_sched::next_attempt;
 
 /// Why a message is returned to its sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

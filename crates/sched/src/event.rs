@@ -203,6 +203,6 @@ pub enum Action {
 }
 
 /// `DEL_REQ_FLAG_CONN_LOAD`: the agent may reuse a cached session.
-pub const DEST_FLAG_CONN_LOAD: u32 = 2048;
+pub(crate) const DEST_FLAG_CONN_LOAD: u32 = 2048;
 /// `DEL_REQ_FLAG_CONN_STORE`: the agent may cache its session.
-pub const DEST_FLAG_CONN_STORE: u32 = 4096;
+pub(crate) const DEST_FLAG_CONN_STORE: u32 = 4096;

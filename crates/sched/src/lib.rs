@@ -39,10 +39,10 @@
 #![forbid(unsafe_code)]
 
 mod active;
-pub mod config;
+mod config;
 mod conn;
 mod entry;
-pub mod event;
+mod event;
 mod feedback;
 mod hash;
 mod job;
@@ -51,16 +51,17 @@ mod message;
 mod order;
 mod peer;
 mod queue;
-pub mod retry;
-pub mod time;
+mod retry;
+mod time;
 mod transport;
 
 use std::collections::{HashMap, VecDeque};
 
 use slab::Slab;
 
-pub use config::{Config, Feedback, TransportConfig};
+pub use config::{Config, Feedback, TransportConfig, TransportLookup};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
+pub use retry::next_attempt;
 pub use time::Time;
 
 use conn::{Conn, Conns};
