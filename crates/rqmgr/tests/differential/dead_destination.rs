@@ -35,6 +35,9 @@ fn dead_destination(qm: QueueManager, backoff: &str) -> (SmtpSink, Instance) {
         ok(inst.sendmail(&from, &[to], &msg));
     }
     ok(inst.wait_until(|i| i.queue_ids("deferred").len() == 3, GUARD));
+    // postlogd writes the retry agent's lines after the files moved, and
+    // may lag under load: wait for them, then count.
+    ok(inst.wait_for_log(|l| l.count(SUSPENDED) >= 2, GUARD));
     let log = inst.log();
     assert_eq!(log.count(SUSPENDED), 2, "{}", log.text());
     (sink, inst)

@@ -42,6 +42,8 @@ fn scenario(qm: QueueManager) {
             "{id}: mtime {mtime} not in [{before}, {after}] + {MIN_BACKOFF}s"
         );
     }
+    // postlogd may write the agents' lines after the files moved: wait.
+    ok(inst.wait_for_log(|l| l.count("status=deferred") >= MESSAGES, GUARD));
     let log = inst.log();
     assert_eq!(log.count("status=deferred"), MESSAGES, "{}", log.text());
 
