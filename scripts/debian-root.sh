@@ -120,13 +120,20 @@ ensure_root_dir() {
     echo "==> debootstrap $suite from $m (a few minutes, once)" >&2
     # Answer Postfix's configuration question as a distribution install
     # without a mail setup would: the tests run private instances only.
-    if ! debootstrap --variant=minbase --include="$include" \
-        --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
-        "$suite" "$tmp" "$m" >"$roots/.$suite.log" 2>&1; then
+    # A second try covers a mirror that failed us once (a truncated
+    # download, a moment of network trouble).
+    local try
+    for try in 1 2; do
+        if debootstrap --variant=minbase --include="$include" \
+            --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
+            "$suite" "$tmp" "$m" >"$roots/.$suite.log" 2>&1; then
+            break
+        fi
         tail -n 30 "$roots/.$suite.log" >&2
         remove_root "$tmp"
-        die "debootstrap $suite failed (log above)"
-    fi
+        [ "$try" -eq 1 ] || die "debootstrap $suite failed (log above)"
+        echo "==> debootstrap $suite failed; trying once more" >&2
+    done
     # Nothing inside may start services on its own.
     printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d"
     chmod 755 "$tmp/usr/sbin/policy-rc.d"
