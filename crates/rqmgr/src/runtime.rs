@@ -385,23 +385,7 @@ impl Runtime {
         let Some(request_tx) = self.ready.remove(&conn) else {
             return;
         };
-        let held = |m: &crate::message::ActiveMessage| {
-            rcpts.iter().any(|&i| m.rcpts.get(i as usize).is_some())
-        };
-        let Some(m) = self.core.messages.get(&msg).filter(|m| held(m)) else {
-            // The message (or these recipients) left the active queue
-            // meanwhile, e.g. its file went to corrupt/ after a failed
-            // read. The connection closes unused, and the scheduler hears
-            // that the delivery did not happen, so that the destination's
-            // and the transport's slots come back. Nothing is sent: a
-            // request without recipients would only make the agent fail.
-            drop(request_tx);
-            self.transports.remove(&conn);
-            let outcome = Outcome::Deferred { site: None };
-            let now = self.core.now.sched();
-            self.core
-                .sched
-                .handle(Event::Delivered { conn, outcome }, now);
+        let Some(m) = self.core.messages.get(&msg) else {
             return;
         };
         let request = m.request_bytes(
