@@ -80,6 +80,7 @@ impl Core {
             active_arrival: clock::precise(),
             status: 0,
             rcpts: InCore::default(),
+            reread_at_end: false,
         };
         let batch = std::mem::take(&mut message.env.recipients);
         message.rcpts.extend(batch);
@@ -173,6 +174,12 @@ impl Core {
     /// `early`: some in-core recipients of the message are still waiting
     /// or being delivered, so the new ones get indexes after theirs;
     /// otherwise indexes start afresh.
+    ///
+    /// A read that fails early leaves the file where it is, as Postfix
+    /// does: the recipients in core still go to their agents (which fail
+    /// to open a file that went, and so give their slots back), and the
+    /// read is tried again once they are done (finish.rs). A read that
+    /// fails with nothing left in core sends the file to `corrupt/`.
     pub(crate) async fn refill(&mut self, msg: MessageId, early: bool) {
         let budget = self.sched.refill_budget(msg);
         let Some(message) = self.messages.get_mut(&msg) else {
@@ -180,20 +187,30 @@ impl Core {
         };
         let id = message.queue_id.clone();
         let path = self.spool.path(QueueName::Active, &id);
-        let abandon = |core: &mut Core| {
-            core.spool.save_corrupt(&id);
-            core.sched
-                .handle(Event::MessageAbandoned { msg }, core.now.sched());
+        let read = match self.spool.open_message(&id) {
+            Some(mut file) => match message.env.refill(&mut file, budget) {
+                Ok(()) => Some(file),
+                Err(e) => {
+                    for line in e.postfix_warnings(id.as_str(), &path.display().to_string()) {
+                        self.log.warning(&line);
+                    }
+                    None
+                }
+            },
+            None => None,
         };
-        let Some(mut file) = self.spool.open_message(&id) else {
-            return abandon(self);
-        };
-        if let Err(e) = message.env.refill(&mut file, budget) {
-            for line in e.postfix_warnings(id.as_str(), &path.display().to_string()) {
-                self.log.warning(&line);
+        let Some(mut file) = read else {
+            if early {
+                message.reread_at_end = true;
+            } else {
+                self.messages.remove(&msg);
+                self.spool.save_corrupt(&id);
             }
-            return abandon(self);
-        }
+            self.sched
+                .handle(Event::MessageAbandoned { msg }, self.now.sched());
+            return;
+        };
+        message.reread_at_end = false;
         for w in &message.env.warnings {
             self.log.warning(&w.postfix_line(id.as_str()));
         }

@@ -7,7 +7,8 @@
 //!    non-delivery notice (an empty one is removed);
 //! 2. a failed message whose file is no longer mode 0700 (an agent marked
 //!    it corrupt) goes to `corrupt/`;
-//! 3. recipients still unread are read now, and the message goes on;
+//! 3. recipients still unread are read now, and the message goes on (a
+//!    file that still cannot be read goes to `corrupt/`);
 //! 4. success notices and trace reports are flushed where asked for;
 //! 5. a failed message past its lifetime bounces with the `defer/` log
 //!    ("expired, returned to sender"); otherwise a due delay warning goes
@@ -114,7 +115,7 @@ impl Core {
             }
             return;
         }
-        if refill {
+        if refill || m.reread_at_end {
             self.refill(msg, false).await;
             return;
         }

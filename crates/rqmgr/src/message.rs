@@ -62,6 +62,11 @@ pub(crate) struct ActiveMessage {
     pub status: i32,
     /// The recipients in core, by index.
     pub rcpts: InCore,
+    /// A read of more recipients failed while deliveries were under way:
+    /// no more are read until those are done, then the read is tried once
+    /// more (Postfix's `rcpt_offset` stays set), and the file goes to
+    /// `corrupt/` if it fails again.
+    pub reread_at_end: bool,
 }
 
 /// One recipient in core.
@@ -351,6 +356,7 @@ mod tests {
             active_arrival: SystemTime::UNIX_EPOCH,
             status: 0,
             rcpts: InCore::default(),
+            reread_at_end: false,
         }
     }
 

@@ -19,6 +19,7 @@ mod idle_trigger_clients;
 mod local_delivery;
 mod permanent_failure;
 mod postfix_release;
+mod pulled_mid_list;
 mod qmgr_crash_recovery;
 mod reload_and_stop;
 mod startup_fatal;
