@@ -385,7 +385,24 @@ impl Runtime {
         let Some(request_tx) = self.ready.remove(&conn) else {
             return;
         };
-        let Some(m) = self.core.messages.get(&msg) else {
+        let held = |m: &&crate::message::ActiveMessage| {
+            rcpts.iter().all(|&i| m.rcpts.get(i as usize).is_some())
+        };
+        let Some(m) = self.core.messages.get(&msg).filter(held) else {
+            // Cannot happen: a message stays in core while the scheduler
+            // has entries for it, and a recipient until its delivery is
+            // answered. Should it happen anyway, the scheduler must hear
+            // of it, or the destination's and the transport's slots would
+            // never come back.
+            let transport = self.transports.remove(&conn).unwrap_or_default();
+            self.core.log.warning(&format!(
+                "{transport}: no such message or recipients in core: delivery request not sent"
+            ));
+            let now = self.core.now.sched();
+            let outcome = Outcome::Crashed;
+            self.core
+                .sched
+                .handle(Event::Delivered { conn, outcome }, now);
             return;
         };
         let request = m.request_bytes(

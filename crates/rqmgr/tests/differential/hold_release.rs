@@ -12,8 +12,8 @@
 
 use crate::common::{instance_with_sink, ok, GUARD};
 use crate::compare::{assert_same, run_both, snapshot, wait, Outcome};
-use crate::support::{kick_pickup, submit};
-use rqmgr_harness::{Instance, QueueManager, SinkMode};
+use crate::support::{kick_pickup, open_by_agent, submit};
+use rqmgr_harness::{QueueManager, SinkMode};
 
 /// How long the sink sits on DATA.
 const SLOW: u32 = 3;
@@ -98,23 +98,6 @@ fn scenario(qm: QueueManager) -> Outcome {
     // Removed: d3, d4's copy, a4, then d1 and a1.
     ok(inst.wait_for_log(|l| l.matching(&qmgr, ": removed").len() == 5, GUARD));
     snapshot(&inst, &[&sink], &["sender"])
-}
-
-/// True when a process of the instance other than the queue manager has
-/// the queue file `id` open.
-fn open_by_agent(inst: &Instance, id: &str) -> bool {
-    let qmgr = inst.qmgr_pids();
-    inst.pids().iter().filter(|p| !qmgr.contains(p)).any(|p| {
-        std::fs::read_dir(format!("/proc/{p}/fd"))
-            .map(|d| {
-                d.flatten().any(|e| {
-                    std::fs::read_link(e.path())
-                        .map(|l| l.to_string_lossy().ends_with(&format!("/{id}")))
-                        .unwrap_or(false)
-                })
-            })
-            .unwrap_or(false)
-    })
 }
 
 #[test]

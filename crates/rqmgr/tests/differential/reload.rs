@@ -5,15 +5,17 @@
 //! a flush then finds nothing left to deliver in them. Every recipient
 //! reaches the sink exactly once.
 //!
-//! Deterministic for the stock qmgr: with the initial destination
-//! concurrency of 5 and no delivery finished before the reload, exactly
-//! five files are locked when the new queue manager starts (it reports
-//! each of them once per incoming scan that meets it).
+//! Deterministic: with the initial destination concurrency of 5, the
+//! reload waits until five agents have their files open, and no delivery
+//! finishes before it, so exactly five files are locked when the new
+//! queue manager starts (it reports each of them once per incoming scan
+//! that meets it).
 
 use std::time::Duration;
 
 use crate::common::{instance_with_sink, ok, GUARD};
 use crate::compare::{assert_same, run_both, snapshot, Outcome};
+use crate::support::open_by_agent;
 use rqmgr_harness::{QueueManager, SinkMode};
 
 const MESSAGES: usize = 8;
@@ -29,8 +31,15 @@ fn scenario(qm: QueueManager) -> Outcome {
         ));
     }
     ok(inst.wait_for_log(|l| l.count("(queue active)") == MESSAGES, GUARD));
-    // Let the first five deliveries reach the sink's slow DATA.
-    std::thread::sleep(Duration::from_secs(1));
+    // The first five deliveries are under way: their agents hold the
+    // files (the sink holds their DATA).
+    ok(inst.wait_until(
+        |i| {
+            let ids = i.queue_ids("active");
+            ids.iter().filter(|id| open_by_agent(i, id)).count() == 5
+        },
+        GUARD,
+    ));
     ok(inst.reload());
     ok(inst.wait_for_log(|l| l.count("skipped, still being delivered") >= 5, GUARD));
     ok(sink.wait_received(MESSAGES, GUARD));

@@ -96,3 +96,20 @@ pub(crate) fn submit(inst: &Instance, from: &str, to: &[&str], message: &str) ->
 pub(crate) fn kick_pickup(inst: &Instance) {
     ok(inst.postkick_service("pickup", "W"));
 }
+
+/// True when a process of the instance other than the queue manager has
+/// the queue file `id` open.
+pub(crate) fn open_by_agent(inst: &Instance, id: &str) -> bool {
+    let qmgr = inst.qmgr_pids();
+    inst.pids().iter().filter(|p| !qmgr.contains(p)).any(|p| {
+        std::fs::read_dir(format!("/proc/{p}/fd"))
+            .map(|d| {
+                d.flatten().any(|e| {
+                    std::fs::read_link(e.path())
+                        .map(|l| l.to_string_lossy().ends_with(&format!("/{id}")))
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false)
+    })
+}
