@@ -84,16 +84,20 @@ impl Core {
         };
         let batch = std::mem::take(&mut message.env.recipients);
         message.rcpts.extend(batch);
+        let more = message.env.resume_offset.is_some() && message.env.redirect.is_none();
         // A force-expired message that already has a defer log bounces
-        // with that log's reasons; it is not delivered again.
+        // with that log's reasons; the recipients of this read are not
+        // delivered again. Those the file holds beyond it are read when
+        // this read is done, and go to `retry`, so that the notice names
+        // them too (Postfix means to do so, but panics instead: its
+        // next read finds this read's recipients still in core).
         if qflags & FORCE_EXPIRE != 0 && self.spool.has_log(QueueName::Defer, &id) {
             message.status = 1;
             self.messages.insert(msg, message);
-            self.sched_message(msg, Vec::new(), false, false);
+            self.sched_message(msg, Vec::new(), more, false);
             return true;
         }
         self.spool.remove_defer_log(&id);
-        let more = message.env.resume_offset.is_some() && message.env.redirect.is_none();
         self.messages.insert(msg, message);
         let routes = self.resolve(msg, &mut file, 0).await;
         self.sched_message(msg, routes, more, qflags & FLUSH_EACH != 0);

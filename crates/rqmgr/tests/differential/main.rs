@@ -19,6 +19,7 @@ mod dead_destination;
 mod defer_transports;
 mod delay_warning;
 mod double_bounce;
+mod expire_partly_read;
 mod expiry;
 mod flow_tokens;
 mod hold_release;
