@@ -9,7 +9,8 @@
 //! * `ROOT/etc`: `config_directory` (main.cf, master.cf, and copies of
 //!   `postfix-files` and `dynamicmaps.cf` from the installed Postfix, which
 //!   `postfix start`'s integrity check needs; `meta_directory` points here);
-//! * `ROOT/spool`: `queue_directory` (created by `postfix start`);
+//! * `ROOT/spool`: `queue_directory` (created by `postfix start`; a small
+//!   tmpfs if [`InstanceBuilder::queue_on_tmpfs`] asked for one);
 //! * `ROOT/data`: `data_directory`, owned by `postfix`;
 //! * `ROOT/libexec`: `daemon_directory`: *copies* of the stock daemons
 //!   (symlinks make Postfix warn) plus the chosen queue manager binary copied
@@ -36,8 +37,9 @@
 //!
 //! Invariants: on drop the instance is stopped (`postfix stop`, then SIGKILL
 //! for any process whose executable or working directory lies inside ROOT,
-//! repeated until none is left) and ROOT removed, unless `RQMGR_KEEP_TEST_DIR`
-//! is set. When dropped during a panic it prints the tail of its mail log.
+//! repeated until none is left), its queue tmpfs unmounted (ROOT is kept if
+//! that fails) and ROOT removed, unless `RQMGR_KEEP_TEST_DIR` is set. When
+//! dropped during a panic it prints the tail of its mail log.
 //! If the test process dies without running drop handlers, the next harness
 //! user reaps the orphaned instance (see the `orphans` module).
 //!
@@ -48,6 +50,7 @@
 
 mod config;
 mod queue;
+pub use queue::QueueFiller;
 mod tools;
 
 use crate::cmd::{self, Output};
@@ -122,6 +125,7 @@ pub struct InstanceBuilder {
     relay_port: Option<u16>,
     local_users: Vec<String>,
     myhostname: String,
+    queue_tmpfs_bytes: Option<u64>,
 }
 
 impl Default for InstanceBuilder {
@@ -143,6 +147,7 @@ impl Default for InstanceBuilder {
             .map(String::from)
             .to_vec(),
             myhostname: "test.localdomain".to_string(),
+            queue_tmpfs_bytes: None,
         }
     }
 }
@@ -197,6 +202,15 @@ impl InstanceBuilder {
         self
     }
 
+    /// Puts the queue directory on a tmpfs of `bytes`, so that a test can
+    /// fill it (see [`Instance::fill_queue_filesystem`]). The tmpfs is
+    /// mounted before Postfix starts and unmounted when the instance is
+    /// dropped, after every process of it is gone.
+    pub fn queue_on_tmpfs(mut self, bytes: u64) -> Self {
+        self.queue_tmpfs_bytes = Some(bytes);
+        self
+    }
+
     /// Creates the instance directory and starts Postfix.
     pub fn start(self) -> Result<Instance> {
         Instance::create(self)
@@ -212,6 +226,8 @@ pub struct Instance {
     queue_manager: QueueManager,
     myhostname: String,
     running: bool,
+    /// The queue directory is a tmpfs this instance mounted.
+    queue_tmpfs: bool,
 }
 
 impl Instance {
@@ -241,7 +257,11 @@ impl Instance {
             queue_manager: b.queue_manager.clone(),
             myhostname: b.myhostname.clone(),
             running: false,
+            queue_tmpfs: false,
         };
+        if let Some(bytes) = b.queue_tmpfs_bytes {
+            inst.mount_queue_tmpfs(bytes)?;
+        }
         inst.lay_out(&b, &install)?;
         inst.postfix_start()?;
         Ok(inst)
@@ -575,6 +595,16 @@ impl Drop for Instance {
             );
         }
         self.shutdown();
+        if self.queue_tmpfs && !self.unmount_queue_tmpfs() {
+            // Never remove a tree with something still mounted in it.
+            if let Some(dir) = self.dir.take() {
+                eprintln!(
+                    "rqmgr-harness: {} left in place: its queue tmpfs is still mounted",
+                    dir.path().display()
+                );
+                std::mem::forget(dir);
+            }
+        }
         if let Some(dir) = self.dir.take() {
             crate::dispose_dir(dir);
         }

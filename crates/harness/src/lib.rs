@@ -30,7 +30,7 @@ pub mod procs;
 pub mod sink;
 
 pub use error::{Error, Result};
-pub use instance::{Instance, InstanceBuilder, QueueManager};
+pub use instance::{Instance, InstanceBuilder, QueueFiller, QueueManager};
 pub use maillog::{LogLine, Maillog};
 pub use sink::{SinkMode, SmtpSink};
 

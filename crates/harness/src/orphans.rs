@@ -106,6 +106,14 @@ pub(crate) fn reap(base: &Path) -> usize {
             eprintln!("rqmgr-harness: orphan {root:?}: could not kill {left:?}");
             continue;
         }
+        // A queue tmpfs the dead test mounted comes off first; never remove
+        // a tree with something mounted in it.
+        let spool = root.join("spool");
+        let _ = nix::mount::umount(&spool);
+        if is_mount_point(&spool) {
+            eprintln!("rqmgr-harness: orphan {root:?}: {spool:?} is still mounted");
+            continue;
+        }
         match std::fs::remove_dir_all(&root) {
             Ok(()) => {
                 eprintln!("rqmgr-harness: reaped the orphaned test directory {root:?}");
@@ -115,6 +123,16 @@ pub(crate) fn reap(base: &Path) -> usize {
         }
     }
     reaped
+}
+
+/// Whether `path` is on another file system than its parent.
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.dev()).ok();
+    match (dev(path), path.parent().and_then(dev)) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

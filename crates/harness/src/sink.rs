@@ -146,10 +146,19 @@ impl SmtpSink {
         &self.dump_dir
     }
 
-    /// The dump files, one per received message.
+    /// The dump files, one per received message. smtp-sink creates a
+    /// transaction's file at MAIL FROM and fills it at the final "."; an
+    /// empty one is a transaction that never completed (rejected, or cut
+    /// off by a mode switch), so it does not count.
     pub fn messages(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.dump_dir)
-            .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+            .map(|d| {
+                d.filter_map(|e| {
+                    let e = e.ok()?;
+                    (e.metadata().ok()?.len() > 0).then(|| e.path())
+                })
+                .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -1,5 +1,8 @@
 //! The instance's queue directory as tests look at it: which queue files
-//! are where, and planting files for a test.
+//! are where, planting files for a test, and (when the builder asked for
+//! it) the tmpfs under it, which a test may fill to make the disk full.
+//! Invariant: a tmpfs mounted here is unmounted before the instance's
+//! directory is removed, or the directory is left in place.
 
 use super::*;
 
@@ -78,5 +81,99 @@ impl Instance {
         let to = inst.queue_dir().join(queue).join(id);
         std::fs::rename(&tmp, &to).map_err(|e| Error::io(format!("rename to {to:?}"), e))?;
         Ok(to)
+    }
+}
+
+impl Instance {
+    /// Mounts a tmpfs of `bytes` on the queue directory (before Postfix
+    /// creates anything in it).
+    pub(super) fn mount_queue_tmpfs(&mut self, bytes: u64) -> Result<()> {
+        use nix::mount::{mount, MsFlags};
+        let at = self.queue_dir();
+        std::fs::create_dir_all(&at).map_err(|e| Error::io(format!("mkdir {at:?}"), e))?;
+        let options = format!("size={bytes},mode=0755");
+        mount(
+            Some("tmpfs"),
+            &at,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .map_err(|e| Error::io(format!("mount a tmpfs on {at:?}"), e))?;
+        self.queue_tmpfs = true;
+        Ok(())
+    }
+
+    /// Unmounts the queue tmpfs; false if it is still mounted.
+    pub(super) fn unmount_queue_tmpfs(&mut self) -> bool {
+        let at = self.queue_dir();
+        match nix::mount::umount(&at) {
+            Ok(()) => {
+                self.queue_tmpfs = false;
+                true
+            }
+            Err(e) => {
+                eprintln!("rqmgr-harness: umount {at:?}: {e}");
+                false
+            }
+        }
+    }
+
+    /// Fills the queue directory's file system (see
+    /// [`crate::InstanceBuilder::queue_on_tmpfs`]) and keeps it full, as a
+    /// runaway writer would: whatever space Postfix frees is taken again
+    /// within a few milliseconds. The shortage ends when the returned guard
+    /// is dropped (its file is removed then).
+    pub fn fill_queue_filesystem(&self) -> Result<QueueFiller> {
+        let path = self.queue_dir().join("filler");
+        let file =
+            std::fs::File::create(&path).map_err(|e| Error::io(format!("create {path:?}"), e))?;
+        fill(&file).map_err(|e| Error::io(format!("fill {path:?}"), e))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = fill(&file);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Ok(QueueFiller {
+            path,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Keeps the queue file system full until dropped; see
+/// [`Instance::fill_queue_filesystem`].
+#[derive(Debug)]
+pub struct QueueFiller {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for QueueFiller {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Appends zeros to `file` until the file system has no room left.
+fn fill(mut file: &std::fs::File) -> std::io::Result<()> {
+    use std::io::Write;
+    let chunk = [0u8; 4096];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => return Ok(()),
+            Err(e) => return Err(e),
+        }
     }
 }
