@@ -74,8 +74,11 @@ impl TestDir {
             self.lock.take();
             Ok(Some(self.dir.keep()))
         } else {
+            // The lock is held until the directory is gone, or a reaper
+            // could take the half-removed directory for an orphan.
+            let removed = self.dir.close().map(|_| None);
             self.lock.take();
-            self.dir.close().map(|_| None)
+            removed
         }
     }
 }
