@@ -7,8 +7,9 @@
 //! the status descriptor. Exit status: 0 when master goes away, 1 on a
 //! fatal error (logged as Postfix logs one), so master restarts us.
 //!
-//! Started as `oqmgr` (by its command name in master.cf) rqmgr schedules
-//! as oqmgr does; under any other name as qmgr does.
+//! Started as `oqmgr` rqmgr schedules as oqmgr does, as `qmgr` as qmgr
+//! does; under its own name the `rqmgr_scheduler` parameter chooses
+//! (role.rs).
 
 #![deny(unsafe_code)]
 
@@ -25,6 +26,7 @@ mod notify;
 mod params;
 mod postfix_version;
 mod resolve;
+mod role;
 mod routing;
 mod runtime;
 mod scan;
@@ -50,12 +52,14 @@ fn main() {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let program = argv.first().cloned().unwrap_or_else(|| "qmgr".to_owned());
-    let process_name = Path::new(&program)
+    let file_name = Path::new(&program)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "qmgr".to_owned());
+        .unwrap_or_default();
+    // What to log as until main.cf is read (see role.rs).
+    let process_name = role::queue_manager_name(&file_name, None).unwrap_or("qmgr");
     let mut log = None;
-    let status = match start(argv, &process_name, &mut log) {
+    let status = match start(argv, &file_name, &mut log) {
         Ok(status) => status,
         // Every start-up failure ends here: in the mail log (or syslog,
         // before main.cf is read); on stderr only if no log can be had.
@@ -73,11 +77,8 @@ fn main() {
 /// Everything before the event loop, then the loop; returns the exit
 /// status, or the text of a fatal start-up error. `log` is set as soon as
 /// logging is up.
-fn start(
-    argv: Vec<String>,
-    process_name: &str,
-    log: &mut Option<Arc<Logger>>,
-) -> Result<i32, String> {
+fn start(argv: Vec<String>, file_name: &str, log: &mut Option<Arc<Logger>>) -> Result<i32, String> {
+    let process_name = role::queue_manager_name(file_name, None).unwrap_or("qmgr");
     // Until the configuration is read and checked, fatal errors go where
     // Postfix sends them then (see LogConfig::early).
     *log = Logger::new(&LogConfig::early(None, process_name, false))
@@ -91,6 +92,7 @@ fn start(
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc/postfix"));
     let mut raw = RawParams::load(&config_dir, &args.overrides).map_err(|e| e.to_string())?;
+    let process_name = role::queue_manager_name(file_name, raw.get(role::SCHEDULER_PARAM))?;
     raw.set("process_name", process_name);
     if let Ok(early) = Logger::new(&LogConfig::early(Some(&raw), process_name, args.stderr_log)) {
         *log = Some(Arc::new(early));
