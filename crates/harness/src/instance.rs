@@ -424,9 +424,21 @@ impl Instance {
         procs::pids_under(&self.root)
     }
 
-    /// The live queue manager process(es).
+    /// The live queue manager process(es): the chosen one, or another
+    /// queue manager a test switched the instance to (rqmgrctl).
     pub fn qmgr_pids(&self) -> Vec<i32> {
-        procs::pids_with_exe(&self.daemon_path(self.queue_manager.command()))
+        let mut pids = procs::pids_with_exe(&self.daemon_path(self.queue_manager.command()));
+        for other in ["qmgr", "oqmgr", "rqmgr"] {
+            if other != self.queue_manager.command() {
+                pids.extend(procs::pids_with_exe(&self.daemon_path(other)));
+            }
+        }
+        pids
+    }
+
+    /// The live processes running `daemon_directory/program`.
+    pub fn daemon_pids(&self, program: &str) -> Vec<i32> {
+        procs::pids_with_exe(&self.daemon_path(program))
     }
 
     /// Waits until a queue manager process runs and returns its pid.

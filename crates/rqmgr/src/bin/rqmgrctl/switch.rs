@@ -1,0 +1,286 @@
+//! `enable`, `disable` and `status`: the master.cf change and its undoing.
+//!
+//! `enable` records, under `data_directory/rqmgr/`, the qmgr entry as
+//! `postconf -M` shows it, master.cf as it was, and master.cf as the
+//! change left it. `disable` writes the old master.cf back when master.cf
+//! is still as `enable` left it (so it is byte-identical to before); when
+//! someone edited master.cf since, it restores only the qmgr entry, with
+//! `postconf -M`, and says so. The records go once `disable` succeeded.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::instance::Instance;
+
+/// The service rqmgrctl switches.
+const SERVICE: &str = "qmgr/unix";
+/// rqmgr's file name in daemon_directory.
+const RQMGR: &str = "rqmgr";
+/// The oldest Postfix rqmgr serves.
+const OLDEST: (u32, u32) = (3, 7);
+
+/// Where the records of one instance live.
+struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    fn of(inst: &Instance) -> Records {
+        Records {
+            dir: inst.data_dir.join("rqmgr"),
+        }
+    }
+    fn entry(&self) -> PathBuf {
+        self.dir.join("qmgr-service.saved")
+    }
+    fn before(&self) -> PathBuf {
+        self.dir.join("master.cf.saved")
+    }
+    fn after(&self) -> PathBuf {
+        self.dir.join("master.cf.enabled")
+    }
+}
+
+/// Makes rqmgr the queue manager.
+pub(crate) fn enable(inst: &Instance, dry_run: bool) -> Result<(), String> {
+    if inst.release()? < OLDEST {
+        return Err(format!(
+            "Postfix {} is not supported: rqmgr needs Postfix 3.7 or later",
+            inst.mail_version
+        ));
+    }
+    let command = current_command(inst)?;
+    if program_of(&command) == RQMGR {
+        println!("rqmgr is already the queue manager ({SERVICE}: {command})");
+        return Ok(());
+    }
+    let new = rqmgr_command(&command)?;
+    let master_cf = inst.master_cf();
+    if dry_run {
+        println!(
+            "{}: {SERVICE} command: {command} -> {new}",
+            master_cf.display()
+        );
+        return Ok(());
+    }
+    let binary = inst.daemon_dir.join(RQMGR);
+    if !binary.is_file() {
+        return Err(format!(
+            "{} does not exist: install rqmgr first",
+            binary.display()
+        ));
+    }
+    let entry = inst.postconf(&["-M", SERVICE])?;
+    let before = read(&master_cf)?;
+    let records = Records::of(inst);
+    std::fs::create_dir_all(&records.dir)
+        .map_err(|e| format!("mkdir {}: {e}", records.dir.display()))?;
+    write_atomic(&records.entry(), entry.as_bytes(), 0o600)?;
+    write_atomic(&records.before(), &before, 0o600)?;
+    inst.postconf(&["-F", &format!("{SERVICE}/command={new}")])?;
+    write_atomic(&records.after(), &read(&master_cf)?, 0o600)?;
+    println!(
+        "{}: {SERVICE} command: {command} -> {new}",
+        master_cf.display()
+    );
+    take_effect(inst, RQMGR)
+}
+
+/// Puts back the queue manager `enable` replaced.
+pub(crate) fn disable(inst: &Instance, dry_run: bool) -> Result<(), String> {
+    let command = current_command(inst)?;
+    if program_of(&command) != RQMGR {
+        println!("rqmgr is not the queue manager ({SERVICE}: {command})");
+        return Ok(());
+    }
+    let records = Records::of(inst);
+    let entry = std::fs::read_to_string(records.entry()).map_err(|e| {
+        format!(
+            "no record of the entry rqmgr replaced ({}: {e}); restore master.cf's qmgr entry by hand",
+            records.entry().display()
+        )
+    })?;
+    let entry = entry.trim_end();
+    let old_program = entry_program(entry)
+        .ok_or_else(|| format!("cannot read the saved entry {entry:?}"))?
+        .to_owned();
+    let master_cf = inst.master_cf();
+    if dry_run {
+        println!("{}: {SERVICE} entry: -> {entry}", master_cf.display());
+        return Ok(());
+    }
+    let now = read(&master_cf)?;
+    let unchanged = std::fs::read(records.after()).is_ok_and(|after| after == now);
+    let before = std::fs::read(records.before()).ok();
+    match before {
+        Some(before) if unchanged => write_atomic(&master_cf, &before, mode_of(&master_cf))?,
+        _ => {
+            eprintln!(
+                "rqmgrctl: warning: {} changed since rqmgrctl enable; restoring only the {SERVICE} entry",
+                master_cf.display()
+            );
+            inst.postconf(&["-M", &format!("{SERVICE}={entry}")])?;
+        }
+    }
+    for f in [records.entry(), records.before(), records.after()] {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_dir(&records.dir);
+    println!("{}: {SERVICE} entry restored: {entry}", master_cf.display());
+    take_effect(inst, &old_program)
+}
+
+/// Prints which queue manager runs, and the entry.
+pub(crate) fn status(inst: &Instance) -> Result<(), String> {
+    let command = current_command(inst)?;
+    let state = if program_of(&command) == RQMGR {
+        "enabled"
+    } else {
+        "disabled"
+    };
+    println!("{state}");
+    print!("{}", inst.postconf(&["-M", SERVICE])?);
+    Ok(())
+}
+
+/// Reloads a running Postfix and waits for the new queue manager; a
+/// stopped one takes the change at its next start.
+fn take_effect(inst: &Instance, program: &str) -> Result<(), String> {
+    let Some(master) = inst.master_pid() else {
+        println!("Postfix is not running: the change takes effect when it starts");
+        return Ok(());
+    };
+    inst.reload()?;
+    // master starts the queue manager on its first wake-up call; ask for
+    // it now rather than at the next timer.
+    let _ = Command::new("postkick")
+        .arg("-c")
+        .arg(&inst.config_dir)
+        .args(["public", "qmgr", "I"])
+        .output();
+    let pid = inst.wait_for_child(master, program)?;
+    println!("Postfix reloaded: {program} runs as pid {pid}");
+    Ok(())
+}
+
+/// The qmgr service's command and arguments, as postconf shows them.
+fn current_command(inst: &Instance) -> Result<String, String> {
+    let out = inst.postconf(&["-F", &format!("{SERVICE}/command")])?;
+    let value = out
+        .lines()
+        .next()
+        .and_then(|l| l.split_once(" = "))
+        .map(|(_, v)| v.trim().to_owned());
+    value.ok_or_else(|| format!("master.cf has no {SERVICE} service"))
+}
+
+/// The program a command field runs.
+fn program_of(command: &str) -> &str {
+    command.split_whitespace().next().unwrap_or("")
+}
+
+/// The command field that runs rqmgr in the role of `command`'s program.
+fn rqmgr_command(command: &str) -> Result<String, String> {
+    let (program, args) = command
+        .trim()
+        .split_once(char::is_whitespace)
+        .map_or((command.trim(), ""), |(p, a)| (p, a.trim()));
+    let mut new = match program {
+        "qmgr" => RQMGR.to_owned(),
+        "oqmgr" => format!("{RQMGR} -o rqmgr_scheduler=oqmgr"),
+        other => {
+            return Err(format!(
+                "the {SERVICE} service runs {other:?}, not qmgr or oqmgr: not switching it"
+            ))
+        }
+    };
+    if !args.is_empty() {
+        new.push(' ');
+        new.push_str(args);
+    }
+    Ok(new)
+}
+
+/// The program of a master.cf entry as `postconf -M` prints it: the
+/// eighth field.
+fn entry_program(entry: &str) -> Option<&str> {
+    entry.split_whitespace().nth(7)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777)
+}
+
+/// Replaces `path` with `bytes` atomically: a temporary file beside it,
+/// fsync'ed, renamed over it, and the directory fsync'ed.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.rqmgrctl.{}", std::process::id()));
+    let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", tmp.display());
+    let mut f = std::fs::File::create(&tmp).map_err(|e| fail("create", e))?;
+    f.write_all(bytes).map_err(|e| fail("write", e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| fail("chmod", e))?;
+    f.sync_all().map_err(|e| fail("fsync", e))?;
+    drop(f);
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("rename to {}: {e}", path.display()));
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qmgr_and_oqmgr_become_rqmgr_in_their_role() {
+        assert_eq!(rqmgr_command("qmgr").unwrap(), "rqmgr");
+        assert_eq!(
+            rqmgr_command("oqmgr").unwrap(),
+            "rqmgr -o rqmgr_scheduler=oqmgr"
+        );
+        assert_eq!(
+            rqmgr_command("qmgr -o qmgr_message_active_limit=100").unwrap(),
+            "rqmgr -o qmgr_message_active_limit=100"
+        );
+        assert_eq!(
+            rqmgr_command("oqmgr -v").unwrap(),
+            "rqmgr -o rqmgr_scheduler=oqmgr -v"
+        );
+        assert!(rqmgr_command("local").is_err());
+    }
+
+    #[test]
+    fn the_program_of_an_entry_is_its_eighth_field() {
+        let entry = "qmgr       unix  n       -       n       300     1       oqmgr -v";
+        assert_eq!(entry_program(entry), Some("oqmgr"));
+        assert_eq!(program_of("rqmgr -o rqmgr_scheduler=oqmgr"), "rqmgr");
+        assert_eq!(entry_program("qmgr unix n"), None);
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_file_with_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.cf");
+        std::fs::write(&path, b"old").unwrap();
+        write_atomic(&path, b"new\n", 0o644).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new\n");
+        assert_eq!(mode_of(&path), 0o644);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
