@@ -9,11 +9,14 @@
 #       and prints its directory. Roots are cached under $RQMGR_ROOTS
 #       (default /var/cache/rqmgr/roots) and rebuilt after
 #       $RQMGR_ROOT_MAX_AGE_DAYS days (default 14).
-#   debian-root.sh run SUITE [--bind DIR]... -- COMMAND [ARG]...
+#   debian-root.sh run SUITE [--scratch] [--bind DIR]... -- COMMAND [ARG]...
 #       Runs COMMAND as root inside the root of SUITE (created first if
 #       needed), with DIR (an absolute path, e.g. the workspace and its
 #       target directory) visible at the same path inside. Exits with
-#       COMMAND's status.
+#       COMMAND's status. With --scratch, COMMAND sees a throwaway copy of
+#       the root (an overlay whose changes live in a tmpfs of the run): it
+#       may install packages and configure the system, and the cached root
+#       stays as it was.
 #
 # Safety: the mounts a run needs (/proc, /dev, the --bind directories) are
 # made in a private mount namespace that dies with the run, so the host never
@@ -147,9 +150,13 @@ ensure_root_dir() {
 run_in_root() {
     local suite="$1"
     shift
-    local binds=()
+    local binds=() scratch=0
     while [ $# -gt 0 ]; do
         case "$1" in
+        --scratch)
+            scratch=1
+            shift
+            ;;
         --bind)
             [ $# -ge 2 ] || usage
             case "$2" in /*) ;; *) die "--bind needs an absolute path: $2" ;; esac
@@ -169,10 +176,21 @@ run_in_root() {
     dir="$(ensure_root_dir "$suite")"
     # Inside: bash stays PID 1 of the new PID namespace (it reaps what the
     # daemons orphan); when it exits, the kernel kills whatever is left.
+    local top=""
+    [ "$scratch" = 0 ] || top="$(mktemp -d)"
+    local rc=0
     unshare --mount --propagation private --pid --fork --kill-child -- \
         bash -c '
             set -e
-            root="$1"; nbinds="$2"; shift 2
+            root="$1"; top="$2"; nbinds="$3"; shift 3
+            if [ -n "$top" ]; then
+                # Mounted in this namespace only: gone with the run.
+                mount -t tmpfs -o mode=0755 scratch "$top"
+                mkdir "$top/upper" "$top/work" "$top/root"
+                mount -t overlay overlay \
+                    -o "lowerdir=$root,upperdir=$top/upper,workdir=$top/work" "$top/root"
+                root="$top/root"
+            fi
             mount -t proc proc "$root/proc"
             mount --rbind /dev "$root/dev"
             for ((i = 0; i < nbinds; i++)); do
@@ -185,7 +203,10 @@ run_in_root() {
                 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
             rc=$?
             exit $rc
-        ' rqmgr-root "$dir" "${#binds[@]}" "${binds[@]}" "$@"
+        ' rqmgr-root "$dir" "$top" "${#binds[@]}" "${binds[@]}" "$@" || rc=$?
+    # Its mounts died with the namespace: only the empty mount point is left.
+    [ -z "$top" ] || rmdir "$top"
+    return "$rc"
 }
 
 [ $# -ge 2 ] || usage
