@@ -4,13 +4,16 @@
 # property, and the end-to-end and differential tests against private
 # Postfix instances of the host's Postfix), runs the end-to-end and
 # differential tests again against the Postfix of each other Debian suite
-# (Debian roots made by scripts/debian-root.sh, cached), then clippy and
-# rustfmt. Exits non-zero if any step fails. Run as root (re-runs itself
-# with sudo).
+# (Debian roots made by scripts/debian-root.sh, cached), lints the man
+# pages, builds the Debian package and tests it on Debian systems' own
+# Postfix (scripts/package-test.sh), then clippy and rustfmt. Exits
+# non-zero if any step fails. Run as root (re-runs itself with sudo).
 #   RQMGR_TEST_SUITES="trixie sid"  Debian suites to test in besides the
 #                                   host (default: bookworm, trixie and sid,
 #                                   less the host's own; "" for none)
 #   RQMGR_TEST_THREADS=N            tests run at once (default 4)
+#   RQMGR_PACKAGE_SUITES="trixie"   suites for the package test (default
+#                                   trixie and bookworm; "" for none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/prereqs.sh
@@ -83,6 +86,30 @@ if [ -n "${suites// /}" ]; then
         done
         timings+=("Debian $suite, Postfix $version: root $((t1 - t0)) s, e2e and differential tests $(($(now) - t1)) s")
     done
+fi
+
+echo "==> man pages: mandoc -T lint, groff -ww"
+command -v mandoc >/dev/null 2>&1 || apt_install mandoc
+command -v groff >/dev/null 2>&1 || apt_install groff
+for page in man/*.[1-8]; do
+    warnings="$(groff -ww -man -Tutf8 "$page" 2>&1 >/dev/null)"
+    if ! mandoc -T lint "$page" || [ -n "$warnings" ]; then
+        printf '%s\n' "$warnings" >&2
+        failed+=("man page $page")
+    fi
+done
+
+t0=$(now)
+package_suites="${RQMGR_PACKAGE_SUITES-trixie bookworm}"
+if [ -n "${package_suites// /}" ]; then
+    echo "==> the Debian package: build, then test on $package_suites"
+    if deb="$(bash scripts/package.sh)"; then
+        # shellcheck disable=SC2086
+        bash scripts/package-test.sh "$deb" $package_suites || failed+=("package test")
+    else
+        failed+=("package build")
+    fi
+    timings+=("Debian package: build and test on $package_suites $(($(now) - t0)) s")
 fi
 
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
