@@ -14,6 +14,14 @@ use std::process::Command;
 
 use crate::instance::Instance;
 
+/// Prints a line on stdout. A reader that went away (`rqmgrctl status |
+/// head -n 1`) is no error: the work is done either way.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// The service rqmgrctl switches.
 const SERVICE: &str = "qmgr/unix";
 /// rqmgr's file name in daemon_directory.
@@ -53,13 +61,13 @@ pub(crate) fn enable(inst: &Instance, dry_run: bool) -> Result<(), String> {
     }
     let command = current_command(inst)?;
     if program_of(&command) == RQMGR {
-        println!("rqmgr is already the queue manager ({SERVICE}: {command})");
+        say!("rqmgr is already the queue manager ({SERVICE}: {command})");
         return Ok(());
     }
     let new = rqmgr_command(&command)?;
     let master_cf = inst.master_cf();
     if dry_run {
-        println!(
+        say!(
             "{}: {SERVICE} command: {command} -> {new}",
             master_cf.display()
         );
@@ -81,7 +89,7 @@ pub(crate) fn enable(inst: &Instance, dry_run: bool) -> Result<(), String> {
     write_atomic(&records.before(), &before, 0o600)?;
     inst.postconf(&["-F", &format!("{SERVICE}/command={new}")])?;
     write_atomic(&records.after(), &read(&master_cf)?, 0o600)?;
-    println!(
+    say!(
         "{}: {SERVICE} command: {command} -> {new}",
         master_cf.display()
     );
@@ -92,7 +100,7 @@ pub(crate) fn enable(inst: &Instance, dry_run: bool) -> Result<(), String> {
 pub(crate) fn disable(inst: &Instance, dry_run: bool) -> Result<(), String> {
     let command = current_command(inst)?;
     if program_of(&command) != RQMGR {
-        println!("rqmgr is not the queue manager ({SERVICE}: {command})");
+        say!("rqmgr is not the queue manager ({SERVICE}: {command})");
         return Ok(());
     }
     let records = Records::of(inst);
@@ -108,7 +116,7 @@ pub(crate) fn disable(inst: &Instance, dry_run: bool) -> Result<(), String> {
         .to_owned();
     let master_cf = inst.master_cf();
     if dry_run {
-        println!("{}: {SERVICE} entry: -> {entry}", master_cf.display());
+        say!("{}: {SERVICE} entry: -> {entry}", master_cf.display());
         return Ok(());
     }
     let now = read(&master_cf)?;
@@ -128,7 +136,7 @@ pub(crate) fn disable(inst: &Instance, dry_run: bool) -> Result<(), String> {
         let _ = std::fs::remove_file(f);
     }
     let _ = std::fs::remove_dir(&records.dir);
-    println!("{}: {SERVICE} entry restored: {entry}", master_cf.display());
+    say!("{}: {SERVICE} entry restored: {entry}", master_cf.display());
     take_effect(inst, &old_program)
 }
 
@@ -140,8 +148,8 @@ pub(crate) fn status(inst: &Instance) -> Result<(), String> {
     } else {
         "disabled"
     };
-    println!("{state}");
-    print!("{}", inst.postconf(&["-M", SERVICE])?);
+    say!("{state}");
+    say!("{}", inst.postconf(&["-M", SERVICE])?.trim_end());
     Ok(())
 }
 
@@ -149,7 +157,7 @@ pub(crate) fn status(inst: &Instance) -> Result<(), String> {
 /// stopped one takes the change at its next start.
 fn take_effect(inst: &Instance, program: &str) -> Result<(), String> {
     let Some(master) = inst.master_pid() else {
-        println!("Postfix is not running: the change takes effect when it starts");
+        say!("Postfix is not running: the change takes effect when it starts");
         return Ok(());
     };
     inst.reload()?;
@@ -161,7 +169,7 @@ fn take_effect(inst: &Instance, program: &str) -> Result<(), String> {
         .args(["public", "qmgr", "I"])
         .output();
     let pid = inst.wait_for_child(master, program)?;
-    println!("Postfix reloaded: {program} runs as pid {pid}");
+    say!("Postfix reloaded: {program} runs as pid {pid}");
     Ok(())
 }
 
