@@ -33,7 +33,7 @@ pub(crate) fn status_line(
     now: SystemTime,
     dsn_status: &str,
     status: &str,
-    reason: &str,
+    reason: &[u8],
     max_decimals: u32,
 ) -> String {
     let now = rqmgr_ipc::deliver::timeval(now);
@@ -61,7 +61,10 @@ pub(crate) fn status_line(
     line.push('/');
     format_tv(&mut line, adelay, max_decimals);
     line.push_str("/0/0");
-    line.push_str(&format!(", dsn={dsn_status}, status={status} ({reason})"));
+    line.push_str(&format!(
+        ", dsn={dsn_status}, status={status} ({})",
+        String::from_utf8_lossy(reason)
+    ));
     line
 }
 
@@ -162,7 +165,7 @@ mod tests {
             t,
             "2.0.0",
             "sent",
-            "undeliverable postmaster notification discarded",
+            b"undeliverable postmaster notification discarded",
             2,
         );
         assert_eq!(

@@ -17,12 +17,14 @@
 //! A failure to connect or to send marks the transport unavailable; a
 //! reply that cannot be read counts as a crash (retry, no feedback).
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use rqmgr_ipc::deliver::{AgentConnection, DeliveryReply};
 use rqmgr_ipc::error::IpcError;
-use rqmgr_sched::{ConnId, Dsn, Outcome};
+use rqmgr_sched::{ByteString, ConnId, Dsn, Outcome};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -49,12 +51,13 @@ pub(crate) enum AgentEvent {
 pub(crate) fn spawn_connection(
     tx: UnboundedSender<AgentEvent>,
     conn: ConnId,
-    transport: &str,
+    transport: &[u8],
     timeout: Duration,
 ) {
-    let transport = transport.to_owned();
+    // The socket is named by the transport's bytes, whatever they are.
+    let path = PathBuf::from(OsString::from_vec([b"private/", transport].concat()));
+    let transport = ByteString::from(transport);
     tokio::task::spawn_local(async move {
-        let path = PathBuf::from(format!("private/{transport}"));
         let deadline = Instant::now() + timeout;
         let mut agent = match AgentConnection::connect_until(&path, deadline, timeout).await {
             Ok(agent) => agent,
@@ -105,23 +108,23 @@ pub(crate) fn spawn_connection(
 /// The prefix qmgr puts on a destination's problem.
 const SUSPENDED: &str = "delivery temporarily suspended: ";
 
-/// What a reply means for scheduling (`qmgr_deliver_update()`).
+/// What a reply means for scheduling (`qmgr_deliver_update()`). The
+/// reason is kept byte for byte: it becomes the `retry` next hop and the
+/// deferral reason of the recipients behind it.
 pub(crate) fn outcome(reply: &DeliveryReply) -> Outcome {
     match &reply.dsn {
         Some(dsn) if reply.status != 0 => {
-            let status = String::from_utf8_lossy(&dsn.status);
-            let status = if dsn_valid(&status) {
-                status.into_owned()
-            } else {
-                "4.0.0".to_owned()
+            let status = match std::str::from_utf8(&dsn.status) {
+                Ok(s) if dsn_valid(s) => s.to_owned(),
+                _ => "4.0.0".to_owned(),
             };
-            let reason = if dsn.reason.is_empty() {
-                "unknown error".to_owned()
+            let reason: &[u8] = if dsn.reason.is_empty() {
+                b"unknown error"
             } else {
-                String::from_utf8_lossy(&dsn.reason).into_owned()
+                &dsn.reason
             };
             Outcome::Deferred {
-                site: Some(Dsn::new(status, format!("{SUSPENDED}{reason}"))),
+                site: Some(Dsn::new(status, [SUSPENDED.as_bytes(), reason].concat())),
             }
         }
         _ if reply.status != 0 => Outcome::Deferred { site: None },

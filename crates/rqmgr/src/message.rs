@@ -208,7 +208,7 @@ impl ActiveMessage {
     pub(crate) fn request_bytes(
         &self,
         rcpts: &[u32],
-        nexthop: &str,
+        nexthop: &[u8],
         dest_flags: u32,
         smtputf8_enable: bool,
         dialect: Dialect,
@@ -251,7 +251,7 @@ impl ActiveMessage {
             queue_id: self.queue_id.as_str().as_bytes(),
             data_offset: env.size.data_offset,
             data_size: env.size.content_length,
-            nexthop: nexthop.as_bytes(),
+            nexthop,
             encoding: &env.encoding,
             sendopts,
             dialect,
@@ -368,7 +368,7 @@ mod tests {
         assert!(m.recipient_out(0).is_none());
         assert_eq!(m.recipient_out(1).unwrap().address, b"b@x");
         assert_eq!(m.address(0), b"");
-        let request = m.request_bytes(&[0, 1], "x", 0, false, Dialect::Postfix37);
+        let request = m.request_bytes(&[0, 1], b"x", 0, false, Dialect::Postfix37);
         let text = String::from_utf8_lossy(&request);
         assert!(text.contains("b@x") && !text.contains("a@x"), "{text:?}");
     }
@@ -386,11 +386,11 @@ mod tests {
             let at = text.find(&format!("\0{name}\0")).expect(name) + name.len() + 2;
             text[at..].split('\0').next().unwrap().to_owned()
         };
-        let ascii = m.request_bytes(&[0], "x", 0, true, Dialect::Postfix311);
+        let ascii = m.request_bytes(&[0], b"x", 0, true, Dialect::Postfix311);
         assert_eq!(attr(&ascii, "sendopts"), "48");
-        let utf8 = m.request_bytes(&[1], "x", 0, true, Dialect::Postfix310);
+        let utf8 = m.request_bytes(&[1], b"x", 0, true, Dialect::Postfix310);
         assert_eq!(attr(&utf8, "sendopts"), "56");
-        let off = m.request_bytes(&[1], "x", 0, false, Dialect::Postfix37);
+        let off = m.request_bytes(&[1], b"x", 0, false, Dialect::Postfix37);
         assert_eq!(attr(&off, "smtputf8"), "48");
     }
 
