@@ -172,6 +172,25 @@ mod tests {
                 ))
             }
         );
+        // An 8-bit reason (the agent quotes the next hop) stays as it
+        // was: it becomes the retry next hop and the deferral reason.
+        let latin1 = DeliveryReply {
+            status: -1,
+            dsn: Some(DsnAttrs::simple(
+                b"4.4.1",
+                b"connect to b\xe4d.example: refused",
+            )),
+            ..DeliveryReply::default()
+        };
+        assert_eq!(
+            outcome(&latin1),
+            Outcome::Deferred {
+                site: Some(Dsn::new(
+                    "4.4.1",
+                    &b"delivery temporarily suspended: connect to b\xe4d.example: refused"[..]
+                ))
+            }
+        );
         let bad = DeliveryReply {
             status: -1,
             dsn: Some(DsnAttrs::simple(b"x", b"")),

@@ -394,6 +394,34 @@ mod tests {
         assert_eq!(attr(&off, "smtputf8"), "48");
     }
 
+    /// Postfix passes next hops and addresses on as bytes: a Latin-1
+    /// next hop and recipient reach the agent exactly, and a recipient
+    /// that is not UTF-8 does not ask for SMTPUTF8.
+    #[test]
+    fn requests_carry_8bit_bytes_exactly() {
+        let mut m = message();
+        m.rcpts.extend(batch(&["x"]));
+        let held = m.rcpts.get_mut(0).unwrap();
+        held.rcpt.address = b"j\xfcrgen@b\xe4d.example".to_vec();
+        held.rcpt.orig_rcpt = b"J\xfcrgen@B\xe4d.example".to_vec();
+        let request = m.request_bytes(&[0], b"b\xe4d.example", 0, true, Dialect::Postfix37);
+        for attr in [
+            &b"\0nexthop\0b\xe4d.example\0"[..],
+            b"\0smtputf8\x000\0",
+            b"\0original_recipient\0J\xfcrgen@B\xe4d.example\0",
+            b"\0recipient\0j\xfcrgen@b\xe4d.example\0",
+        ] {
+            assert!(
+                request.windows(attr.len()).any(|w| w == attr),
+                "{} not in {}",
+                attr.escape_ascii(),
+                request.escape_ascii()
+            );
+        }
+        let replacement = "\u{fffd}".as_bytes();
+        assert!(!request.windows(3).any(|w| w == replacement));
+    }
+
     #[test]
     fn verp_sender_encodes_recipient() {
         let r = RecipientRef {
