@@ -15,6 +15,8 @@
 //! shared one. The stock qmgr fixes the expectation: `b\xe4d` and
 //! `b\xe5d` (Latin-1) are two destinations, so are `Äx` and `äx` (UTF-8),
 //! while `AX` and `ax` share one, delivered to the next hop of the first.
+//! The sender is 8-bit too: the queue manager's `(queue active)` line
+//! shows its Latin-1 byte as Postfix's logging does, one `?`.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -100,7 +102,9 @@ fn scenario(qm: QueueManager) -> Vec<Vec<u8>> {
     let mut c = Command::new("sendmail");
     c.arg("-C")
         .arg(inst.config_dir())
-        .args(["-f", &inst.local_address("sender"), "--"])
+        .arg("-f")
+        .arg(OsStr::from_bytes(b"s\xe4nder@test.localdomain"))
+        .arg("--")
         .args(ROUTES.iter().map(|(rcpt, _)| OsStr::from_bytes(rcpt)));
     ok(cmd::run_ok(c, Some(b"Subject: 8-bit\n\nhello\n"), GUARD));
     let names = ok(poll(GUARD, || {
@@ -113,6 +117,15 @@ fn scenario(qm: QueueManager) -> Vec<Vec<u8>> {
     let log = inst.log();
     let sent = log.matching("postfix/pipe", "status=sent").len();
     assert_eq!(sent, ROUTES.len(), "{}", log.text());
+    let active = log.matching(&qmgr, "(queue active)");
+    assert!(
+        active.len() == 1
+            && active[0]
+                .text
+                .contains(": from=<s?nder@test.localdomain>, size="),
+        "{}",
+        log.text()
+    );
     names
 }
 
