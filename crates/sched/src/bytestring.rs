@@ -27,6 +27,12 @@ impl Deref for ByteString {
     }
 }
 
+impl AsRef<[u8]> for ByteString {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl Borrow<[u8]> for ByteString {
     fn borrow(&self) -> &[u8] {
         &self.0

@@ -197,8 +197,9 @@ pub enum Action {
     /// (`warning: ...`): Postfix's advice when one destination clogs the
     /// active queue (`qmgr_clog_warn_time`).
     Warning {
-        /// The text after `warning: `.
-        text: String,
+        /// The text after `warning: `; it may name a next hop, whose bytes
+        /// it keeps.
+        text: ByteString,
     },
     /// Every recipient of `msg` has been handed out and every delivery has
     /// finished: finish the message (bounce/trace flush, defer or remove).

@@ -859,7 +859,7 @@ fn clog_warning_once_per_period() {
         ..Config::default()
     };
     let mut s = Scheduler::new(cfg);
-    let warnings = |s: &mut Scheduler| -> Vec<String> {
+    let warnings = |s: &mut Scheduler| -> Vec<ByteString> {
         std::iter::from_fn(|| s.poll_action())
             .filter_map(|a| match a {
                 Action::Warning { text } => Some(text),
@@ -881,12 +881,12 @@ fn clog_warning_once_per_period() {
     }
     let w = warnings(&mut s);
     assert_eq!(
-        w.first().map(String::as_str),
-        Some("mail for clog.example is using up 3 of 3 active queue entries")
+        w.first(),
+        Some(&"mail for clog.example is using up 3 of 3 active queue entries".into())
     );
     assert_eq!(
-        w.last().map(String::as_str),
-        Some("to turn off these warnings specify: qmgr_clog_warn_time = 0")
+        w.last(),
+        Some(&"to turn off these warnings specify: qmgr_clog_warn_time = 0".into())
     );
     // Not again within the period.
     s.handle(
@@ -1084,5 +1084,36 @@ fn retry_next_hop_keeps_the_reason_bytes() {
         vec![ByteString::from(
             &b"4.4.1 connect to b\xe4d.example: refused"[..]
         )]
+    );
+}
+
+#[test]
+fn clog_warning_names_the_next_hop_by_its_bytes() {
+    let cfg = Config {
+        message_active_limit: 10,
+        ..Config::default()
+    };
+    let mut s = Scheduler::new(cfg);
+    for id in 0..3 {
+        let routes = vec![route_to(0, "smtp", b"b\xe4d.example", b"u@b\xe4d.example")];
+        let (msg, more, flush_each, single_rcpt) = (MessageId(id), false, false, false);
+        let event = Event::Message {
+            msg,
+            routes,
+            more,
+            flush_each,
+            single_rcpt,
+        };
+        s.handle(event, t0());
+    }
+    let first = std::iter::from_fn(|| s.poll_action()).find_map(|a| match a {
+        Action::Warning { text } => Some(text),
+        _ => None,
+    });
+    assert_eq!(
+        first,
+        Some(ByteString::from(
+            &b"mail for b\xe4d.example is using up 3 of 3 active queue entries"[..]
+        ))
     );
 }

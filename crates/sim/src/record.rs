@@ -119,7 +119,7 @@ pub struct Record {
     /// Refill requests: when, and for which message.
     pub refills: Vec<(Time, MessageId)>,
     /// Warning lines the scheduler asked to log ([`rqmgr_sched::Action::Warning`]).
-    pub warnings: Vec<(Time, String)>,
+    pub warnings: Vec<(Time, ByteString)>,
     /// Synchronous deferrals: when, message, recipient index, reason.
     pub sync_deferred: Vec<(Time, MessageId, u32, Dsn)>,
     /// When each message entered the active queue, in order.
