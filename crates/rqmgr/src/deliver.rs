@@ -18,13 +18,13 @@
 //! reply that cannot be read counts as a crash (retry, no feedback).
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use rqmgr_ipc::deliver::{AgentConnection, DeliveryReply};
 use rqmgr_ipc::error::IpcError;
-use rqmgr_sched::{ByteString, ConnId, Dsn, Outcome};
+use rqmgr_sched::{ConnId, Dsn, Outcome};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -40,8 +40,9 @@ pub(crate) type RequestSender = oneshot::Sender<Vec<u8>>;
 pub(crate) enum AgentEvent {
     /// The agent announced itself and waits for a request.
     Ready(ConnId, RequestSender),
-    /// The agent could not be reached or the request not sent.
-    Unavailable(ConnId, String),
+    /// The agent could not be reached or the request not sent; the
+    /// warning names the transport by its bytes.
+    Unavailable(ConnId, Vec<u8>),
     /// The reply to the request, or why there is none.
     Replied(ConnId, Result<DeliveryReply, IpcError>),
 }
@@ -56,8 +57,10 @@ pub(crate) fn spawn_connection(
 ) {
     // The socket is named by the transport's bytes, whatever they are.
     let path = PathBuf::from(OsString::from_vec([b"private/", transport].concat()));
-    let transport = ByteString::from(transport);
+    let transport = transport.to_vec();
     tokio::task::spawn_local(async move {
+        let shown = path.as_os_str().as_bytes();
+        let warning = |parts: &[&[u8]]| AgentEvent::Unavailable(conn, parts.concat());
         let deadline = Instant::now() + timeout;
         let mut agent = match AgentConnection::connect_until(&path, deadline, timeout).await {
             Ok(agent) => agent,
@@ -67,19 +70,18 @@ pub(crate) fn spawn_connection(
                     IpcError::Connect { source, .. } => os_error(source),
                     other => other.to_string(),
                 };
-                let _ = tx.send(AgentEvent::Unavailable(
-                    conn,
-                    format!("connect to transport {}: {}", path.display(), why),
-                ));
+                let _ = tx.send(warning(&[
+                    b"connect to transport ",
+                    shown,
+                    b": ",
+                    why.as_bytes(),
+                ]));
                 return;
             }
         };
         agent.set_deadline(Some(deadline));
         if let Err(e) = agent.wait_ready().await {
-            let _ = tx.send(AgentEvent::Unavailable(
-                conn,
-                format!("{}: {}", path.display(), e),
-            ));
+            let _ = tx.send(warning(&[shown, b": ", e.to_string().as_bytes()]));
             return;
         }
         let (request_tx, request_rx) = oneshot::channel();
@@ -92,10 +94,12 @@ pub(crate) fn spawn_connection(
         };
         agent.set_deadline(Some(Instant::now() + timeout));
         if let Err(e) = agent.send_encoded(&request).await {
-            let _ = tx.send(AgentEvent::Unavailable(
-                conn,
-                format!("write to process ({transport}): {e}"),
-            ));
+            let _ = tx.send(warning(&[
+                b"write to process (",
+                &transport,
+                b"): ",
+                e.to_string().as_bytes(),
+            ]));
             return;
         }
         let reply = agent.read_reply().await;

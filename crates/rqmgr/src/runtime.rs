@@ -395,9 +395,13 @@ impl Runtime {
             // of it, or the destination's and the transport's slots would
             // never come back.
             let transport = self.transports.remove(&conn).unwrap_or_default();
-            self.core.log.warning(&format!(
-                "{transport}: no such message or recipients in core: delivery request not sent"
-            ));
+            self.core.log.warning(
+                &[
+                    &transport[..],
+                    b": no such message or recipients in core: delivery request not sent",
+                ]
+                .concat(),
+            );
             let now = self.core.now.sched();
             let outcome = Outcome::Crashed;
             self.core
@@ -446,9 +450,10 @@ impl Runtime {
                         if !e.scan_is_silent() {
                             self.core.log.warning(&e.to_string());
                         }
-                        self.core
-                            .log
-                            .warning(&format!("private/{transport} socket: malformed response"));
+                        self.core.log.warning(
+                            &[&b"private/"[..], &transport, b" socket: malformed response"]
+                                .concat(),
+                        );
                         Outcome::Crashed
                     }
                 };
