@@ -158,13 +158,15 @@ impl Core {
             Some(o) => (o.size, o.nrcpt),
             None => (env.size.content_length, env.size.rcpt_count),
         };
-        self.log.info(&format!(
-            "{}: from=<{}>, size={}, nrcpt={} (queue active)",
-            id,
-            String::from_utf8_lossy(&env.sender),
-            size,
-            nrcpt
-        ));
+        // The sender as it is: the logger makes it printable.
+        let line = [
+            id.as_str().as_bytes(),
+            b": from=<",
+            &env.sender,
+            format!(">, size={size}, nrcpt={nrcpt} (queue active)").as_bytes(),
+        ]
+        .concat();
+        self.log.info(&line);
         if new_mode != 0 {
             if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(new_mode)) {
                 self.log

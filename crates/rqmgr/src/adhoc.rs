@@ -23,7 +23,8 @@ pub(crate) struct Stamps {
 }
 
 /// One recipient's status line, as `log_adhoc()` formats it, with no
-/// delivery agent involved (so the last two delays are zero).
+/// delivery agent involved (so the last two delays are zero). Bytes, as
+/// the addresses and the reason are: the logger makes them printable.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn status_line(
     queue_id: &str,
@@ -33,18 +34,15 @@ pub(crate) fn status_line(
     now: SystemTime,
     dsn_status: &str,
     status: &str,
-    reason: &str,
+    reason: &[u8],
     max_decimals: u32,
-) -> String {
+) -> Vec<u8> {
     let now = rqmgr_ipc::deliver::timeval(now);
-    let mut line = format!("{}: to=<{}>", queue_id, String::from_utf8_lossy(recipient));
+    let mut head = [queue_id.as_bytes(), b": to=<", recipient, b">"].concat();
     if !orig_recipient.is_empty() && !orig_recipient.eq_ignore_ascii_case(recipient) {
-        line.push_str(&format!(
-            ", orig_to=<{}>",
-            String::from_utf8_lossy(orig_recipient)
-        ));
+        head.extend_from_slice(&[&b", orig_to=<"[..], orig_recipient, b">"].concat());
     }
-    line.push_str(", relay=none");
+    let mut line = String::from(", relay=none");
     let delay = delta(now, stamps.incoming_arrival);
     let (pdelay, adelay) = if stamps.active_arrival.0 > 0 {
         (
@@ -61,8 +59,8 @@ pub(crate) fn status_line(
     line.push('/');
     format_tv(&mut line, adelay, max_decimals);
     line.push_str("/0/0");
-    line.push_str(&format!(", dsn={dsn_status}, status={status} ({reason})"));
-    line
+    line.push_str(&format!(", dsn={dsn_status}, status={status} ("));
+    [&head[..], line.as_bytes(), reason, b")"].concat()
 }
 
 fn delta(later: (i64, i64), earlier: (i64, i64)) -> (i64, i64) {
@@ -162,12 +160,38 @@ mod tests {
             t,
             "2.0.0",
             "sent",
-            "undeliverable postmaster notification discarded",
+            b"undeliverable postmaster notification discarded",
             2,
         );
         assert_eq!(
-            line,
+            String::from_utf8_lossy(&line),
             "ABC123: to=<double-bounce@host>, relay=none, delay=1.3, delays=1/0.25/0/0, dsn=2.0.0, status=sent (undeliverable postmaster notification discarded)"
+        );
+        // Addresses and reason go to the logger as the bytes they are.
+        let line = status_line(
+            "ABC123",
+            b"j\xfcrgen@b\xe4d.example",
+            b"alt\xfc@b\xe4d.example",
+            Stamps {
+                incoming_arrival: (999, 0),
+                active_arrival: (1000, 0),
+            },
+            t,
+            "4.4.1",
+            "deferred",
+            b"delivery temporarily suspended: connect to b\xe4d.example: refused",
+            2,
+        );
+        assert_eq!(
+            line.escape_ascii().to_string(),
+            [
+                &b"ABC123: to=<j\xfcrgen@b\xe4d.example>, orig_to=<alt\xfc@b\xe4d.example>, "[..],
+                b"relay=none, delay=1.3, delays=1/0.25/0/0, dsn=4.4.1, status=deferred ",
+                b"(delivery temporarily suspended: connect to b\xe4d.example: refused)"
+            ]
+            .concat()
+            .escape_ascii()
+            .to_string()
         );
     }
 }

@@ -17,6 +17,8 @@
 //! A failure to connect or to send marks the transport unavailable; a
 //! reply that cannot be read counts as a crash (retry, no feedback).
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,8 +40,9 @@ pub(crate) type RequestSender = oneshot::Sender<Vec<u8>>;
 pub(crate) enum AgentEvent {
     /// The agent announced itself and waits for a request.
     Ready(ConnId, RequestSender),
-    /// The agent could not be reached or the request not sent.
-    Unavailable(ConnId, String),
+    /// The agent could not be reached or the request not sent; the
+    /// warning names the transport by its bytes.
+    Unavailable(ConnId, Vec<u8>),
     /// The reply to the request, or why there is none.
     Replied(ConnId, Result<DeliveryReply, IpcError>),
 }
@@ -49,12 +52,15 @@ pub(crate) enum AgentEvent {
 pub(crate) fn spawn_connection(
     tx: UnboundedSender<AgentEvent>,
     conn: ConnId,
-    transport: &str,
+    transport: &[u8],
     timeout: Duration,
 ) {
-    let transport = transport.to_owned();
+    // The socket is named by the transport's bytes, whatever they are.
+    let path = PathBuf::from(OsString::from_vec([b"private/", transport].concat()));
+    let transport = transport.to_vec();
     tokio::task::spawn_local(async move {
-        let path = PathBuf::from(format!("private/{transport}"));
+        let shown = path.as_os_str().as_bytes();
+        let warning = |parts: &[&[u8]]| AgentEvent::Unavailable(conn, parts.concat());
         let deadline = Instant::now() + timeout;
         let mut agent = match AgentConnection::connect_until(&path, deadline, timeout).await {
             Ok(agent) => agent,
@@ -64,19 +70,18 @@ pub(crate) fn spawn_connection(
                     IpcError::Connect { source, .. } => os_error(source),
                     other => other.to_string(),
                 };
-                let _ = tx.send(AgentEvent::Unavailable(
-                    conn,
-                    format!("connect to transport {}: {}", path.display(), why),
-                ));
+                let _ = tx.send(warning(&[
+                    b"connect to transport ",
+                    shown,
+                    b": ",
+                    why.as_bytes(),
+                ]));
                 return;
             }
         };
         agent.set_deadline(Some(deadline));
         if let Err(e) = agent.wait_ready().await {
-            let _ = tx.send(AgentEvent::Unavailable(
-                conn,
-                format!("{}: {}", path.display(), e),
-            ));
+            let _ = tx.send(warning(&[shown, b": ", e.to_string().as_bytes()]));
             return;
         }
         let (request_tx, request_rx) = oneshot::channel();
@@ -89,10 +94,12 @@ pub(crate) fn spawn_connection(
         };
         agent.set_deadline(Some(Instant::now() + timeout));
         if let Err(e) = agent.send_encoded(&request).await {
-            let _ = tx.send(AgentEvent::Unavailable(
-                conn,
-                format!("write to process ({transport}): {e}"),
-            ));
+            let _ = tx.send(warning(&[
+                b"write to process (",
+                &transport,
+                b"): ",
+                e.to_string().as_bytes(),
+            ]));
             return;
         }
         let reply = agent.read_reply().await;
@@ -105,23 +112,23 @@ pub(crate) fn spawn_connection(
 /// The prefix qmgr puts on a destination's problem.
 const SUSPENDED: &str = "delivery temporarily suspended: ";
 
-/// What a reply means for scheduling (`qmgr_deliver_update()`).
+/// What a reply means for scheduling (`qmgr_deliver_update()`). The
+/// reason is kept byte for byte: it becomes the `retry` next hop and the
+/// deferral reason of the recipients behind it.
 pub(crate) fn outcome(reply: &DeliveryReply) -> Outcome {
     match &reply.dsn {
         Some(dsn) if reply.status != 0 => {
-            let status = String::from_utf8_lossy(&dsn.status);
-            let status = if dsn_valid(&status) {
-                status.into_owned()
-            } else {
-                "4.0.0".to_owned()
+            let status = match std::str::from_utf8(&dsn.status) {
+                Ok(s) if dsn_valid(s) => s.to_owned(),
+                _ => "4.0.0".to_owned(),
             };
-            let reason = if dsn.reason.is_empty() {
-                "unknown error".to_owned()
+            let reason: &[u8] = if dsn.reason.is_empty() {
+                b"unknown error"
             } else {
-                String::from_utf8_lossy(&dsn.reason).into_owned()
+                &dsn.reason
             };
             Outcome::Deferred {
-                site: Some(Dsn::new(status, format!("{SUSPENDED}{reason}"))),
+                site: Some(Dsn::new(status, [SUSPENDED.as_bytes(), reason].concat())),
             }
         }
         _ if reply.status != 0 => Outcome::Deferred { site: None },
@@ -166,6 +173,25 @@ mod tests {
                 site: Some(Dsn::new(
                     "4.4.1",
                     "delivery temporarily suspended: connect to x: refused"
+                ))
+            }
+        );
+        // An 8-bit reason (the agent quotes the next hop) stays as it
+        // was: it becomes the retry next hop and the deferral reason.
+        let latin1 = DeliveryReply {
+            status: -1,
+            dsn: Some(DsnAttrs::simple(
+                b"4.4.1",
+                b"connect to b\xe4d.example: refused",
+            )),
+            ..DeliveryReply::default()
+        };
+        assert_eq!(
+            outcome(&latin1),
+            Outcome::Deferred {
+                site: Some(Dsn::new(
+                    "4.4.1",
+                    &b"delivery temporarily suspended: connect to b\xe4d.example: refused"[..]
                 ))
             }
         );

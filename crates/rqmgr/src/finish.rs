@@ -154,19 +154,21 @@ impl Core {
             bounce: self.p.bounce_queue_lifetime,
         };
         let notice = disposition::notice(&finished, self.now.secs(), lifetimes);
-        let returned = format!(
-            "{}: from=<{}>",
-            m.queue_id,
-            String::from_utf8_lossy(&m.env.sender)
-        );
         let service = self.p.defer_service_name.clone();
         match notice {
             Notice::None => self.final_step(msg),
             Notice::Expire(how) => {
-                self.log.info(&format!(
-                    "{returned}, status={}, returned to sender",
-                    how.as_str()
-                ));
+                // The sender as it is: the logger makes it printable.
+                let line = [
+                    m.queue_id.as_str().as_bytes(),
+                    b": from=<",
+                    &m.env.sender,
+                    b">, status=",
+                    how.as_str().as_bytes(),
+                    b", returned to sender",
+                ]
+                .concat();
+                self.log.info(&line);
                 // The defer service marks the recipients it returns as
                 // done, as Postfix's adefer_flush() asks.
                 let flags = bounce_flags::DELRCPT;

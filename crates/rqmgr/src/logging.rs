@@ -17,11 +17,14 @@
 //!
 //! Invariants: one [`Logger`] per process, created before chroot (the socket
 //! path is absolute and the time zone is loaded then) and passed by
-//! reference; no global state. Text is made printable first, as Postfix's
+//! reference; no global state. Text is bytes, as Postfix's (addresses and
+//! next hops need not be UTF-8), and is made printable first, as Postfix's
 //! `printable()` does: control characters become `?`, and so does every
-//! non-ASCII byte unless SMTPUTF8 is enabled; text stops at a NUL byte. The
-//! text part is cut at 2000 bytes, which may split a UTF-8 sequence exactly
-//! as Postfix does, because records are bytes.
+//! non-ASCII byte, except, when SMTPUTF8 is enabled, a byte from 0xc2 to
+//! 0xfe followed by continuation bytes, which stay as they are with them;
+//! text stops at a NUL byte. The text part is cut at 2000 bytes, which may
+//! split a UTF-8 sequence exactly as Postfix does, because records are
+//! bytes.
 //!
 //! Failure: logging never fails and never panics. With no connection, each
 //! record retries the connect (as Postfix and glibc do) and is otherwise
@@ -215,35 +218,35 @@ impl Logger {
     }
 
     /// Log an informational message.
-    pub(crate) fn info(&self, text: &str) {
-        self.log(Severity::Info, text);
+    pub(crate) fn info(&self, text: &(impl AsRef<[u8]> + ?Sized)) {
+        self.log(Severity::Info, text.as_ref());
     }
 
     /// Log `warning: text`.
-    pub(crate) fn warning(&self, text: &str) {
-        self.log(Severity::Warning, text);
+    pub(crate) fn warning(&self, text: &(impl AsRef<[u8]> + ?Sized)) {
+        self.log(Severity::Warning, text.as_ref());
     }
 
     /// Log `error: text`.
-    pub(crate) fn error(&self, text: &str) {
-        self.log(Severity::Error, text);
+    pub(crate) fn error(&self, text: &(impl AsRef<[u8]> + ?Sized)) {
+        self.log(Severity::Error, text.as_ref());
     }
 
     /// Log `fatal: text`; the caller then exits with status 1.
-    pub(crate) fn fatal(&self, text: &str) {
-        self.log(Severity::Fatal, text);
+    pub(crate) fn fatal(&self, text: &(impl AsRef<[u8]> + ?Sized)) {
+        self.log(Severity::Fatal, text.as_ref());
     }
 
     /// Postfix's `msg_fatal()`: log `fatal: text` and exit with status 1,
     /// so that master(8) restarts us after its throttle delay.
-    pub(crate) fn die(&self, text: &str) -> ! {
+    pub(crate) fn die(&self, text: &(impl AsRef<[u8]> + ?Sized)) -> ! {
         self.fatal(text);
         std::process::exit(1);
     }
 
     /// Log `panic: text`; the caller then aborts.
-    pub(crate) fn panic(&self, text: &str) {
-        self.log(Severity::Panic, text);
+    pub(crate) fn panic(&self, text: &(impl AsRef<[u8]> + ?Sized)) {
+        self.log(Severity::Panic, text.as_ref());
     }
 
     /// From now on, hold records until [`Logger::flush`] (see the module
@@ -259,7 +262,7 @@ impl Logger {
     }
 
     /// Log `text` at `severity` with the current local time.
-    fn log(&self, severity: Severity, text: &str) {
+    fn log(&self, severity: Severity, text: &[u8]) {
         let secs = now_secs();
         let mut state = self.lock();
         if state.head_secs != secs {
@@ -272,11 +275,11 @@ impl Logger {
 
     /// Logs with a given time stamp (tests).
     #[cfg(test)]
-    fn emit(&self, severity: Severity, text: &str, stamp: &Stamp) {
+    fn emit(&self, severity: Severity, text: &(impl AsRef<[u8]> + ?Sized), stamp: &Stamp) {
         let mut state = self.lock();
         self.write_head(&mut state.head, stamp);
         state.head_secs = i64::MIN;
-        self.emit_locked(&mut state, severity, text);
+        self.emit_locked(&mut state, severity, text.as_ref());
     }
 
     /// The time-stamp part of the prefix: `Mon DD HH:MM:SS host ` for
@@ -301,7 +304,7 @@ impl Logger {
         head.extend_from_slice(text.as_bytes());
     }
 
-    fn emit_locked(&self, state: &mut State, severity: Severity, text: &str) {
+    fn emit_locked(&self, state: &mut State, severity: Severity, text: &[u8]) {
         if self.also_stderr {
             let clean = printable(text, self.utf8);
             let line = self.stderr_line(severity, &clean);
@@ -448,32 +451,43 @@ fn send_many(sock: &UnixDatagram, records: &[&[u8]]) -> nix::Result<usize> {
 }
 
 /// Postfix's `printable()` applied to a message, cut at the first NUL.
-fn printable(text: &str, utf8: bool) -> Vec<u8> {
+fn printable(text: &[u8], utf8: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
     printable_into(&mut out, text, utf8);
     out
 }
 
-/// [`printable`], appending to `out`.
-fn printable_into(out: &mut Vec<u8>, text: &str, utf8: bool) {
-    let text = text.split('\0').next().unwrap_or("");
-    if text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
-        out.extend_from_slice(text.as_bytes());
+/// [`printable`], appending to `out`. With `utf8`, Postfix does not check
+/// that a sequence is valid UTF-8, only that it looks like one: a lead
+/// byte and at least one continuation byte, which keep every
+/// continuation byte after them. Valid UTF-8 therefore passes whole, and
+/// a stray 8-bit byte (Latin-1) becomes `?`.
+fn printable_into(out: &mut Vec<u8>, text: &[u8], utf8: bool) {
+    let text = text.split(|&b| b == 0).next().unwrap_or_default();
+    if text.iter().all(|&b| b.is_ascii_graphic() || b == b' ') {
+        out.extend_from_slice(text);
         return;
     }
-    for ch in text.chars() {
-        if ch.is_ascii() {
-            out.push(if ch.is_ascii_graphic() || ch == ' ' {
-                ch as u8
-            } else {
-                b'?'
-            });
-        } else if utf8 {
-            let mut buf = [0u8; 4];
-            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+    let continuation = |b: u8| (0x80..0xc0).contains(&b);
+    let mut i = 0;
+    while let Some(&b) = text.get(i) {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(b);
+        } else if utf8
+            && (0xc2..=0xfe).contains(&b)
+            && text.get(i + 1).is_some_and(|&n| continuation(n))
+        {
+            let end = text[i + 1..]
+                .iter()
+                .position(|&n| !continuation(n))
+                .map_or(text.len(), |k| i + 1 + k);
+            out.extend_from_slice(&text[i..end]);
+            i = end;
+            continue;
         } else {
-            out.resize(out.len() + ch.len_utf8(), b'?');
+            out.push(b'?');
         }
+        i += 1;
     }
 }
 

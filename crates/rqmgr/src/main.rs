@@ -200,9 +200,11 @@ fn drop_privileges(p: &QmgrParams, args: &DaemonArgs) -> Result<(), String> {
 fn sched_config(p: &QmgrParams, raw: &RawParams, process_name: &str, log: &Arc<Logger>) -> Config {
     let params = Rc::new((p.clone(), raw.clone()));
     let fatal_log = Arc::clone(log);
-    let transports = Box::new(move |name: &str| {
+    let transports = Box::new(move |name: &[u8]| {
         let (p, raw) = &*params;
-        match p.transport(raw, name) {
+        // Parameter names are text (postconf's output); a transport name
+        // that is not UTF-8 cannot name one of them.
+        match p.transport(raw, &String::from_utf8_lossy(name)) {
             Ok((config, notes)) => {
                 for w in &notes.warnings {
                     fatal_log.warning(w);

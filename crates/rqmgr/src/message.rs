@@ -208,7 +208,7 @@ impl ActiveMessage {
     pub(crate) fn request_bytes(
         &self,
         rcpts: &[u32],
-        nexthop: &str,
+        nexthop: &[u8],
         dest_flags: u32,
         smtputf8_enable: bool,
         dialect: Dialect,
@@ -251,7 +251,7 @@ impl ActiveMessage {
             queue_id: self.queue_id.as_str().as_bytes(),
             data_offset: env.size.data_offset,
             data_size: env.size.content_length,
-            nexthop: nexthop.as_bytes(),
+            nexthop,
             encoding: &env.encoding,
             sendopts,
             dialect,
@@ -368,7 +368,7 @@ mod tests {
         assert!(m.recipient_out(0).is_none());
         assert_eq!(m.recipient_out(1).unwrap().address, b"b@x");
         assert_eq!(m.address(0), b"");
-        let request = m.request_bytes(&[0, 1], "x", 0, false, Dialect::Postfix37);
+        let request = m.request_bytes(&[0, 1], b"x", 0, false, Dialect::Postfix37);
         let text = String::from_utf8_lossy(&request);
         assert!(text.contains("b@x") && !text.contains("a@x"), "{text:?}");
     }
@@ -386,12 +386,40 @@ mod tests {
             let at = text.find(&format!("\0{name}\0")).expect(name) + name.len() + 2;
             text[at..].split('\0').next().unwrap().to_owned()
         };
-        let ascii = m.request_bytes(&[0], "x", 0, true, Dialect::Postfix311);
+        let ascii = m.request_bytes(&[0], b"x", 0, true, Dialect::Postfix311);
         assert_eq!(attr(&ascii, "sendopts"), "48");
-        let utf8 = m.request_bytes(&[1], "x", 0, true, Dialect::Postfix310);
+        let utf8 = m.request_bytes(&[1], b"x", 0, true, Dialect::Postfix310);
         assert_eq!(attr(&utf8, "sendopts"), "56");
-        let off = m.request_bytes(&[1], "x", 0, false, Dialect::Postfix37);
+        let off = m.request_bytes(&[1], b"x", 0, false, Dialect::Postfix37);
         assert_eq!(attr(&off, "smtputf8"), "48");
+    }
+
+    /// Postfix passes next hops and addresses on as bytes: a Latin-1
+    /// next hop and recipient reach the agent exactly, and a recipient
+    /// that is not UTF-8 does not ask for SMTPUTF8.
+    #[test]
+    fn requests_carry_8bit_bytes_exactly() {
+        let mut m = message();
+        m.rcpts.extend(batch(&["x"]));
+        let held = m.rcpts.get_mut(0).unwrap();
+        held.rcpt.address = b"j\xfcrgen@b\xe4d.example".to_vec();
+        held.rcpt.orig_rcpt = b"J\xfcrgen@B\xe4d.example".to_vec();
+        let request = m.request_bytes(&[0], b"b\xe4d.example", 0, true, Dialect::Postfix37);
+        for attr in [
+            &b"\0nexthop\0b\xe4d.example\0"[..],
+            b"\0smtputf8\x000\0",
+            b"\0original_recipient\0J\xfcrgen@B\xe4d.example\0",
+            b"\0recipient\0j\xfcrgen@b\xe4d.example\0",
+        ] {
+            assert!(
+                request.windows(attr.len()).any(|w| w == attr),
+                "{} not in {}",
+                attr.escape_ascii(),
+                request.escape_ascii()
+            );
+        }
+        let replacement = "\u{fffd}".as_bytes();
+        assert!(!request.windows(3).any(|w| w == replacement));
     }
 
     #[test]

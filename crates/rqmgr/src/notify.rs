@@ -209,7 +209,7 @@ impl Core {
                             &verify,
                             &address,
                             DEL_RCPT_STAT_DEFER,
-                            dsn.reason.as_bytes(),
+                            &dsn.reason,
                             timeout,
                         )
                         .await
@@ -235,7 +235,7 @@ impl Core {
             return 0;
         }
         let trace = private(&self.p.trace_service_name);
-        let trace_reason = bounce::trace_reason(b"none", dsn.reason.as_bytes());
+        let trace_reason = bounce::trace_reason(b"none", &dsn.reason);
         if flags & DEL_REQ_FLAG_USR_VRFY != 0 {
             let report = attrs("undeliverable", trace_reason);
             let appended =
@@ -249,7 +249,7 @@ impl Core {
             return -1;
         }
         let defer = private(&self.p.defer_service_name);
-        let wire = DsnAttrs::simple(dsn.status.as_bytes(), dsn.reason.as_bytes());
+        let wire = DsnAttrs::simple(dsn.status.as_bytes(), &dsn.reason);
         let appended =
             bounce::defer_append(&defer, flags, queue_id.as_bytes(), &r, &wire, timeout).await;
         if appended.ok() != Some(0) {

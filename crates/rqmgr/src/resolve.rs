@@ -131,11 +131,13 @@ impl Resolving<'_> {
                     self.discard_double_bounce(m, i, file);
                     m.rcpts.release(i);
                 }
+                // Byte for byte: agents must get the next hop as
+                // trivial-rewrite gave it, and queues are named after it.
                 Routing::Deliver(reply) => routes.push(Route {
                     rcpt: u32::try_from(i).unwrap_or(u32::MAX),
-                    transport: String::from_utf8_lossy(&reply.transport).into_owned(),
-                    nexthop: String::from_utf8_lossy(&reply.nexthop).into_owned(),
-                    address: String::from_utf8_lossy(&reply.recipient).into_owned(),
+                    transport: reply.transport.into(),
+                    nexthop: reply.nexthop.into(),
+                    address: reply.recipient.into(),
                 }),
             }
         }
@@ -250,7 +252,7 @@ impl Resolving<'_> {
             clock::precise(),
             "2.0.0",
             "sent",
-            "undeliverable postmaster notification discarded",
+            b"undeliverable postmaster notification discarded",
             u32::try_from(self.p.delay_logging_resolution_limit).unwrap_or(2),
         );
         self.log.info(&line);

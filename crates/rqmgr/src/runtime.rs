@@ -40,7 +40,7 @@ use std::time::Duration;
 use rqmgr_ipc::master::{InFlowPipe, StatusChannel, TriggerEndpoint};
 use rqmgr_ipc::rewrite::RewriteClient;
 use rqmgr_queue::dirs::{QueueLayout, QueueName};
-use rqmgr_sched::{Action, ConnId, Dsn, Event, MessageId, Outcome, Scheduler};
+use rqmgr_sched::{Action, ByteString, ConnId, Dsn, Event, MessageId, Outcome, Scheduler};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::clock::Now;
@@ -76,7 +76,7 @@ pub(crate) struct Runtime {
     /// Connections whose agent announced itself, waiting for a request.
     ready: HashMap<ConnId, deliver::RequestSender>,
     /// The transport of each open connection, for its error messages.
-    transports: HashMap<ConnId, String>,
+    transports: HashMap<ConnId, ByteString>,
     /// The message and recipients of each request sent and not yet
     /// answered: they are released with the reply. (A connection that
     /// fails first puts its entry back in the scheduler's hands, so they
@@ -378,7 +378,7 @@ impl Runtime {
         &mut self,
         conn: ConnId,
         msg: MessageId,
-        nexthop: &str,
+        nexthop: &[u8],
         rcpts: Vec<u32>,
         dest_flags: u32,
     ) {
@@ -395,9 +395,13 @@ impl Runtime {
             // of it, or the destination's and the transport's slots would
             // never come back.
             let transport = self.transports.remove(&conn).unwrap_or_default();
-            self.core.log.warning(&format!(
-                "{transport}: no such message or recipients in core: delivery request not sent"
-            ));
+            self.core.log.warning(
+                &[
+                    &transport[..],
+                    b": no such message or recipients in core: delivery request not sent",
+                ]
+                .concat(),
+            );
             let now = self.core.now.sched();
             let outcome = Outcome::Crashed;
             self.core
@@ -446,9 +450,10 @@ impl Runtime {
                         if !e.scan_is_silent() {
                             self.core.log.warning(&e.to_string());
                         }
-                        self.core
-                            .log
-                            .warning(&format!("private/{transport} socket: malformed response"));
+                        self.core.log.warning(
+                            &[&b"private/"[..], &transport, b" socket: malformed response"]
+                                .concat(),
+                        );
                         Outcome::Crashed
                     }
                 };

@@ -122,8 +122,9 @@ impl TransportConfig {
     }
 }
 
-/// Looks up the configuration of a transport by name.
-pub type TransportLookup = Box<dyn Fn(&str) -> TransportConfig>;
+/// Looks up the configuration of a transport by name (its bytes, as
+/// trivial-rewrite gave them).
+pub type TransportLookup = Box<dyn Fn(&[u8]) -> TransportConfig>;
 
 /// Global scheduler configuration.
 pub struct Config {
@@ -153,7 +154,8 @@ pub struct Config {
     /// is off): how often to warn about one destination clogging the
     /// active queue.
     pub clog_warn_time: Duration,
-    /// `recipient_delimiter`, for naming per-recipient queues.
+    /// `recipient_delimiter`, for naming per-recipient queues: a set of
+    /// bytes, any of which ends the local part there.
     pub recipient_delimiter: String,
     /// Per-transport configuration.
     pub transports: TransportLookup,
@@ -189,7 +191,7 @@ impl Default for Config {
             recipient_delimiter: String::new(),
             transports: Box::new(|name| {
                 let mut t = TransportConfig::default();
-                if name == "local" {
+                if name == b"local" {
                     t.dest_concurrency_limit = 2;
                     t.dest_recipient_limit = 1;
                 }

@@ -8,6 +8,7 @@
 //! reference to its peer and one to its message; the last entry gone frees
 //! the peer, and the message is finished or refilled.
 
+use crate::bytestring::ByteString;
 use crate::event::Action;
 use crate::list::{self, ix, Links, NIL};
 use crate::Scheduler;
@@ -118,47 +119,56 @@ impl Scheduler {
         let messages = self.messages.len();
         let share = length as f64 / messages.max(1) as f64;
         let t = &self.transports[queue.transport];
-        let mut lines = vec![format!(
-            "mail for {} is using up {} of {} active queue entries",
-            queue.nexthop, length, messages
-        )];
+        // Names go into the lines as the bytes they are, as in Postfix.
+        let with = |parts: &[&[u8]]| ByteString::from(parts.concat());
+        let mut lines = vec![with(&[
+            b"mail for ",
+            &queue.nexthop,
+            format!(" is using up {length} of {messages} active queue entries").as_bytes(),
+        ])];
         if share < 0.9 {
-            lines.push("this may slow down other mail deliveries".to_owned());
+            lines.push("this may slow down other mail deliveries".into());
         }
         let conc = t.cfg.dest_concurrency_limit;
         if conc > 0 && conc <= queue.busy + 1 {
-            lines.push(format!(
-                "you may need to increase the main.cf {}_destination_concurrency_limit from {}",
-                t.name, conc
-            ));
+            lines.push(with(&[
+                b"you may need to increase the main.cf ",
+                &t.name,
+                format!("_destination_concurrency_limit from {conc}").as_bytes(),
+            ]));
         } else if f64::from(queue.window) > limit as f64 * share {
-            lines.push(format!(
-                "you may need to increase the main.cf qmgr_message_active_limit from {limit}"
-            ));
+            lines.push(
+                format!(
+                    "you may need to increase the main.cf qmgr_message_active_limit from {limit}"
+                )
+                .into(),
+            );
         } else if t.queues.len() > 1 {
-            lines.push(format!(
-                "you may need a separate master.cf transport for {}",
-                queue.nexthop
-            ));
+            lines.push(with(&[
+                b"you may need a separate master.cf transport for ",
+                &queue.nexthop,
+            ]));
         } else {
-            lines.push(format!(
-                "you may need to reduce {} connect and helo timeouts",
-                t.name
-            ));
-            lines.push("so that Postfix quickly skips unavailable hosts".to_owned());
+            lines.push(with(&[
+                b"you may need to reduce ",
+                &t.name,
+                b" connect and helo timeouts",
+            ]));
+            lines.push("so that Postfix quickly skips unavailable hosts".into());
             lines.push(
                 "you may need to increase the main.cf minimal_backoff_time and maximal_backoff_time"
-                    .to_owned(),
+                    .into(),
             );
-            lines.push("so that Postfix wastes less time on undeliverable mail".to_owned());
-            lines.push(format!(
-                "you may need to increase the master.cf {} process limit",
-                t.name
-            ));
+            lines.push("so that Postfix wastes less time on undeliverable mail".into());
+            lines.push(with(&[
+                b"you may need to increase the master.cf ",
+                &t.name,
+                b" process limit",
+            ]));
         }
-        lines.push("please avoid flushing the whole queue when you have".to_owned());
-        lines.push("lots of deferred mail, that is bad for performance".to_owned());
-        lines.push("to turn off these warnings specify: qmgr_clog_warn_time = 0".to_owned());
+        lines.push("please avoid flushing the whole queue when you have".into());
+        lines.push("lots of deferred mail, that is bad for performance".into());
+        lines.push("to turn off these warnings specify: qmgr_clog_warn_time = 0".into());
         self.queues[q].clog_time_to_warn = self.now + period;
         self.actions.extend(
             lines

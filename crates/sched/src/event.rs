@@ -5,8 +5,12 @@
 //! [`ConnId`] is chosen by the scheduler when it asks for a connection.
 //! Recipients are named by their index in the caller's recipient list, so
 //! the core holds four bytes per recipient instead of an address.
+//! Transport names, next hops, addresses and reasons are bytes
+//! ([`ByteString`]), passed on exactly as they came.
 
 use std::fmt;
+
+use crate::bytestring::ByteString;
 
 /// A message in the active queue, named by the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,13 +31,14 @@ impl fmt::Display for MessageId {
 pub struct Dsn {
     /// Enhanced status code, e.g. `4.4.1`.
     pub status: String,
-    /// Human-readable reason.
-    pub reason: String,
+    /// Human-readable reason, as the agent gave it (it may quote an 8-bit
+    /// next hop).
+    pub reason: ByteString,
 }
 
 impl Dsn {
     /// A status with its reason.
-    pub fn new(status: impl Into<String>, reason: impl Into<String>) -> Dsn {
+    pub fn new(status: impl Into<String>, reason: impl Into<ByteString>) -> Dsn {
         Dsn {
             status: status.into(),
             reason: reason.into(),
@@ -43,8 +48,12 @@ impl Dsn {
     /// The pseudo next-hop under which the `retry` transport groups
     /// recipients deferred for this reason (`qmgr_error_nexthop()`); the
     /// error(8) agent turns it back into the recipient's status.
-    pub fn error_nexthop(&self) -> String {
-        format!("{} {}", self.status, self.reason)
+    pub fn error_nexthop(&self) -> ByteString {
+        let mut nexthop = Vec::with_capacity(self.status.len() + 1 + self.reason.len());
+        nexthop.extend_from_slice(self.status.as_bytes());
+        nexthop.push(b' ');
+        nexthop.extend_from_slice(&self.reason);
+        nexthop.into()
     }
 }
 
@@ -54,11 +63,11 @@ pub struct Route {
     /// Index of the recipient in the caller's list for this message.
     pub rcpt: u32,
     /// The transport (master.cf service) name.
-    pub transport: String,
+    pub transport: ByteString,
     /// The next hop, as the delivery agent will see it.
-    pub nexthop: String,
+    pub nexthop: ByteString,
     /// The resolved recipient address, used to name per-recipient queues.
-    pub address: String,
+    pub address: ByteString,
 }
 
 /// How a delivery attempt ended, as the agent's reply says.
@@ -149,7 +158,7 @@ pub enum Action {
         /// The connection's name.
         conn: ConnId,
         /// The transport.
-        transport: String,
+        transport: ByteString,
     },
     /// Send this delivery request on `conn`, then report [`Event::Delivered`].
     Deliver {
@@ -157,8 +166,8 @@ pub enum Action {
         conn: ConnId,
         /// The message.
         msg: MessageId,
-        /// The next hop for the request.
-        nexthop: String,
+        /// The next hop for the request, byte for byte as routed.
+        nexthop: ByteString,
         /// Recipient indexes.
         rcpts: Vec<u32>,
         /// Destination flags (session caching hints, `DEL_REQ_FLAG_CONN_*`).
@@ -188,8 +197,9 @@ pub enum Action {
     /// (`warning: ...`): Postfix's advice when one destination clogs the
     /// active queue (`qmgr_clog_warn_time`).
     Warning {
-        /// The text after `warning: `.
-        text: String,
+        /// The text after `warning: `; it may name a next hop, whose bytes
+        /// it keeps.
+        text: ByteString,
     },
     /// Every recipient of `msg` has been handed out and every delivery has
     /// finished: finish the message (bounce/trace flush, defer or remove).

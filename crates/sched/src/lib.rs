@@ -21,7 +21,8 @@
 //! destination first in, first out). Either way each destination's
 //! concurrency window, which slow start and feedback move ([`feedback`]),
 //! limits its busy deliveries. Messages leave or are refilled in
-//! [`active`].
+//! [`active`]. Names (transports, next hops, queues) are bytes
+//! ([`ByteString`]), compared and passed on exactly, as Postfix does.
 //!
 //! # Invariants
 //! - A destination never has more deliveries busy than its window.
@@ -39,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 mod active;
+mod bytestring;
 mod config;
 mod conn;
 mod entry;
@@ -59,6 +61,7 @@ use std::collections::{HashMap, VecDeque};
 
 use slab::Slab;
 
+pub use bytestring::ByteString;
 pub use config::{Config, Feedback, TransportConfig, TransportLookup};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
 pub use retry::next_attempt;
@@ -86,7 +89,7 @@ pub struct Scheduler {
     /// Refills may be asked for while deliveries are busy.
     early_refill: bool,
     transports: Vec<Transport>,
-    transport_ids: HashMap<String, usize>,
+    transport_ids: HashMap<ByteString, usize>,
     /// Round-robin position over `transports`.
     transport_cursor: usize,
     queues: Slab<DestQueue>,
@@ -252,19 +255,19 @@ impl Scheduler {
     }
 
     /// The transport's index, creating it on first use.
-    fn transport_id(&mut self, name: &str) -> usize {
+    fn transport_id(&mut self, name: &[u8]) -> usize {
         if let Some(&id) = self.transport_ids.get(name) {
             return id;
         }
         let cfg = (self.cfg.transports)(name);
         let id = self.transports.len();
-        self.transports.push(Transport::new(name.to_owned(), cfg));
-        self.transport_ids.insert(name.to_owned(), id);
+        self.transports.push(Transport::new(name.into(), cfg));
+        self.transport_ids.insert(name.into(), id);
         id
     }
 
     /// The queue's key, creating it on first use.
-    fn queue_id(&mut self, transport: usize, name: &str, nexthop: &str) -> usize {
+    fn queue_id(&mut self, transport: usize, name: &[u8], nexthop: &[u8]) -> usize {
         if let Some(&q) = self.transports[transport].queues.get(name) {
             return q;
         }
@@ -272,13 +275,13 @@ impl Scheduler {
         let t = &self.transports[transport];
         let q = self.queues.insert(DestQueue::new(
             transport,
-            name.to_owned(),
-            nexthop.to_owned(),
+            name.into(),
+            nexthop.into(),
             &t.cfg,
             generation,
         ));
         ix(q);
-        self.transports[transport].queues.insert(name.to_owned(), q);
+        self.transports[transport].queues.insert(name.into(), q);
         q
     }
 
@@ -290,7 +293,7 @@ impl Scheduler {
     /// The live `retry` queue for this reason (`qmgr_error_queue()`), or
     /// None when the retry transport or that queue is dead too.
     fn retry_queue(&mut self, dsn: &Dsn) -> Option<usize> {
-        let t = self.transport_id(RETRY_TRANSPORT);
+        let t = self.transport_id(RETRY_TRANSPORT.as_bytes());
         if self.transports[t].is_dead() {
             return None;
         }

@@ -159,29 +159,34 @@ impl Scheduler {
 
     /// The queue name for a recipient (`qmgr_message_resolve()`): the next
     /// hop, or for one-recipient transports `localpart@nexthop`, so that
-    /// concurrency is limited per recipient; folded to lower case.
-    fn queue_name(&self, transport: usize, route: &Route) -> String {
+    /// concurrency is limited per recipient; ASCII letters folded to lower
+    /// case and every other byte kept, as Postfix's `lowercase()` does, so
+    /// names that differ in any non-ASCII byte name different queues.
+    fn queue_name(&self, transport: usize, route: &Route) -> Vec<u8> {
         let t = &self.transports[transport];
         let per_recipient = t.cfg.dest_recipient_limit == 1
             && t.name != ERROR_TRANSPORT
             && t.name != RETRY_TRANSPORT;
         if !per_recipient {
-            return route.nexthop.to_lowercase();
+            return route.nexthop.to_ascii_lowercase();
         }
-        let local = match route.address.rfind('@') {
-            Some(at) => &route.address[..at],
-            None => &route.address[..],
+        let address = &route.address[..];
+        let local = match address.iter().rposition(|&b| b == b'@') {
+            Some(at) => &address[..at],
+            None => address,
         };
-        let delims = &self.cfg.recipient_delimiter;
-        let local = if delims.is_empty() {
-            local
-        } else {
-            match local.find(|c| delims.contains(c)) {
-                Some(cut) if cut > 0 => &local[..cut],
-                _ => local,
-            }
+        // Postfix cuts at the first byte of the delimiter set.
+        let delims = self.cfg.recipient_delimiter.as_bytes();
+        let local = match local.iter().position(|b| delims.contains(b)) {
+            Some(cut) if cut > 0 => &local[..cut],
+            _ => local,
         };
-        format!("{}@{}", local, route.nexthop).to_lowercase()
+        let mut name = Vec::with_capacity(local.len() + 1 + route.nexthop.len());
+        name.extend_from_slice(local);
+        name.push(b'@');
+        name.extend_from_slice(&route.nexthop);
+        name.make_ascii_lowercase();
+        name
     }
 
     /// Finds the live queue for one recipient, redirecting around dead
@@ -194,7 +199,7 @@ impl Scheduler {
         }
         let mut nexthop_override = None;
         if let Some(dsn) = self.transports[t].dsn.clone() {
-            let retry = self.transport_id(RETRY_TRANSPORT);
+            let retry = self.transport_id(RETRY_TRANSPORT.as_bytes());
             if self.transports[retry].is_dead() {
                 self.defer_recipient(m, route.rcpt, dsn);
                 return None;
@@ -203,11 +208,11 @@ impl Scheduler {
             nexthop_override = Some(dsn.error_nexthop());
         }
         let redirected = nexthop_override.is_some();
-        let (name, nexthop) = match nexthop_override {
-            Some(nh) => (nh.to_lowercase(), nh),
-            None => (self.queue_name(t, route), route.nexthop.clone()),
+        let (name, nexthop) = match &nexthop_override {
+            Some(nh) => (nh.to_ascii_lowercase(), &nh[..]),
+            None => (self.queue_name(t, route), &route.nexthop[..]),
         };
-        let q = self.queue_id(t, &name, &nexthop);
+        let q = self.queue_id(t, &name, nexthop);
         if flush_each && self.queues[q].is_dead() {
             self.queue_unthrottle(q);
         }

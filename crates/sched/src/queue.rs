@@ -16,6 +16,7 @@
 //! when their job looked for work; they are handed back to their jobs as
 //! soon as the queue has room again (Postfix's queue `blocker_tag`).
 
+use crate::bytestring::ByteString;
 use crate::config::TransportConfig;
 use crate::event::{Dsn, DEST_FLAG_CONN_LOAD, DEST_FLAG_CONN_STORE};
 use crate::list::List;
@@ -25,8 +26,11 @@ use crate::time::Time;
 #[derive(Debug)]
 pub(crate) struct DestQueue {
     pub transport: usize,
-    pub name: String,
-    pub nexthop: String,
+    /// The queue's name: the next hop (or `localpart@nexthop`), ASCII
+    /// lower case.
+    pub name: ByteString,
+    /// The next hop every entry of this queue is delivered to.
+    pub nexthop: ByteString,
     /// Concurrency window; 0 while dead.
     pub window: i32,
     pub suspended: bool,
@@ -57,8 +61,8 @@ pub(crate) struct DestQueue {
 impl DestQueue {
     pub(crate) fn new(
         transport: usize,
-        name: String,
-        nexthop: String,
+        name: ByteString,
+        nexthop: ByteString,
         cfg: &TransportConfig,
         generation: u64,
     ) -> Self {

@@ -9,7 +9,7 @@ pub(super) fn route(rcpt: u32, transport: &str, nexthop: &str) -> Route {
         rcpt,
         transport: transport.into(),
         nexthop: nexthop.into(),
-        address: format!("user{rcpt}@{nexthop}"),
+        address: format!("user{rcpt}@{nexthop}").into(),
     }
 }
 
@@ -114,7 +114,7 @@ fn recipient_limit_splits_entries_and_local_is_per_recipient() {
 
 /// Drives a scheduler where every agent answers with `outcome`, returning
 /// the actions other than connections and deliveries.
-fn run_with(s: &mut Scheduler, now: Time, outcome: impl FnMut(&str) -> Outcome) -> Vec<Action> {
+fn run_with(s: &mut Scheduler, now: Time, outcome: impl FnMut(&[u8]) -> Outcome) -> Vec<Action> {
     run_recording(s, now, outcome, &mut Vec::new())
 }
 
@@ -122,11 +122,11 @@ fn run_with(s: &mut Scheduler, now: Time, outcome: impl FnMut(&str) -> Outcome) 
 fn run_recording(
     s: &mut Scheduler,
     now: Time,
-    mut outcome: impl FnMut(&str) -> Outcome,
+    mut outcome: impl FnMut(&[u8]) -> Outcome,
     sizes: &mut Vec<usize>,
 ) -> Vec<Action> {
     let mut rest = Vec::new();
-    let mut busy: Vec<(ConnId, String)> = Vec::new();
+    let mut busy: Vec<(ConnId, ByteString)> = Vec::new();
     loop {
         let mut progressed = false;
         while let Some(a) = s.poll_action() {
@@ -179,7 +179,7 @@ fn failed_cohorts_kill_destination_and_redirect_to_retry() {
     let mut to_site = 0;
     let mut to_retry = 0;
     let rest = run_with(&mut s, t0(), |nexthop| {
-        if nexthop.starts_with("4.4.1 ") {
+        if nexthop.starts_with(b"4.4.1 ") {
             to_retry += 1;
             Outcome::Deferred { site: None }
         } else {
@@ -206,7 +206,7 @@ fn dead_destination_revives_after_backoff_or_on_flush() {
         ..Config::default()
     };
     let mut s = Scheduler::new(cfg);
-    let fail = |_: &str| Outcome::Deferred {
+    let fail = |_: &[u8]| Outcome::Deferred {
         site: Some(Dsn::new("4.4.1", "delivery temporarily suspended: refused")),
     };
     let msg = |id, n| Event::Message {
@@ -587,8 +587,8 @@ fn blocker_job_lets_next_job_use_other_destinations() {
     assert_eq!(
         delivered,
         vec![
-            (1, "slow.example".to_string()),
-            (2, "other.example".to_string())
+            (1, ByteString::from("slow.example")),
+            (2, ByteString::from("other.example"))
         ]
     );
 }
@@ -859,7 +859,7 @@ fn clog_warning_once_per_period() {
         ..Config::default()
     };
     let mut s = Scheduler::new(cfg);
-    let warnings = |s: &mut Scheduler| -> Vec<String> {
+    let warnings = |s: &mut Scheduler| -> Vec<ByteString> {
         std::iter::from_fn(|| s.poll_action())
             .filter_map(|a| match a {
                 Action::Warning { text } => Some(text),
@@ -881,12 +881,12 @@ fn clog_warning_once_per_period() {
     }
     let w = warnings(&mut s);
     assert_eq!(
-        w.first().map(String::as_str),
-        Some("mail for clog.example is using up 3 of 3 active queue entries")
+        w.first(),
+        Some(&"mail for clog.example is using up 3 of 3 active queue entries".into())
     );
     assert_eq!(
-        w.last().map(String::as_str),
-        Some("to turn off these warnings specify: qmgr_clog_warn_time = 0")
+        w.last(),
+        Some(&"to turn off these warnings specify: qmgr_clog_warn_time = 0".into())
     );
     // Not again within the period.
     s.handle(
@@ -900,4 +900,220 @@ fn clog_warning_once_per_period() {
         t0() + Duration::from_secs(10),
     );
     assert!(warnings(&mut s).is_empty());
+}
+
+// ---------------------------------------------------------------------
+// Names are bytes.
+
+/// A recipient routed to `nexthop`, given as bytes.
+fn route_to(rcpt: u32, transport: &str, nexthop: &[u8], address: &[u8]) -> Route {
+    Route {
+        rcpt,
+        transport: transport.into(),
+        nexthop: nexthop.into(),
+        address: address.into(),
+    }
+}
+
+/// One message with these routes: the names of the queues the scheduler
+/// made for it, then every delivery's (next hop, recipients).
+fn deliveries_of(
+    cfg: Config,
+    routes: Vec<Route>,
+) -> (Vec<(ByteString, Vec<u32>)>, Vec<ByteString>) {
+    let mut s = Scheduler::new(cfg);
+    s.handle(
+        Event::Message {
+            msg: MessageId(1),
+            routes,
+            more: false,
+            flush_each: false,
+            single_rcpt: false,
+        },
+        t0(),
+    );
+    // Empty queues go away: look before anything is delivered.
+    let mut names: Vec<ByteString> = s.queues.iter().map(|(_, q)| q.name.clone()).collect();
+    names.sort();
+    let mut out = Vec::new();
+    let mut busy = Vec::new();
+    loop {
+        while let Some(a) = s.poll_action() {
+            match a {
+                Action::Connect { conn, .. } => s.handle(Event::AgentReady { conn }, t0()),
+                Action::Deliver {
+                    conn,
+                    nexthop,
+                    rcpts,
+                    ..
+                } => {
+                    out.push((nexthop, rcpts));
+                    busy.push(conn);
+                }
+                _ => {}
+            }
+        }
+        let Some(conn) = busy.pop() else { break };
+        let outcome = Outcome::Final;
+        s.handle(Event::Delivered { conn, outcome }, t0());
+    }
+    (out, names)
+}
+
+#[test]
+fn next_hops_differing_in_one_8bit_byte_are_two_queues_with_exact_bytes() {
+    let routes = vec![
+        route_to(0, "smtp", b"b\xe4d.example", b"u@b\xe4d.example"),
+        route_to(1, "smtp", b"b\xe5d.example", b"u@b\xe5d.example"),
+        route_to(2, "smtp", b"B\xe4D.example", b"u@B\xe4D.example"),
+    ];
+    let (mut out, names) = deliveries_of(Config::default(), routes);
+    out.sort();
+    // The third folds onto the first: ASCII letters only are folded, and
+    // the queue keeps the next hop it was made with.
+    assert_eq!(
+        out,
+        vec![
+            (ByteString::from(&b"b\xe4d.example"[..]), vec![0, 2]),
+            (ByteString::from(&b"b\xe5d.example"[..]), vec![1]),
+        ]
+    );
+    assert_eq!(
+        names,
+        vec![
+            ByteString::from(&b"b\xe4d.example"[..]),
+            ByteString::from(&b"b\xe5d.example"[..]),
+        ]
+    );
+}
+
+#[test]
+fn only_ascii_letters_fold_in_queue_names() {
+    let routes = vec![
+        route_to(0, "smtp", "ÄX.example".as_bytes(), b"u@x"),
+        route_to(1, "smtp", "äx.example".as_bytes(), b"u@x"),
+        route_to(2, "smtp", b"AX.example", b"u@x"),
+        route_to(3, "smtp", b"ax.example", b"u@x"),
+    ];
+    let (mut out, names) = deliveries_of(Config::default(), routes);
+    out.sort();
+    assert_eq!(
+        out,
+        vec![
+            (ByteString::from("AX.example"), vec![2, 3]),
+            (ByteString::from("ÄX.example"), vec![0]),
+            (ByteString::from("äx.example"), vec![1]),
+        ]
+    );
+    assert_eq!(
+        names,
+        vec![
+            ByteString::from("ax.example"),
+            ByteString::from("Äx.example"),
+            ByteString::from("äx.example"),
+        ]
+    );
+}
+
+#[test]
+fn per_recipient_queue_names_keep_8bit_local_parts() {
+    let cfg = Config {
+        recipient_delimiter: "+".into(),
+        ..Config::default()
+    };
+    // `local` has a recipient limit of 1: one queue per local part.
+    let routes = vec![
+        route_to(0, "local", b"Host", b"J\xfcrgen+a@host"),
+        route_to(1, "local", b"Host", b"j\xfcrgen+b@host"),
+        route_to(2, "local", b"Host", b"j\xdcrgen@host"),
+    ];
+    let (mut out, names) = deliveries_of(cfg, routes);
+    out.sort();
+    assert_eq!(
+        out,
+        vec![
+            (ByteString::from("Host"), vec![0]),
+            (ByteString::from("Host"), vec![1]),
+            (ByteString::from("Host"), vec![2]),
+        ]
+    );
+    assert_eq!(
+        names,
+        vec![
+            ByteString::from(&b"j\xdcrgen@host"[..]),
+            ByteString::from(&b"j\xfcrgen@host"[..]),
+        ]
+    );
+}
+
+#[test]
+fn retry_next_hop_keeps_the_reason_bytes() {
+    let mut s = Scheduler::new(Config::default());
+    let reason = &b"connect to b\xe4d.example: refused"[..];
+    let dsn = Dsn::new("4.4.1", reason);
+    assert_eq!(
+        &*dsn.error_nexthop(),
+        &b"4.4.1 connect to b\xe4d.example: refused"[..]
+    );
+    s.handle(
+        Event::Message {
+            msg: MessageId(1),
+            routes: vec![route(0, "smtp", "x.example")],
+            more: false,
+            flush_each: false,
+            single_rcpt: false,
+        },
+        t0(),
+    );
+    // The transport is down: the recipient goes to `retry` with the
+    // reason as its next hop.
+    let Some(Action::Connect { conn, .. }) = s.poll_action() else {
+        panic!("no connect")
+    };
+    s.handle(Event::AgentUnavailable { conn, dsn }, t0());
+    let mut nexthops = Vec::new();
+    while let Some(a) = s.poll_action() {
+        match a {
+            Action::Connect { conn, .. } => s.handle(Event::AgentReady { conn }, t0()),
+            Action::Deliver { nexthop, .. } => nexthops.push(nexthop),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        nexthops,
+        vec![ByteString::from(
+            &b"4.4.1 connect to b\xe4d.example: refused"[..]
+        )]
+    );
+}
+
+#[test]
+fn clog_warning_names_the_next_hop_by_its_bytes() {
+    let cfg = Config {
+        message_active_limit: 10,
+        ..Config::default()
+    };
+    let mut s = Scheduler::new(cfg);
+    for id in 0..3 {
+        let routes = vec![route_to(0, "smtp", b"b\xe4d.example", b"u@b\xe4d.example")];
+        let (msg, more, flush_each, single_rcpt) = (MessageId(id), false, false, false);
+        let event = Event::Message {
+            msg,
+            routes,
+            more,
+            flush_each,
+            single_rcpt,
+        };
+        s.handle(event, t0());
+    }
+    let first = std::iter::from_fn(|| s.poll_action()).find_map(|a| match a {
+        Action::Warning { text } => Some(text),
+        _ => None,
+    });
+    assert_eq!(
+        first,
+        Some(ByteString::from(
+            &b"mail for b\xe4d.example is using up 3 of 3 active queue entries"[..]
+        ))
+    );
 }

@@ -23,6 +23,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use crate::bytestring::ByteString;
 use crate::config::TransportConfig;
 use crate::event::Dsn;
 use crate::list::{List, NIL};
@@ -34,9 +35,10 @@ pub(crate) const MAX_PENDING: u32 = 2;
 /// One delivery transport.
 #[derive(Debug)]
 pub(crate) struct Transport {
-    pub name: String,
+    pub name: ByteString,
     pub cfg: TransportConfig,
-    pub queues: HashMap<String, usize>,
+    /// Queue keys by queue name.
+    pub queues: HashMap<ByteString, usize>,
     /// Round robin over queues that may have work: (queue key, ticket).
     pub rr: VecDeque<(usize, u64)>,
     pub available: u64,
@@ -74,7 +76,7 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(name: String, cfg: TransportConfig) -> Self {
+    pub(crate) fn new(name: ByteString, cfg: TransportConfig) -> Self {
         let cfg = cfg.normalized();
         Transport {
             name,

@@ -120,8 +120,8 @@ fn message(id: u64) -> Event {
             Route {
                 rcpt: k as u32,
                 transport: "smtp".into(),
-                address: format!("u{id}.{k}@{nexthop}"),
-                nexthop,
+                address: format!("u{id}.{k}@{nexthop}").into(),
+                nexthop: nexthop.into(),
             }
         })
         .collect();

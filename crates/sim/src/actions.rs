@@ -77,7 +77,7 @@ impl Sim {
         }
     }
 
-    pub(crate) fn connect(&mut self, conn: ConnId, transport: String) {
+    pub(crate) fn connect(&mut self, conn: ConnId, transport: ByteString) {
         self.record.connects += 1;
         if self.conns.contains_key(&conn) {
             self.violate(format!("Connect reuses {conn:?}"));
@@ -152,7 +152,7 @@ impl Sim {
         &mut self,
         conn: ConnId,
         msg: MessageId,
-        nexthop: String,
+        nexthop: ByteString,
         rcpts: Vec<u32>,
         dest_flags: u32,
     ) {
@@ -168,7 +168,7 @@ impl Sim {
             }
         };
         // The queue this entry came from, and the bookkeeping of its recipients.
-        let mut address = String::new();
+        let mut address = ByteString::default();
         let mut problems = Vec::new();
         match self.messages.get_mut(&msg) {
             Some(m) if !m.done => {

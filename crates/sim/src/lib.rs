@@ -46,8 +46,8 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use rqmgr_sched::{
-    Action, ConnId, Dsn, Event, MessageId, Outcome, Route, Scheduler, Time, TransportConfig,
-    ERROR_TRANSPORT, RETRY_TRANSPORT,
+    Action, ByteString, ConnId, Dsn, Event, MessageId, Outcome, Route, Scheduler, Time,
+    TransportConfig, ERROR_TRANSPORT, RETRY_TRANSPORT,
 };
 
 pub use record::{Completion, DeliveryRecord, DestKey, DestStats, Fate, Record};
@@ -161,7 +161,7 @@ enum ConnState {
 
 #[derive(Debug)]
 struct SimConn {
-    transport: String,
+    transport: ByteString,
     state: ConnState,
     /// Whether it holds an agent process.
     has_process: bool,
@@ -189,9 +189,9 @@ pub struct Sim {
     incoming: VecDeque<MessageSpec>,
     messages: HashMap<MessageId, SimMessage>,
     conns: HashMap<ConnId, SimConn>,
-    transports: HashMap<String, SimTransport>,
+    transports: HashMap<ByteString, SimTransport>,
     /// Attempts per next hop, to cycle through its outcomes.
-    attempts: HashMap<String, usize>,
+    attempts: HashMap<ByteString, usize>,
     /// Recipients handed in and not finished: what the scheduler's
     /// `recipient_count()` must say whenever its actions are drained.
     outstanding: usize,
@@ -401,9 +401,9 @@ impl Sim {
         }
     }
 
-    fn transport_cfg(&mut self, name: &str) -> TransportConfig {
+    fn transport_cfg(&mut self, name: &[u8]) -> TransportConfig {
         let lookup = &self.sched.config().transports;
-        let t = self.transports.entry(name.to_owned()).or_default();
+        let t = self.transports.entry(name.into()).or_default();
         t.cfg
             .get_or_insert_with(|| lookup(name).normalized())
             .clone()
@@ -411,21 +411,26 @@ impl Sim {
 
     /// The scheduler queue a recipient lands in, named as
     /// `qmgr_message_resolve()` names it: the next hop, or `user@nexthop`
-    /// for transports with a recipient limit of 1.
-    fn dest_key(&mut self, transport: &str, nexthop: &str, address: &str) -> DestKey {
-        let per_rcpt = transport != RETRY_TRANSPORT
-            && transport != ERROR_TRANSPORT
+    /// for transports with a recipient limit of 1; ASCII letters folded.
+    fn dest_key(&mut self, transport: &[u8], nexthop: &[u8], address: &[u8]) -> DestKey {
+        let per_rcpt = transport != RETRY_TRANSPORT.as_bytes()
+            && transport != ERROR_TRANSPORT.as_bytes()
             && self.transport_cfg(transport).dest_recipient_limit == 1;
         if !per_rcpt {
-            return DestKey::new(transport, &nexthop.to_lowercase());
+            return DestKey::new(transport, nexthop.to_ascii_lowercase());
         }
-        let local = address.rfind('@').map_or(address, |at| &address[..at]);
-        let delims = &self.sched.config().recipient_delimiter;
-        let local = match local.find(|c| !delims.is_empty() && delims.contains(c)) {
+        let local = address
+            .iter()
+            .rposition(|&b| b == b'@')
+            .map_or(address, |at| &address[..at]);
+        let delims = self.sched.config().recipient_delimiter.as_bytes();
+        let local = match local.iter().position(|b| delims.contains(b)) {
             Some(cut) if cut > 0 => &local[..cut],
             _ => local,
         };
-        DestKey::new(transport, &format!("{local}@{nexthop}").to_lowercase())
+        let mut queue = [local, b"@", nexthop].concat();
+        queue.make_ascii_lowercase();
+        DestKey::new(transport, queue)
     }
 
     /// Checks the end state of a finished run: every message that entered

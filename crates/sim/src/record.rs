@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rqmgr_sched::{ConnId, Dsn, MessageId, Time};
+use rqmgr_sched::{ByteString, ConnId, Dsn, MessageId, Time};
 
 /// How a recipient's attempt ended, as far as this queue run goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,17 +37,17 @@ pub enum Fate {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DestKey {
     /// The transport.
-    pub transport: String,
+    pub transport: ByteString,
     /// The queue name.
-    pub queue: String,
+    pub queue: ByteString,
 }
 
 impl DestKey {
     /// A key from its parts.
-    pub fn new(transport: &str, queue: &str) -> DestKey {
+    pub fn new(transport: impl AsRef<[u8]>, queue: impl AsRef<[u8]>) -> DestKey {
         DestKey {
-            transport: transport.to_owned(),
-            queue: queue.to_owned(),
+            transport: transport.as_ref().into(),
+            queue: queue.as_ref().into(),
         }
     }
 }
@@ -66,9 +66,9 @@ pub struct DeliveryRecord {
     /// The message.
     pub msg: MessageId,
     /// The transport.
-    pub transport: String,
+    pub transport: ByteString,
     /// The request's next hop.
-    pub nexthop: String,
+    pub nexthop: ByteString,
     /// The queue it came from.
     pub dest: DestKey,
     /// Recipient indexes.
@@ -119,7 +119,7 @@ pub struct Record {
     /// Refill requests: when, and for which message.
     pub refills: Vec<(Time, MessageId)>,
     /// Warning lines the scheduler asked to log ([`rqmgr_sched::Action::Warning`]).
-    pub warnings: Vec<(Time, String)>,
+    pub warnings: Vec<(Time, ByteString)>,
     /// Synchronous deferrals: when, message, recipient index, reason.
     pub sync_deferred: Vec<(Time, MessageId, u32, Dsn)>,
     /// When each message entered the active queue, in order.
@@ -161,13 +161,15 @@ impl Record {
     /// The deliveries to one next hop, in dispatch order.
     pub fn deliveries_to<'a>(
         &'a self,
-        nexthop: &'a str,
+        nexthop: &'a (impl AsRef<[u8]> + ?Sized),
     ) -> impl Iterator<Item = &'a DeliveryRecord> + 'a {
-        self.deliveries.iter().filter(move |d| d.nexthop == nexthop)
+        self.deliveries
+            .iter()
+            .filter(move |d| *d.nexthop == *nexthop.as_ref())
     }
 
     /// Statistics of one queue, if it ever had a delivery.
-    pub fn dest(&self, transport: &str, queue: &str) -> Option<&DestStats> {
+    pub fn dest(&self, transport: impl AsRef<[u8]>, queue: impl AsRef<[u8]>) -> Option<&DestStats> {
         self.dests.get(&DestKey::new(transport, queue))
     }
 

@@ -36,9 +36,9 @@ pub fn domain(j: usize) -> String {
 pub fn route(rcpt: u32, transport: &str, nexthop: &str) -> Route {
     Route {
         rcpt,
-        transport: transport.to_owned(),
-        nexthop: nexthop.to_owned(),
-        address: format!("user{rcpt}@{nexthop}"),
+        transport: transport.into(),
+        nexthop: nexthop.into(),
+        address: format!("user{rcpt}@{nexthop}").into(),
     }
 }
 

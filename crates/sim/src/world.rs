@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rqmgr_sched::Dsn;
+use rqmgr_sched::{ByteString, Dsn};
 
 /// How one delivery attempt ends, in delivery-agent terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,12 +129,12 @@ impl TransportProfile {
 pub struct World {
     /// Destinations not named in `dests`.
     pub default_dest: DestProfile,
-    /// Per next hop (lower case).
-    pub dests: HashMap<String, DestProfile>,
+    /// Per next hop (ASCII letters in lower case).
+    pub dests: HashMap<ByteString, DestProfile>,
     /// Transports not named in `transports`.
     pub default_transport: TransportProfile,
     /// Per transport name.
-    pub transports: HashMap<String, TransportProfile>,
+    pub transports: HashMap<ByteString, TransportProfile>,
     /// The `retry` transport's error(8) agent: by default it defers every
     /// recipient with the saved reason, without blaming anyone.
     pub retry: DestProfile,
@@ -156,29 +156,34 @@ impl Default for World {
 
 impl World {
     /// Sets one destination's behaviour (builder style).
-    pub fn with_dest(mut self, nexthop: &str, profile: DestProfile) -> World {
-        self.dests.insert(nexthop.to_lowercase(), profile);
+    pub fn with_dest(mut self, nexthop: impl AsRef<[u8]>, profile: DestProfile) -> World {
+        let key = nexthop.as_ref().to_ascii_lowercase();
+        self.dests.insert(key.into(), profile);
         self
     }
 
     /// Sets one transport's behaviour (builder style).
-    pub fn with_transport(mut self, transport: &str, profile: TransportProfile) -> World {
-        self.transports.insert(transport.to_owned(), profile);
+    pub fn with_transport(
+        mut self,
+        transport: impl AsRef<[u8]>,
+        profile: TransportProfile,
+    ) -> World {
+        self.transports.insert(transport.as_ref().into(), profile);
         self
     }
 
     /// The profile that answers a request for `nexthop` over `transport`.
-    pub fn dest(&self, transport: &str, nexthop: &str) -> &DestProfile {
-        if transport == rqmgr_sched::RETRY_TRANSPORT {
+    pub fn dest(&self, transport: &[u8], nexthop: &[u8]) -> &DestProfile {
+        if transport == rqmgr_sched::RETRY_TRANSPORT.as_bytes() {
             return &self.retry;
         }
         self.dests
-            .get(&nexthop.to_lowercase())
+            .get(&nexthop.to_ascii_lowercase()[..])
             .unwrap_or(&self.default_dest)
     }
 
     /// The profile of a transport.
-    pub fn transport(&self, transport: &str) -> &TransportProfile {
+    pub fn transport(&self, transport: &[u8]) -> &TransportProfile {
         self.transports
             .get(transport)
             .unwrap_or(&self.default_transport)

@@ -90,7 +90,7 @@ fn failed_cohorts_mark_destination_dead_and_pending_mail_goes_to_retry() {
     assert_eq!(to_site, 5);
     assert_eq!(to_retry.len() + to_site, 20, "every recipient tried once");
     assert!(
-        to_retry.iter().all(|d| d.nexthop == retry_hop),
+        to_retry.iter().all(|d| d.nexthop == retry_hop.as_str()),
         "{to_retry:?}"
     );
     assert!(r.completions.iter().all(|c| c.deferred));
@@ -225,7 +225,7 @@ fn transport_rate_delay_spaces_all_deliveries_of_the_transport() {
 #[test]
 fn destination_recipient_limit_splits_entries() {
     let cfg = config(|name, t| {
-        if name == "smtp" {
+        if name == b"smtp" {
             t.dest_recipient_limit = 50;
         }
     });
@@ -267,7 +267,7 @@ fn local_transport_gets_per_recipient_queues() {
         rcpt: i,
         transport: "local".into(),
         nexthop: "host.example".into(),
-        address: format!("{user}@host.example"),
+        address: format!("{user}@host.example").into(),
     };
     // Six users in one message, and six more messages for alice, two of
     // them with address extensions.

@@ -170,7 +170,7 @@ fn site_hog_factor_caps_one_destinations_share() {
     let others = r
         .deliveries
         .iter()
-        .filter(|d| d.nexthop.starts_with("other"))
+        .filter(|d| d.nexthop.starts_with(b"other"))
         .count();
     assert_eq!(others, 2, "other destinations are not held back");
     // Nothing is lost: every message completes, the hogged ones deferred.

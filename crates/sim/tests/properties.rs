@@ -153,7 +153,7 @@ impl Scenario {
                     dest_recipient_limit: rl,
                     ..TransportConfig::default()
                 };
-                if name == "local" {
+                if name == b"local" {
                     t.dest_concurrency_limit = 2;
                     t.dest_recipient_limit = 1;
                 }
@@ -167,7 +167,7 @@ impl Scenario {
         let mut w = World::default();
         for (j, (latency_ms, outcomes)) in self.dests.iter().enumerate() {
             w.dests.insert(
-                dest_name(j),
+                dest_name(j).into(),
                 DestProfile {
                     latency: Duration::from_millis(*latency_ms),
                     outcomes: outcomes.clone(),
@@ -177,7 +177,7 @@ impl Scenario {
         w.default_dest = DestProfile::ok(Duration::from_millis(100));
         for (t, (refusals, procs)) in TRANSPORTS.iter().zip(&self.connects) {
             w.transports.insert(
-                (*t).to_owned(),
+                (*t).into(),
                 TransportProfile {
                     connect_latency: Duration::from_millis(5),
                     connects: refusals
@@ -225,8 +225,8 @@ impl Scenario {
                         Route {
                             rcpt: k as u32,
                             transport: TRANSPORTS[t].into(),
-                            address: format!("user{u}@{nexthop}"),
-                            nexthop,
+                            address: format!("user{u}@{nexthop}").into(),
+                            nexthop: nexthop.into(),
                         }
                     })
                     .collect(),

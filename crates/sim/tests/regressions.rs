@@ -10,7 +10,9 @@
 //! with the retry transport dead too, recipients are deferred through the
 //! defer service and their entries finished), `qmgr_enable.c`.
 
-use rqmgr_sched::{Action, Config, ConnId, Dsn, Event, MessageId, Route, Scheduler, Time};
+use rqmgr_sched::{
+    Action, ByteString, Config, ConnId, Dsn, Event, MessageId, Route, Scheduler, Time,
+};
 
 fn t0() -> Time {
     Time::from_secs(1_700_000_000)
@@ -21,7 +23,7 @@ fn route(rcpt: u32, nexthop: &str) -> Route {
         rcpt,
         transport: "smtp".into(),
         nexthop: nexthop.into(),
-        address: format!("user{rcpt}@{nexthop}"),
+        address: format!("user{rcpt}@{nexthop}").into(),
     }
 }
 
@@ -29,7 +31,7 @@ fn actions(s: &mut Scheduler) -> Vec<Action> {
     std::iter::from_fn(|| s.poll_action()).collect()
 }
 
-fn connects(a: &[Action]) -> Vec<(ConnId, String)> {
+fn connects(a: &[Action]) -> Vec<(ConnId, ByteString)> {
     a.iter()
         .filter_map(|a| match a {
             Action::Connect { conn, transport } => Some((*conn, transport.clone())),

@@ -147,12 +147,35 @@ fn missing_socket_is_tolerated_and_retried() {
     assert!(logger.host_label == "test");
 }
 
+/// Postfix's printable() on bytes that are not UTF-8: a Latin-1 byte is
+/// `?` either way; with SMTPUTF8 on, what looks like UTF-8 (a lead byte
+/// and continuation bytes) stays as it is, valid or not.
+#[test]
+fn printable_bytes_as_postfix() {
+    assert_eq!(printable(b"to=<b\xe4d@x>", false), b"to=<b?d@x>".to_vec());
+    assert_eq!(printable(b"to=<b\xe4d@x>", true), b"to=<b?d@x>".to_vec());
+    let umlaut = "j\u{fc}rgen \u{20ac}".as_bytes();
+    assert_eq!(printable(umlaut, true), umlaut.to_vec());
+    assert_eq!(printable(umlaut, false), b"j??rgen ???".to_vec());
+    // A truncated three-byte sequence, and one with too many
+    // continuation bytes: not UTF-8, but Postfix lets both through.
+    assert_eq!(printable(b"\xe4\xa4d", true), b"\xe4\xa4d".to_vec());
+    assert_eq!(
+        printable(b"\xc3\xa4\xa4\xa4.", true),
+        b"\xc3\xa4\xa4\xa4.".to_vec()
+    );
+    assert_eq!(
+        printable(b"\xc1\xa4 \xff\x80 \xe4\n", true),
+        b"?? ?? ??".to_vec()
+    );
+}
+
 #[test]
 fn helpers() {
     assert_eq!(facility_code("mail"), Some(16));
     assert_eq!(facility_code("local7"), Some(23 << 3));
     assert_eq!(facility_code("Mail"), None);
-    assert_eq!(printable("a\r\nb\u{7f}", false), b"a??b?".to_vec());
+    assert_eq!(printable(b"a\r\nb\x7f", false), b"a??b?".to_vec());
     let logger = Logger::new(&config("", Path::new("/nonexistent/sock"))).expect("logger");
     assert_eq!(
         logger.stderr_line(Severity::Warning, b"t"),

@@ -14,6 +14,7 @@ mod common;
 mod bulk_smtp_to_sink;
 mod corrupt_queue_file;
 mod disk_full;
+mod eight_bit_next_hops;
 mod fifo_trigger;
 mod hung_bounce_service;
 mod idle_trigger_clients;

@@ -29,7 +29,7 @@ fn random_traffic(preemptive: bool, early: bool, seed: u64) {
                 recipient_refill_limit: 20,
                 ..TransportConfig::default()
             };
-            if name == "local" {
+            if name == b"local" {
                 t.dest_concurrency_limit = 2;
                 t.dest_recipient_limit = 1;
             } else {
@@ -48,10 +48,10 @@ fn random_traffic(preemptive: bool, early: bool, seed: u64) {
     // Per message: total recipients, next unread index, seen recipients.
     let mut files: HashMap<u64, (u32, u32, Vec<u8>)> = HashMap::new();
     let mut done: HashMap<u64, u32> = HashMap::new();
-    let mut busy: Vec<(ConnId, u64, String)> = Vec::new();
-    let mut busy_per_dest: HashMap<String, u32> = HashMap::new();
+    let mut busy: Vec<(ConnId, u64, ByteString)> = Vec::new();
+    let mut busy_per_dest: HashMap<ByteString, u32> = HashMap::new();
     let mut ready: Vec<ConnId> = Vec::new();
-    let mut conn_transport: HashMap<ConnId, String> = HashMap::new();
+    let mut conn_transport: HashMap<ConnId, ByteString> = HashMap::new();
     let mut next_id = 0u64;
     let dests = [
         "a.example",
@@ -173,7 +173,7 @@ fn random_traffic(preemptive: bool, early: bool, seed: u64) {
                     let key = if conn_transport.get(&conn).is_some_and(|t| t == "smtp") {
                         nexthop
                     } else {
-                        String::new()
+                        ByteString::default()
                     };
                     let b = busy_per_dest.entry(key.clone()).or_default();
                     *b += 1;
@@ -227,7 +227,7 @@ fn random_traffic(preemptive: bool, early: bool, seed: u64) {
                         );
                         f.2[r as usize] = 1;
                     }
-                    busy.push((conn, msg.0, String::new()));
+                    busy.push((conn, msg.0, ByteString::default()));
                 }
                 Action::Warning { .. } => {}
                 Action::DeferRecipient { msg, rcpt, .. } => {

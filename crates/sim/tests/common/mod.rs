@@ -17,7 +17,7 @@ pub(crate) fn t0() -> Time {
 
 /// Postfix's defaults (local limited to 2 / 1), with `tweak` applied to
 /// every transport's configuration after the defaults.
-pub(crate) fn config(tweak: impl Fn(&str, &mut TransportConfig) + 'static) -> Config {
+pub(crate) fn config(tweak: impl Fn(&[u8], &mut TransportConfig) + 'static) -> Config {
     let base = Config::default();
     let defaults = base.transports;
     Config {
