@@ -22,6 +22,7 @@ mod postfix_release;
 mod pulled_mid_list;
 mod qmgr_crash_recovery;
 mod reload_and_stop;
+mod sigkill_soak;
 mod startup_fatal;
 mod temporary_failure;
 mod unreadable_queue_file;
