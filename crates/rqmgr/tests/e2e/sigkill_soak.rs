@@ -79,6 +79,10 @@ const SESSIONS: u32 = 10;
 const CONCURRENCY: usize = 20;
 /// `relay_destination_recipient_limit`: recipients per list delivery.
 const LIST_RCPTS_PER_REQUEST: usize = 5;
+/// `qmgr_message_recipient_limit` (and the active limit, which may not be
+/// larger): below the list's size, so that the list is read in several
+/// batches and kills also land between them.
+const IN_CORE: usize = 400;
 /// Upper end of the pseudo-random pause before a kill, once work is in flight.
 const MAX_PAUSE_MS: u64 = 300;
 /// How often the queue is flushed while the test runs.
@@ -356,6 +360,8 @@ fn scenario(qm: QueueManager) {
             "relay_destination_recipient_limit",
             &LIST_RCPTS_PER_REQUEST.to_string(),
         )
+        .main_cf("qmgr_message_recipient_limit", &IN_CORE.to_string())
+        .main_cf("qmgr_message_active_limit", &IN_CORE.to_string())
         .start());
     ok(inst.wait_for_qmgr(GUARD));
     let qmgr = inst.queue_manager().log_program();
