@@ -7,14 +7,16 @@
 //! Set-up: the flood (smtp-source into smtpd, each message to a recipient
 //! of its own, `user@example.com` numbered by `-N`) is relayed to one
 //! smtp-sink; the list (`sendmail`, so through pickup, recipients
-//! `l1@list.example` to `l1000@list.example`) goes over the `relay`
-//! transport to a second, slow sink (one second before each DATA answer),
+//! `l1@list.example` to `l1000@list.example`, submitted first so that it
+//! is under way when the kills begin) goes over the `relay` transport to a
+//! second, slow sink (one second before each DATA answer),
 //! [`LIST_RCPTS_PER_REQUEST`] recipients per delivery, so that its
-//! deliveries are in flight for a while and the list is delivered over
-//! many seconds. Each sink writes one dump file per transaction; a delivery
-//! is named by the queue id in the instance's own `Received:` header and
-//! the RCPT TO address, so every delivery of every recipient is counted
-//! exactly.
+//! deliveries are in flight for a while and it is delivered over many
+//! seconds; at most [`IN_CORE`] recipients are held in core, so it is read
+//! in several batches. Each sink writes one dump file per transaction; a
+//! delivery is named by the queue id in the instance's own `Received:`
+//! header and the RCPT TO address, so every delivery of every recipient is
+//! counted exactly.
 //!
 //! The killer (a thread, stopped and joined by a guard also when the test
 //! panics) waits for a live queue manager it has not killed yet, waits
@@ -36,7 +38,8 @@
 //! pickup logged reaches its sink with all its recipients); nothing in
 //! `corrupt/`; no bounce to the sender; no `panic` in the log and no
 //! `fatal` from the queue manager; master saw every kill ("killed by
-//! signal 9" for each pid killed); at least [`LIST_KILLS`] kills landed
+//! signal 9" for each pid killed); at least [`FLOOD_KILLS`] kills landed
+//! while flood messages were in `active/`, and at least [`LIST_KILLS`]
 //! while the list was partly delivered.
 //!
 //! Duplicates are allowed by Postfix only for deliveries in flight when the
@@ -73,6 +76,8 @@ const LIST_RCPTS: usize = 1000;
 const KILLS: usize = 30;
 /// Kills that must land while the list is partly delivered.
 const LIST_KILLS: usize = 3;
+/// Kills that must land while flood messages are in `active/`.
+const FLOOD_KILLS: usize = 5;
 /// Parallel SMTP sessions of the flood.
 const SESSIONS: u32 = 10;
 /// `default_destination_concurrency_limit`, set explicitly for the bound.
@@ -132,6 +137,10 @@ struct Kill {
 }
 
 impl Kill {
+    fn mid_flood(&self) -> bool {
+        self.active > usize::from(self.list_active)
+    }
+
     fn mid_list(&self) -> bool {
         self.list_active && self.list_received > 0 && self.list_received < LIST_RCPTS
     }
@@ -494,6 +503,7 @@ fn scenario(qm: QueueManager) {
         .collect();
     let duplicates: usize = flood.values().chain(listed.values()).map(|n| n - 1).sum();
     let mid_list = kills.iter().filter(|k| k.mid_list()).count();
+    let mid_flood = kills.iter().filter(|k| k.mid_flood()).count();
     let throttled = log.count("bad command startup -- throttling");
     let skipped = log.matching(&qmgr, "skipped, still being delivered").len();
     for k in &kills {
@@ -511,7 +521,7 @@ fn scenario(qm: QueueManager) {
         println!("sigkill_soak: duplicates: {}", dups.join(", "));
     }
     println!(
-        "sigkill_soak: {}: seed {seed}, kills {}, of them mid-list {mid_list}, messages {}, \
+        "sigkill_soak: {}: seed {seed}, kills {}, of them mid-flood {mid_flood} and mid-list {mid_list}, messages {}, \
          recipients {}, lost {}, duplicates {duplicates}, throttled restarts {throttled}, \
          skipped files {skipped}, submitted at {:.1} s, kills done at {:.1} s, queue empty at {:.1} s, total {:.1} s",
         if inst.queue_manager().binary().is_some() {
@@ -531,6 +541,10 @@ fn scenario(qm: QueueManager) {
 
     assert!(lost.is_empty(), "lost: {}", lost.join(", "));
     assert!(kills.len() >= KILLS, "only {} kills", kills.len());
+    assert!(
+        mid_flood >= FLOOD_KILLS,
+        "only {mid_flood} kills landed while flood messages were in active/"
+    );
     assert!(
         mid_list >= LIST_KILLS,
         "only {mid_list} kills landed while the list was partly delivered"
