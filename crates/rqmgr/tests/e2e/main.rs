@@ -25,6 +25,7 @@ mod pulled_mid_list;
 mod qmgr_crash_recovery;
 mod reload_and_stop;
 mod rqmgrctl_switch;
+mod sigkill_soak;
 mod startup_fatal;
 mod temporary_failure;
 mod unreadable_queue_file;
