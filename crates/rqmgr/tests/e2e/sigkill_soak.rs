@@ -55,8 +55,8 @@
 //! but whose agent could not record it, and none is expected.)
 //!
 //! `stock` runs the same scenario with Postfix's own qmgr, for the
-//! comparison in `docs/reliability.md`; it is ignored by default to keep the
-//! suite short (`-- --ignored` runs it).
+//! comparison in `docs/reliability.md`, and to show that the scenario's
+//! expectations hold for Postfix itself.
 
 use crate::common::{ok, rqmgr, GUARD};
 use nix::sys::signal::Signal;
@@ -574,7 +574,6 @@ fn rqmgr_daemon() {
 }
 
 #[test]
-#[ignore = "stock qmgr's figures for docs/reliability.md; about a minute"]
 fn stock() {
     scenario(QueueManager::Stock);
 }
