@@ -41,14 +41,16 @@ received() { find "$sink_dir" -type f -size +0 | wc -l; }
 received_is() { [ "$(received)" -eq "$1" ]; }
 deferred_is() { [ "$(find /var/spool/postfix/deferred -type f | wc -l)" -eq "$1" ]; }
 queue_empty() { [ -z "$(find /var/spool/postfix/{incoming,active,deferred,maildrop} -type f)" ]; }
-pid_of() { pgrep -x -P "$(cat /var/spool/postfix/pid/master.pid)" "$1" | head -n 1; }
+master_pid() { tr -dc '0-9' </var/spool/postfix/pid/master.pid; }
+pid_of() { pgrep -x -P "$(master_pid)" "$1" | head -n 1; }
+runs() { [ -n "$(pid_of "$1")" ]; }
 
 sink_pid=""
 sink_up() {
     mkdir -p "$sink_dir" && chown postfix "$sink_dir"
     smtp-sink -u postfix -4 -d "$sink_dir/%H%M%S." "127.0.0.1:$port" 256 &
     sink_pid=$!
-    wait_for "smtp-sink" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
+    wait_for "smtp-sink" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null
 }
 sink_down() { kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true; }
 
@@ -123,7 +125,7 @@ rqmgrctl enable
 dpkg -r rqmgr >/dev/null
 [ ! -e /usr/lib/postfix/sbin/rqmgr ] || fail "rqmgr still installed"
 cmp -s /etc/postfix/master.cf "$original" || fail "master.cf differs after removal"
-wait_for "the stock qmgr" bash -c '[ -n "$(pgrep -x -P "$(cat /var/spool/postfix/pid/master.pid)" qmgr)" ]'
+wait_for "the stock qmgr" runs qmgr
 send 1
 wait_for "10 received" received_is 10
 wait_for "an empty queue" queue_empty
