@@ -521,6 +521,18 @@ impl AgentConnection {
         })
     }
 
+    /// Wraps a stream already connected to an agent, named `service`
+    /// ("private/smtp") in errors: the fuzz target's way in.
+    pub(crate) fn from_stream(
+        stream: tokio::net::UnixStream,
+        service: &str,
+        timeout: Duration,
+    ) -> AgentConnection {
+        AgentConnection {
+            stream: AttrStream::from_stream_named(stream, service.to_owned(), timeout),
+        }
+    }
+
     /// The service name, e.g. "private/smtp".
     #[cfg(test)]
     pub(crate) fn service(&self) -> &str {

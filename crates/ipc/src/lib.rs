@@ -6,7 +6,9 @@
 //! trivial-rewrite ([`rewrite`]), delivery agents ([`deliver`]),
 //! bounce/defer/trace/verify/flush ([`bounce`]), master ([`master`]) and
 //! trigger clients ([`trigger`]) — over framed streams (the internal
-//! `stream` module) built on the attribute codec ([`attr`]).
+//! `stream` module) built on the attribute codec ([`attr`]). The hidden
+//! `fuzzing` module holds the bodies of the `attr_reader` and `agent_io`
+//! fuzz targets, which the corpus replay tests run too.
 //!
 //! Invariants: no panics on bytes from sockets (malformed input is a typed
 //! [`error`]); every length is bounded; this crate never logs — errors carry
@@ -22,6 +24,8 @@ pub mod bounce;
 pub mod deliver;
 pub mod dialect;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod master;
 pub mod rewrite;
 mod stream;

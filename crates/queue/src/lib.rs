@@ -7,7 +7,9 @@
 //! directory scans ([`scan`]), reading a queue file exactly like
 //! `qmgr_message_read` ([`message`]), in-place updates ([`update`]), locks
 //! ([`lock`]) and, with the `writer` feature, a cleanup-compatible writer
-//! for tests, benchmarks and fixtures (`writer`).
+//! for tests, benchmarks and fixtures (`writer`). The hidden `fuzzing`
+//! module holds the body of the `record_reader` fuzz target, which the
+//! corpus replay test runs too.
 //!
 //! Invariants: no `unsafe`; no input file can make this crate panic; file
 //! content problems are typed [`error::Error`]s that name offset and
@@ -23,6 +25,8 @@
 
 pub mod dirs;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lock;
 pub mod message;
 pub mod queue_id;

@@ -9,6 +9,7 @@
 
 use std::io;
 
+use rqmgr_ipc::trigger::{ScanRequest, TriggerRequest};
 use rqmgr_queue::dirs::{QueueLayout, QueueName};
 use rqmgr_queue::queue_id::QueueId;
 use rqmgr_queue::scan::Scanner;
@@ -106,29 +107,67 @@ impl QueueScan {
 /// Turns the letters of one trigger read into per-scan flag sets
 /// (`qmgr_trigger_event()`): (incoming, deferred).
 pub(crate) fn trigger_flags(bytes: &[u8]) -> (u32, u32) {
-    let mut incoming = 0;
-    let mut deferred = 0;
-    for b in bytes {
-        match b {
-            b'W' | b'I' => incoming |= SCAN_START,
-            b'D' => deferred |= SCAN_START,
-            b'F' => {
-                incoming |= FLUSH_ONCE | FLUSH_DFXP;
-                deferred |= FLUSH_ONCE | FLUSH_DFXP;
-            }
-            b'A' => {
-                incoming |= SCAN_ALL;
-                deferred |= SCAN_ALL;
-            }
-            _ => {}
-        }
+    let req = TriggerRequest::from_letters(bytes);
+    (scan_flags(req.incoming), scan_flags(req.deferred))
+}
+
+/// One scan's request as scan flags; a flush both revives dead
+/// destinations and lifts `defer_transports`, as in Postfix.
+fn scan_flags(req: ScanRequest) -> u32 {
+    let mut flags = 0;
+    if req.start {
+        flags |= SCAN_START;
     }
-    (incoming, deferred)
+    if req.scan_all {
+        flags |= SCAN_ALL;
+    }
+    if req.flush_dead {
+        flags |= FLUSH_ONCE | FLUSH_DFXP;
+    }
+    flags
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The letters' meaning as this module had it before it moved to
+    /// `rqmgr_ipc::trigger`: the reference the move must not change.
+    fn flags_before_the_move(bytes: &[u8]) -> (u32, u32) {
+        let mut incoming = 0;
+        let mut deferred = 0;
+        for b in bytes {
+            match b {
+                b'W' | b'I' => incoming |= SCAN_START,
+                b'D' => deferred |= SCAN_START,
+                b'F' => {
+                    incoming |= FLUSH_ONCE | FLUSH_DFXP;
+                    deferred |= FLUSH_ONCE | FLUSH_DFXP;
+                }
+                b'A' => {
+                    incoming |= SCAN_ALL;
+                    deferred |= SCAN_ALL;
+                }
+                _ => {}
+            }
+        }
+        (incoming, deferred)
+    }
+
+    #[test]
+    fn every_pair_of_bytes_means_what_it_meant() {
+        for a in 0..=u8::MAX {
+            for b in 0..=u8::MAX {
+                let bytes = [a, b];
+                assert_eq!(
+                    trigger_flags(&bytes),
+                    flags_before_the_move(&bytes),
+                    "{bytes:?}"
+                );
+            }
+        }
+        assert_eq!(trigger_flags(b"WIDAF\0"), flags_before_the_move(b"WIDAF\0"));
+    }
 
     #[test]
     fn trigger_letters_combine() {

@@ -225,8 +225,7 @@ impl AttrList {
     }
 
     /// The (name, value) pairs in arrival order.
-    #[cfg(test)]
-    fn items(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    pub(crate) fn items(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.spans
             .iter()
             .map(|s| (s.name(&self.bytes), s.value(&self.bytes)))
