@@ -15,6 +15,8 @@
 //! flight). The `retry` transport's agents never come. Nothing changes
 //! while timing: the views only read.
 //!
+//! Run: `cargo bench -p rqmgr-sched --bench snapshot` (about a minute).
+//!
 //! Invariant: no wall-clock use outside criterion's timing.
 //!
 //! Figures measured (release profile with debug info, a 2-core shared
