@@ -191,7 +191,9 @@ impl Scheduler {
         let queue = &mut self.queues[q];
         list::unlink(&mut self.entries, &mut queue.todo, e, in_queue);
         queue.busy += 1;
+        queue.todo_rcpts -= self.entries[e as usize].rcpts.len();
         queue.update_dest_flags(self.now);
+        self.transports[queue.transport].busy += 1;
         self.entries[e as usize].busy = true;
         self.jobs[j].selected_entries += 1;
         self.job_rekey(ix(j));
@@ -209,6 +211,9 @@ impl Scheduler {
         let (q, p) = (entry.queue as usize, entry.peer);
         let queue = &mut self.queues[q];
         queue.busy = queue.busy.saturating_sub(1);
+        queue.todo_rcpts += entry.rcpts.len();
+        let tr = &mut self.transports[queue.transport];
+        tr.busy = tr.busy.saturating_sub(1);
         list::push_back(&mut self.entries, &mut queue.todo, e, in_queue);
         let peer = &mut self.peers[p as usize];
         list::push_front(&mut self.entries, &mut peer.entries, e, in_peer);
@@ -229,6 +234,11 @@ impl Scheduler {
         let dst_peer = self.peer_obtain(dst_job, ix(dst_queue));
         let new = self.entry_create(dst_peer);
         let rcpts = std::mem::replace(&mut self.entries[e as usize].rcpts, Rcpts::EMPTY);
+        // Both entries wait: the recipients change `todo` lists here, and
+        // the emptied entry takes none with it when it is done below.
+        let src_queue = self.entries[e as usize].queue as usize;
+        self.queues[src_queue].todo_rcpts -= rcpts.len();
+        self.queues[dst_queue].todo_rcpts += rcpts.len();
         let n = count(rcpts.len());
         let src_job = self.peers[self.entries[e as usize].peer as usize].job;
         self.jobs[src_job as usize].rcpt_count -= n;
@@ -249,7 +259,10 @@ impl Scheduler {
         if entry.busy {
             let queue = &mut self.queues[q];
             queue.busy = queue.busy.saturating_sub(1);
+            let tr = &mut self.transports[queue.transport];
+            tr.busy = tr.busy.saturating_sub(1);
         } else {
+            self.queues[q].todo_rcpts -= entry.rcpts.len();
             let peer = &mut self.peers[p as usize];
             // Temporarily reinsert nothing: the links live in the removed
             // entry, so splice its neighbours directly.
@@ -310,6 +323,7 @@ impl Scheduler {
         let queue = &mut self.queues[q];
         if queue.window > 0 && !queue.suspended {
             queue.suspended = true;
+            queue.wake_at = Some(self.now + delay);
             let generation = queue.generation;
             self.timers.add(
                 self.now + delay,

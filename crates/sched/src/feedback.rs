@@ -52,6 +52,12 @@ impl Scheduler {
         }
         if let Outcome::Deferred { site: Some(dsn) } = &outcome {
             blamed_site = true;
+            let queue = &mut self.queues[q];
+            queue.site_failures += 1;
+            // Most failures repeat the last one: no allocation then.
+            if queue.last_failure.as_ref() != Some(dsn) {
+                queue.last_failure = Some(dsn.clone());
+            }
             if self.queues[q].window > 0 {
                 let cfg = &self.transports[t].cfg;
                 if self.queues[q].throttle(cfg, dsn) {
@@ -62,6 +68,7 @@ impl Scheduler {
         if !crashed {
             self.transport_unthrottle(t);
             if !blamed_site {
+                self.queues[q].ok_deliveries += 1;
                 self.queue_unthrottle(q);
             }
         } else {
@@ -76,9 +83,14 @@ impl Scheduler {
     /// (`qmgr_defer_todo()`), and schedule its revival.
     fn queue_died(&mut self, q: usize) {
         let generation = self.fresh();
-        self.queues[q].generation = generation;
+        let revive = self.now + self.cfg.min_backoff;
+        let queue = &mut self.queues[q];
+        queue.generation = generation;
+        queue.throttled_since = Some(self.now);
+        queue.wake_at = Some(revive);
+        self.transports[queue.transport].throttles += 1;
         self.timers.add(
-            self.now + self.cfg.min_backoff,
+            revive,
             Timer::QueueRevive {
                 queue: q,
                 generation,

@@ -330,7 +330,7 @@ impl Scheduler {
         job.read_entries + i64::from(self.messages[job.msg as usize].rcpt_unread)
     }
 
-    fn is_blocker(&self, j: u32) -> bool {
+    pub(crate) fn is_blocker(&self, j: u32) -> bool {
         let job = &self.jobs[j as usize];
         job.blocker_tag == self.transports[job.transport as usize].blocker_tag
     }

@@ -23,6 +23,10 @@
 //! limits its busy deliveries. Messages leave or are refilled in
 //! [`active`]. Names (transports, next hops, queues) are bytes
 //! ([`ByteString`]), compared and passed on exactly, as Postfix does.
+//! Operators see this state through read-only views of bounded cost
+//! ([`Scheduler::totals`], [`Scheduler::transport_views`],
+//! [`Scheduler::destination_views`], [`Scheduler::job_views`]; see
+//! [`snapshot`]).
 //!
 //! # Invariants
 //! - A destination never has more deliveries busy than its window.
@@ -54,6 +58,7 @@ mod order;
 mod peer;
 mod queue;
 mod retry;
+mod snapshot;
 mod time;
 mod transport;
 
@@ -65,6 +70,9 @@ pub use bytestring::ByteString;
 pub use config::{Config, Feedback, TransportConfig, TransportLookup};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
 pub use retry::next_attempt;
+pub use snapshot::{
+    DestinationSelect, DestinationState, DestinationView, JobView, Totals, TransportView,
+};
 pub use time::Time;
 
 use conn::{Conn, Conns};

@@ -22,7 +22,7 @@ use crate::entry::count;
 use crate::event::{Dsn, MessageId, Route};
 use crate::list::{ix, NIL};
 use crate::time::Time;
-use crate::{Scheduler, ERROR_TRANSPORT, RETRY_TRANSPORT};
+use crate::{Scheduler, RETRY_TRANSPORT};
 
 /// Why the site hog factor deferred a recipient (early Postfix's text).
 pub(crate) const HOG_REASON: &str = "site destination queue overflow";
@@ -141,6 +141,7 @@ impl Scheduler {
                 last
             };
             self.entries[e as usize].rcpts.push(rcpt);
+            self.queues[q].todo_rcpts += 1;
             self.jobs[job as usize].rcpt_count += 1;
             self.messages[m as usize].rcpt_count += 1;
             self.recipients += 1;
@@ -163,11 +164,7 @@ impl Scheduler {
     /// case and every other byte kept, as Postfix's `lowercase()` does, so
     /// names that differ in any non-ASCII byte name different queues.
     fn queue_name(&self, transport: usize, route: &Route) -> Vec<u8> {
-        let t = &self.transports[transport];
-        let per_recipient = t.cfg.dest_recipient_limit == 1
-            && t.name != ERROR_TRANSPORT
-            && t.name != RETRY_TRANSPORT;
-        if !per_recipient {
+        if !self.transports[transport].per_recipient_queues() {
             return route.nexthop.to_ascii_lowercase();
         }
         let address = &route.address[..];

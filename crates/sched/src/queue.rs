@@ -11,7 +11,10 @@
 //! Invariants: a dead queue has a reason (`dsn`); a live one has none and
 //! a window of at least 1; a suspended queue (rate delay) is live but
 //! hands out nothing until its timer fires. `todo` links exactly the
-//! queue's entries that are not being delivered; `busy` counts the others.
+//! queue's entries that are not being delivered; `busy` counts the others,
+//! and `todo_rcpts` the recipients of the `todo` entries. The delivery
+//! counters, `last_failure` and `throttled_since` are only read by
+//! snapshots ([`crate::snapshot`]); no decision depends on them.
 //! `parked` names the peers (job x this queue) that found the queue full
 //! when their job looked for work; they are handed back to their jobs as
 //! soon as the queue has room again (Postfix's queue `blocker_tag`).
@@ -56,6 +59,20 @@ pub(crate) struct DestQueue {
     pub rr_ticket: Option<u64>,
     /// No clog warning for this destination before this time.
     pub clog_time_to_warn: Time,
+    /// Recipients in the `todo` entries, kept as they move so that a
+    /// snapshot ranks destinations without walking their entries.
+    pub todo_rcpts: usize,
+    /// Deliveries that ended without blaming the site (for snapshots only).
+    pub ok_deliveries: u64,
+    /// Deliveries that blamed the site (for snapshots only).
+    pub site_failures: u64,
+    /// The most recent site failure (for snapshots only).
+    pub last_failure: Option<Dsn>,
+    /// When the queue last died; `None` while it is live.
+    pub throttled_since: Option<Time>,
+    /// When the latest revival or resume timer is due; meaningful only
+    /// while the queue is dead or suspended.
+    pub wake_at: Option<Time>,
 }
 
 impl DestQueue {
@@ -85,7 +102,18 @@ impl DestQueue {
             contribution: 0,
             rr_ticket: None,
             clog_time_to_warn: Time::ZERO,
+            todo_rcpts: 0,
+            ok_deliveries: 0,
+            site_failures: 0,
+            last_failure: None,
+            throttled_since: None,
+            wake_at: None,
         }
+    }
+
+    /// The failed cohorts counted towards death, for snapshots.
+    pub(crate) fn fail_cohorts(&self) -> f64 {
+        self.fail_cohorts
     }
 
     pub(crate) fn is_dead(&self) -> bool {
@@ -128,6 +156,7 @@ impl DestQueue {
         self.fail_cohorts = 0.0;
         if self.is_dead() {
             self.dsn = None;
+            self.throttled_since = None;
             // Back from the dead the best window is a guess: as many as
             // are still busy, else where a new destination starts.
             self.window = if self.busy > 0 {

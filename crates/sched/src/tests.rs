@@ -804,6 +804,7 @@ fn site_hog_factor_limits_one_destinations_share() {
     }
 }
 
+mod snapshot;
 mod traffic;
 
 #[test]

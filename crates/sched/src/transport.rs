@@ -13,7 +13,8 @@
 //! pool of recipient slots (`rcpt_unused`), all as in `qmgr_job.c`.
 //!
 //! Invariants: `available` equals the sum of `contribution` over the
-//! transport's queues, and every queue with a non-zero contribution is in
+//! transport's queues, `busy` the sum of their `busy`, and every queue
+//! with a non-zero contribution is in
 //! `rr` when selection is round robin (possibly together with stale
 //! slots, skipped when met). At most two connection attempts are pending
 //! at once, because the queue manager cannot see master.cf's process
@@ -28,6 +29,7 @@ use crate::config::TransportConfig;
 use crate::event::Dsn;
 use crate::list::{List, NIL};
 use crate::time::Time;
+use crate::{ERROR_TRANSPORT, RETRY_TRANSPORT};
 
 /// Postfix's `QMGR_TRANSPORT_MAX_PEND`.
 pub(crate) const MAX_PENDING: u32 = 2;
@@ -73,6 +75,10 @@ pub(crate) struct Transport {
     pub min_slots: i64,
     pub refill_limit: i64,
     pub refill_delay: Duration,
+    /// Entries of this transport being delivered, for snapshots.
+    pub busy: u32,
+    /// Destinations of this transport that died, ever (for snapshots).
+    pub throttles: u64,
 }
 
 impl Transport {
@@ -105,6 +111,8 @@ impl Transport {
             min_slots: i64::from(cfg.minimum_delivery_slots),
             refill_limit: i64::from(cfg.recipient_refill_limit.max(1)),
             refill_delay: cfg.recipient_refill_delay,
+            busy: 0,
+            throttles: 0,
             cfg,
         }
     }
@@ -120,6 +128,15 @@ impl Transport {
             && !self.rate_locked
             && self.pending < MAX_PENDING
             && self.available > u64::from(self.pending)
+    }
+
+    /// Queues are per recipient (`localpart@nexthop`), so that concurrency
+    /// is limited per mailbox: a recipient limit of 1, except for the
+    /// error pseudo-transports, which group by reason.
+    pub(crate) fn per_recipient_queues(&self) -> bool {
+        self.cfg.dest_recipient_limit == 1
+            && self.name != ERROR_TRANSPORT
+            && self.name != RETRY_TRANSPORT
     }
 
     /// `RESET_CANDIDATE_CACHE()`.

@@ -205,6 +205,7 @@ fn random_traffic(preemptive: bool, early: bool, seed: u64) {
                 Action::Close { .. } => {}
             }
         }
+        s.audit_snapshot_counts();
     }
     // Drain: everything succeeds from here on.
     for _ in 0..100_000 {
@@ -257,6 +258,7 @@ fn random_traffic(preemptive: bool, early: bool, seed: u64) {
                 now,
             );
         }
+        s.audit_snapshot_counts();
         if !progressed && s.message_count() == 0 {
             break;
         }
