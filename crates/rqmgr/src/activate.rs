@@ -61,6 +61,9 @@ impl Core {
             qflags |= FORCE_EXPIRE;
         }
         let fed = self.activate(id, qflags, new_mode).await;
+        if fed {
+            self.metrics.inserted(queue.as_str());
+        }
         (true, fed)
     }
 

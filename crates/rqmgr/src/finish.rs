@@ -158,6 +158,7 @@ impl Core {
         match notice {
             Notice::None => self.final_step(msg),
             Notice::Expire(how) => {
+                self.metrics.expired();
                 // The sender as it is: the logger makes it printable.
                 let line = [
                     m.queue_id.as_str().as_bytes(),
@@ -197,7 +198,10 @@ impl Core {
         );
         match step {
             FinalStep::Defer { until } => self.spool.defer(&m.queue_id, QueueName::Deferred, until),
-            FinalStep::Remove => self.spool.remove_done(&m.queue_id),
+            FinalStep::Remove => {
+                self.metrics.removed();
+                self.spool.remove_done(&m.queue_id);
+            }
         }
     }
 }

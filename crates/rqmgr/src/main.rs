@@ -16,12 +16,14 @@
 mod activate;
 mod address;
 mod adhoc;
+mod admin;
 mod clock;
 mod deliver;
 mod disposition;
 mod finish;
 mod logging;
 mod message;
+mod metrics;
 mod notify;
 mod params;
 mod postfix_version;
@@ -133,6 +135,11 @@ fn start(argv: Vec<String>, file_name: &str, log: &mut Option<Arc<Logger>>) -> R
     }
     std::env::set_current_dir(&p.queue_directory)
         .map_err(|e| format!("chdir(\"{}\"): {}", p.queue_directory, e))?;
+    // Looked up before a chroot hides the password file.
+    let owner_uid = nix::unistd::User::from_name(&p.mail_owner)
+        .ok()
+        .flatten()
+        .map_or(0, |u| u.uid.as_raw());
     drop_privileges(&p, &args)?;
     let mut sched = Scheduler::new(sched_config(&p, &raw, process_name, logger));
     // Read more of a large message while its deliveries run, as Postfix
@@ -145,9 +152,18 @@ fn start(argv: Vec<String>, file_name: &str, log: &mut Option<Arc<Logger>>) -> R
     // The descriptors master hands us join the event loop's reactor.
     let _in_runtime = rt.enter();
     let link = adopt_master().map_err(|e| format!("master descriptors: {e}"))?;
-    let runtime = Runtime::new(p, choice.compat, Arc::clone(logger), sched);
+    let admin = admin_config(&raw, owner_uid);
+    let top = raw
+        .get(METRICS_TOP_PARAM)
+        .and_then(|v| v.trim().parse().ok());
+    let mail_version = raw.get("mail_version").unwrap_or("unknown").to_owned();
+    let metrics = metrics::Metrics::new(&mail_version, process_name, top);
+    let mut runtime = Runtime::new(p, choice.compat, Arc::clone(logger), sched, metrics);
     let local = tokio::task::LocalSet::new();
-    Ok(local.block_on(&rt, runtime.run(link)))
+    Ok(local.block_on(&rt, async move {
+        runtime.serve_admin(admin::start(&admin, &Arc::clone(logger)));
+        runtime.run(link).await
+    }))
 }
 
 fn adopt_master() -> std::io::Result<MasterLink> {
@@ -240,5 +256,30 @@ fn sched_config(p: &QmgrParams, raw: &RawParams, process_name: &str, log: &Arc<L
         },
         recipient_delimiter: p.recipient_delimiter.clone(),
         transports,
+    }
+}
+
+/// Where the admin socket goes, relative to the queue directory (empty:
+/// none).
+const ADMIN_SOCKET_PARAM: &str = "rqmgr_admin_socket";
+/// `host:port` for `/metrics` over TCP (empty, the default: none).
+const METRICS_LISTEN_PARAM: &str = "rqmgr_metrics_listen";
+/// How many destinations get gauges of their own besides throttled ones.
+const METRICS_TOP_PARAM: &str = "rqmgr_metrics_top";
+
+/// The admin endpoints' settings (admin.rs), from main.cf and `-o`.
+fn admin_config(raw: &RawParams, owner_uid: u32) -> admin::AdminConfig {
+    admin::AdminConfig {
+        socket: raw
+            .get(ADMIN_SOCKET_PARAM)
+            .unwrap_or("private/rqmgr")
+            .trim()
+            .to_owned(),
+        metrics_listen: raw
+            .get(METRICS_LISTEN_PARAM)
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        owner_uid,
     }
 }

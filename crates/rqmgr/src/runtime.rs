@@ -43,9 +43,11 @@ use rqmgr_queue::dirs::{QueueLayout, QueueName};
 use rqmgr_sched::{Action, ByteString, ConnId, Dsn, Event, MessageId, Outcome, Scheduler};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use crate::admin::{self, AdminQuery};
 use crate::clock::Now;
 use crate::deliver::{self, AgentEvent};
 use crate::logging::{os_error, Logger};
+use crate::metrics::Metrics;
 use crate::notify::NoticeDone;
 use crate::params::QmgrParams;
 use crate::postfix_version::Compat;
@@ -81,7 +83,7 @@ pub(crate) struct Runtime {
     /// answered: they are released with the reply. (A connection that
     /// fails first puts its entry back in the scheduler's hands, so they
     /// stay.)
-    delivering: HashMap<ConnId, (MessageId, Vec<u32>)>,
+    delivering: HashMap<ConnId, (MessageId, Vec<u32>, std::time::Instant)>,
     /// Where connection tasks report.
     agents_tx: UnboundedSender<AgentEvent>,
     agents_rx: UnboundedReceiver<AgentEvent>,
@@ -98,6 +100,9 @@ pub(crate) struct Runtime {
     trigger_pause: Option<tokio::time::Instant>,
     /// Trigger clients being read (at most [`TRIGGER_READERS`]).
     trigger_readers: usize,
+    /// Questions from the admin endpoints (admin.rs), answered between
+    /// events.
+    admin_rx: Option<UnboundedReceiver<AdminQuery>>,
 }
 
 /// The descriptors master(8) hands us.
@@ -117,6 +122,7 @@ impl Runtime {
         compat: Compat,
         log: Arc<Logger>,
         sched: Scheduler,
+        metrics: Metrics,
     ) -> Runtime {
         let layout = QueueLayout::new(
             ".",
@@ -143,6 +149,7 @@ impl Runtime {
             rewrite,
             now: Now::read(),
             notices,
+            metrics,
         };
         Runtime {
             core,
@@ -163,7 +170,13 @@ impl Runtime {
             trigger_backoff: triggers::Backoff::default(),
             trigger_pause: None,
             trigger_readers: 0,
+            admin_rx: None,
         }
+    }
+
+    /// Answers the admin endpoints' questions from now on.
+    pub(crate) fn serve_admin(&mut self, queries: UnboundedReceiver<AdminQuery>) {
+        self.admin_rx = Some(queries);
     }
 
     /// Start-up (`qmgr_post_init()`): recover what an earlier queue manager
@@ -242,6 +255,12 @@ impl Runtime {
                 () = sleep_until(self.trigger_pause), if self.trigger_pause.is_some() => {
                     self.trigger_pause = None;
                 }
+                Some(query) = next_query(&mut self.admin_rx) => {
+                    self.core.now = Now::read();
+                    let answer = admin::answer(&self.core, &query.request);
+                    // A client that went away needs no answer.
+                    let _ = query.reply.send(answer);
+                }
                 // Busy: like event_loop(0), let the I/O driver and the
                 // connection tasks run once before the next pass, so that
                 // replies are taken in between feeds rather than only when
@@ -299,6 +318,10 @@ impl Runtime {
         let mut found_any = false;
         for _ in 0..SKIPS_PER_PASS {
             let (found, fed) = self.core.feed(&mut self.scans[idx]).await;
+            if let Some(took) = self.scans[idx].take_finished() {
+                let queue = self.scans[idx].queue().as_str();
+                self.core.metrics.scan_done(queue, took.as_secs_f64());
+            }
             found_any |= found;
             if !found || fed {
                 return (found_any, fed);
@@ -418,7 +441,8 @@ impl Runtime {
         );
         // The task is gone only if it failed, which it reports itself.
         let _ = request_tx.send(request);
-        self.delivering.insert(conn, (msg, rcpts));
+        self.delivering
+            .insert(conn, (msg, rcpts, std::time::Instant::now()));
     }
 
     fn agent_event(&mut self, event: AgentEvent) {
@@ -458,10 +482,17 @@ impl Runtime {
                     }
                 };
                 let failed = !matches!(outcome, Outcome::Final);
+                let status = match &outcome {
+                    Outcome::Final => "sent",
+                    Outcome::Deferred { .. } => "deferred",
+                    Outcome::Crashed => "failed",
+                };
                 self.core
                     .sched
                     .handle(Event::Delivered { conn, outcome }, now);
-                if let Some((msg, rcpts)) = self.delivering.remove(&conn) {
+                if let Some((msg, rcpts, sent)) = self.delivering.remove(&conn) {
+                    let seconds = sent.elapsed().as_secs_f64();
+                    self.core.metrics.delivery(&transport, status, seconds);
                     if let (true, Some(m)) = (failed, self.core.messages.get_mut(&msg)) {
                         m.status |= 1;
                     }
@@ -474,6 +505,9 @@ impl Runtime {
     /// The letters of one trigger connection (`qmgr_trigger_event()`):
     /// scan requests, then tell master we are idle again.
     fn trigger(&mut self, letters: &[u8], master: &MasterLink) {
+        for &letter in letters.iter().filter(|&&b| b != 0) {
+            self.core.metrics.trigger(letter);
+        }
         let (incoming, deferred) = scan::trigger_flags(letters);
         if incoming != 0 {
             self.scan_request(INCOMING, incoming);
@@ -516,6 +550,14 @@ impl Runtime {
                 self.trigger_pause = Some(tokio::time::Instant::now() + pause);
             }
         }
+    }
+}
+
+/// The next admin query; never, without admin endpoints.
+async fn next_query(rx: &mut Option<UnboundedReceiver<AdminQuery>>) -> Option<AdminQuery> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

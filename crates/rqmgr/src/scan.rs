@@ -36,6 +36,11 @@ pub(crate) struct QueueScan {
     flags: u32,
     /// Flags for the next scan, and whether one was asked for.
     next_flags: u32,
+    /// When the running scan started (for its duration, a metric).
+    started: Option<std::time::Instant>,
+    /// How long the last scan that went through the directory took, until
+    /// taken.
+    finished: Option<std::time::Duration>,
 }
 
 impl QueueScan {
@@ -46,6 +51,8 @@ impl QueueScan {
             walk: None,
             flags: 0,
             next_flags: 0,
+            started: None,
+            finished: None,
         }
     }
 
@@ -77,7 +84,13 @@ impl QueueScan {
         self.flags = self.next_flags;
         self.next_flags = 0;
         self.walk = Some(Scanner::new(layout, self.queue)?);
+        self.started = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// How long the last complete scan took, once.
+    pub(crate) fn take_finished(&mut self) -> Option<std::time::Duration> {
+        self.finished.take()
     }
 
     /// The next queue ID, restarting once at the end if a start request
@@ -88,6 +101,7 @@ impl QueueScan {
                 return Ok(Some(id));
             }
             self.walk = None;
+            self.finished = self.started.take().map(|t| t.elapsed());
         }
         if self.next_flags & SCAN_START != 0 {
             self.start(layout)?;

@@ -22,6 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::clock::Now;
 use crate::logging::Logger;
 use crate::message::ActiveMessage;
+use crate::metrics::Metrics;
 use crate::notify::NoticeDone;
 use crate::params::QmgrParams;
 use crate::postfix_version::Compat;
@@ -50,6 +51,8 @@ pub(crate) struct Core {
     pub(crate) now: Now,
     /// Where notice tasks report their answers (notify.rs).
     pub(crate) notices: UnboundedSender<NoticeDone>,
+    /// Counters for Prometheus (metrics.rs).
+    pub(crate) metrics: Metrics,
 }
 
 impl Core {

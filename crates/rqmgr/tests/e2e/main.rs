@@ -11,6 +11,7 @@
 
 mod common;
 
+mod admin_view;
 mod bulk_smtp_to_sink;
 mod corrupt_queue_file;
 mod disk_full;

@@ -1,16 +1,20 @@
 //! rqmgrctl: switch a Postfix instance between its stock queue manager and
-//! rqmgr, and back.
+//! rqmgr, and back; and see inside a running rqmgr.
 //!
 //! `enable` points master.cf's `qmgr` service (type unix) at rqmgr with
 //! Postfix's own `postconf -F`, keeping a copy of what was there under the
 //! instance's data_directory; `disable` puts that back byte for byte. Both
 //! reload a running Postfix and check that the new queue manager runs, and
-//! both are idempotent. See rqmgrctl(1).
+//! both are idempotent. `status`, `transports`, `destinations`, `jobs` and
+//! `metrics` ask the running rqmgr on its admin socket (show.rs). See
+//! rqmgrctl(1).
 //!
 //! Invariant: master.cf always names a queue manager; every write of a
 //! file here is atomic (write, fsync, rename).
 
+mod client;
 mod instance;
+mod show;
 mod switch;
 
 use std::path::PathBuf;
@@ -32,6 +36,9 @@ struct Cli {
     /// Print the change to master.cf and do nothing.
     #[arg(short = 'n', long = "dry-run", global = true)]
     dry_run: bool,
+    /// Print what rqmgr answered as JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,8 +49,33 @@ enum Command {
     Enable,
     /// Put the instance's own queue manager back.
     Disable,
-    /// Say which queue manager the instance runs.
+    /// Say which queue manager the instance runs, and rqmgr's totals.
     Status,
+    /// rqmgr's transports.
+    Transports,
+    /// rqmgr's destinations, those with most waiting recipients first.
+    Destinations {
+        /// Only this transport's.
+        #[arg(long)]
+        transport: Option<String>,
+        /// Only this next hop (with --transport).
+        #[arg(long)]
+        nexthop: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        top: usize,
+    },
+    /// rqmgr's jobs (messages per transport).
+    Jobs {
+        /// Only this transport's.
+        #[arg(long)]
+        transport: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// rqmgr's Prometheus metrics.
+    Metrics,
 }
 
 fn main() -> ExitCode {
@@ -51,7 +83,25 @@ fn main() -> ExitCode {
     let result = instance::Instance::open(&cli.config_dir).and_then(|inst| match cli.command {
         Command::Enable => switch::enable(&inst, cli.dry_run),
         Command::Disable => switch::disable(&inst, cli.dry_run),
-        Command::Status => switch::status(&inst),
+        Command::Status => switch::status(&inst, cli.json),
+        Command::Transports => show::show(&inst, &show::View::Transports, cli.json),
+        Command::Destinations {
+            transport,
+            nexthop,
+            top,
+        } => show::show(
+            &inst,
+            &show::View::Destinations {
+                transport,
+                nexthop,
+                top,
+            },
+            cli.json,
+        ),
+        Command::Jobs { transport, limit } => {
+            show::show(&inst, &show::View::Jobs { transport, limit }, cli.json)
+        }
+        Command::Metrics => show::show(&inst, &show::View::Metrics, cli.json),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

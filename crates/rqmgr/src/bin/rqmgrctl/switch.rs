@@ -140,16 +140,33 @@ pub(crate) fn disable(inst: &Instance, dry_run: bool) -> Result<(), String> {
     take_effect(inst, &old_program)
 }
 
-/// Prints which queue manager runs, and the entry.
-pub(crate) fn status(inst: &Instance) -> Result<(), String> {
+/// Prints whether master.cf runs rqmgr and the entry, then what a running
+/// rqmgr says of its active queue.
+pub(crate) fn status(inst: &Instance, json: bool) -> Result<(), String> {
     let command = current_command(inst)?;
-    let state = if program_of(&command) == RQMGR {
-        "enabled"
-    } else {
-        "disabled"
-    };
-    say!("{state}");
-    say!("{}", inst.postconf(&["-M", SERVICE])?.trim_end());
+    let enabled = program_of(&command) == RQMGR;
+    let entry = inst.postconf(&["-M", SERVICE])?;
+    if json {
+        let live = crate::client::get(inst, "/status")
+            .ok()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
+        let v = serde_json::json!({
+            "enabled": enabled,
+            "master_cf_entry": entry.trim_end(),
+            "rqmgr": live,
+        });
+        say!("{v}");
+        return Ok(());
+    }
+    say!("{}", if enabled { "enabled" } else { "disabled" });
+    say!("{}", entry.trim_end());
+    // rqmgr may also run under the name qmgr (a copy, as in tests): ask
+    // whatever answers on the socket.
+    if let Err(e) = crate::show::show(inst, &crate::show::View::Status, false) {
+        if enabled {
+            say!("({e})");
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,261 @@
+//! What the admin endpoints answer: requests parsed from a URL, and JSON
+//! built from the scheduler's bounded views (`rqmgr_sched::snapshot`).
+//!
+//! Names (transports, next hops) are bytes to Postfix; JSON shows them as
+//! UTF-8, with invalid bytes replaced, which is for reading only. Times
+//! are seconds relative to now. Every list is capped: a queue with 10,000
+//! destinations answers with the top ones.
+
+use rqmgr_sched::{DestinationSelect, Dsn};
+use serde_json::{json, Value};
+
+use super::{AdminAnswer, AdminRequest};
+use crate::metrics::state_name;
+use crate::state::Core;
+
+/// Destinations shown when the client names no number.
+const DEFAULT_TOP: usize = 100;
+/// Most destinations or jobs one answer holds.
+const MAX_ROWS: usize = 10_000;
+const JSON: &str = "application/json";
+/// Prometheus' text exposition format.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `/destinations`' selection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DestinationQuery {
+    /// Only this transport.
+    pub transport: Option<Vec<u8>>,
+    /// Only this next hop (with `transport`).
+    pub nexthop: Option<Vec<u8>>,
+    /// At most this many, those with most waiting recipients first.
+    pub top: usize,
+}
+
+/// Parses a request's path and query string.
+pub(crate) fn parse(path: &str, query: &str) -> Result<AdminRequest, String> {
+    let arg = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| percent_decode(v))
+        })
+    };
+    let number = |name: &str, default: usize| -> Result<usize, String> {
+        match arg(name) {
+            None => Ok(default),
+            Some(v) => String::from_utf8_lossy(&v)
+                .parse::<usize>()
+                .map(|n| n.min(MAX_ROWS))
+                .map_err(|_| format!("{name} must be a number")),
+        }
+    };
+    match path.trim_end_matches('/') {
+        "" | "/status" => Ok(AdminRequest::Status),
+        "/transports" => Ok(AdminRequest::Transports),
+        "/destinations" => Ok(AdminRequest::Destinations(DestinationQuery {
+            transport: arg("transport"),
+            nexthop: arg("nexthop"),
+            top: number("top", DEFAULT_TOP)?,
+        })),
+        "/jobs" => Ok(AdminRequest::Jobs {
+            transport: arg("transport"),
+            limit: number("limit", DEFAULT_TOP)?,
+        }),
+        "/metrics" => Ok(AdminRequest::Metrics),
+        other => Err(format!("no such endpoint: {other}")),
+    }
+}
+
+/// `%XX` and `+` decoding of a query value, to bytes.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The answer to `request`, from the state of the moment.
+pub(crate) fn answer(core: &Core, request: &AdminRequest) -> AdminAnswer {
+    let json_answer = |v: Value| AdminAnswer {
+        content_type: JSON,
+        body: v.to_string(),
+    };
+    match request {
+        AdminRequest::Status => json_answer(status(core)),
+        AdminRequest::Transports => json_answer(transports(core)),
+        AdminRequest::Destinations(q) => json_answer(destinations(core, q)),
+        AdminRequest::Jobs { transport, limit } => {
+            json_answer(jobs(core, transport.as_deref(), *limit))
+        }
+        AdminRequest::Metrics => AdminAnswer {
+            content_type: METRICS_TYPE,
+            body: core.metrics.encode(&core.sched),
+        },
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn dsn(d: Option<&Dsn>) -> Value {
+    d.map_or(
+        Value::Null,
+        |d| json!({ "status": d.status, "text": text(&d.reason) }),
+    )
+}
+
+fn status(core: &Core) -> Value {
+    let t = core.sched.totals();
+    json!({
+        "rqmgr_version": env!("CARGO_PKG_VERSION"),
+        "postfix_version": core.metrics.postfix_version(),
+        "role": core.metrics.role(),
+        "active_messages": t.messages,
+        "active_messages_limit": t.message_limit,
+        "active_recipients": t.recipients,
+        "active_recipients_limit": t.recipient_limit,
+        "transports": t.transports,
+        "destinations": t.destinations,
+    })
+}
+
+fn transports(core: &Core) -> Value {
+    let rows: Vec<Value> = core
+        .sched
+        .transport_views()
+        .iter()
+        .map(|t| {
+            json!({
+                "name": text(&t.name),
+                "dead": t.dead,
+                "reason": dsn(t.dead_reason.as_ref()),
+                "pending": t.pending,
+                "busy": t.busy,
+                "destinations": t.destinations,
+                "concurrency_limit": t.dest_concurrency_limit,
+                "initial_concurrency": t.initial_concurrency,
+                "recipient_limit": t.recipient_limit,
+                "rate_delay_seconds": t.rate_delay.as_secs_f64(),
+                "feedback": t.feedback,
+                "throttles": t.throttles,
+            })
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+fn destinations(core: &Core, q: &DestinationQuery) -> Value {
+    let select = match (&q.transport, &q.nexthop) {
+        (Some(t), Some(n)) => DestinationSelect::One {
+            transport: t,
+            nexthop: n,
+        },
+        (Some(t), None) => DestinationSelect::Transport(t),
+        _ => DestinationSelect::TopByTodo(q.top),
+    };
+    let now = core.now.sched();
+    let rows: Vec<Value> = core
+        .sched
+        .destination_views(select, q.top.max(1))
+        .iter()
+        .map(|d| {
+            json!({
+                "transport": text(&d.transport),
+                "nexthop": text(&d.nexthop),
+                "queue": text(&d.name),
+                "state": state_name(&d.state),
+                "window": d.window,
+                "window_limit": d.window_limit,
+                "todo": d.todo,
+                "todo_recipients": d.todo_recipients,
+                "busy": d.busy,
+                "successes": d.successes,
+                "failures": d.failures,
+                "failed_cohorts": d.failed_cohorts,
+                "reason": d.last_failure.as_ref().map(|f| text(&f.reason)),
+                "status": d.last_failure.as_ref().map(|f| f.status.clone()),
+                "throttled_seconds": d.throttled_since.map(|t| now.saturating_since(t).as_secs_f64()),
+                "next_retry_seconds": d.next_retry.map(|t| t.saturating_since(now).as_secs_f64()),
+            })
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+fn jobs(core: &Core, transport: Option<&[u8]>, limit: usize) -> Value {
+    let rows: Vec<Value> = core
+        .sched
+        .job_views(transport, limit.max(1))
+        .iter()
+        .map(|j| {
+            let queue_id = core.messages.get(&j.msg).map(|m| m.queue_id.to_string());
+            json!({
+                "queue_id": queue_id,
+                "transport": text(&j.transport),
+                "recipients_in_core": j.recipients_in_core,
+                "unread": j.unread,
+                "selected_entries": j.selected_entries,
+                "slots_used": j.slots_used,
+                "slots_available": j.slots_available,
+                "blocker": j.blocker,
+            })
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_from_urls() {
+        assert_eq!(parse("/status", ""), Ok(AdminRequest::Status));
+        assert_eq!(parse("/", ""), Ok(AdminRequest::Status));
+        assert_eq!(parse("/metrics", ""), Ok(AdminRequest::Metrics));
+        assert_eq!(
+            parse(
+                "/destinations",
+                "transport=smtp&nexthop=%5B127.0.0.1%5D%3A25&top=5"
+            ),
+            Ok(AdminRequest::Destinations(DestinationQuery {
+                transport: Some(b"smtp".to_vec()),
+                nexthop: Some(b"[127.0.0.1]:25".to_vec()),
+                top: 5,
+            }))
+        );
+        assert_eq!(
+            parse("/jobs", "limit=999999"),
+            Ok(AdminRequest::Jobs {
+                transport: None,
+                limit: MAX_ROWS
+            })
+        );
+        assert!(parse("/jobs", "limit=x").is_err());
+        assert!(parse("/etc/passwd", "").is_err());
+    }
+
+    #[test]
+    fn percent_decoding_keeps_bytes() {
+        assert_eq!(percent_decode("b%E4d.example"), b"b\xe4d.example");
+        assert_eq!(percent_decode("a+b%2"), b"a b%2");
+        assert_eq!(percent_decode("%zz"), b"%zz");
+    }
+}
