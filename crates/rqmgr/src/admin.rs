@@ -69,6 +69,19 @@ pub(crate) enum AdminRequest {
     Metrics,
 }
 
+impl AdminRequest {
+    /// The endpoint's name, for metrics.
+    pub(crate) fn endpoint(&self) -> &'static str {
+        match self {
+            AdminRequest::Status => "status",
+            AdminRequest::Transports => "transports",
+            AdminRequest::Destinations(_) => "destinations",
+            AdminRequest::Jobs { .. } => "jobs",
+            AdminRequest::Metrics => "metrics",
+        }
+    }
+}
+
 /// The loop's answer: a content type and a body.
 #[derive(Debug)]
 pub(crate) struct AdminAnswer {

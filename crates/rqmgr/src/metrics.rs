@@ -49,6 +49,11 @@ struct RequestLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     transport: String,
     state: String,
@@ -86,6 +91,7 @@ pub(crate) struct Metrics {
     delivery_seconds: Histograms<TransportLabel>,
     triggers: Family<RequestLabel, Counter>,
     scan_seconds: Histograms<QueueLabel>,
+    admin_seconds: Histograms<EndpointLabel>,
     postfix_version: String,
     role: &'static str,
     top: usize,
@@ -102,6 +108,7 @@ impl Metrics {
             delivery_seconds: Family::new_with_constructor(delivery_histogram),
             triggers: Family::default(),
             scan_seconds: Family::new_with_constructor(scan_histogram),
+            admin_seconds: Family::new_with_constructor(scan_histogram),
             postfix_version: postfix_version.to_owned(),
             role,
             top: top.unwrap_or(DEFAULT_TOP).min(MAX_SERIES),
@@ -172,6 +179,14 @@ impl Metrics {
         self.scan_seconds.get_or_create(&label).observe(seconds);
     }
 
+    /// The event loop spent `seconds` building an answer for `endpoint`.
+    pub(crate) fn admin_answer(&self, endpoint: &str, seconds: f64) {
+        let label = EndpointLabel {
+            endpoint: endpoint.to_owned(),
+        };
+        self.admin_seconds.get_or_create(&label).observe(seconds);
+    }
+
     /// The text a scrape gets.
     pub(crate) fn encode(&self, sched: &Scheduler) -> String {
         let mut r = Registry::default();
@@ -225,6 +240,11 @@ impl Metrics {
             "rqmgr_triggers",
             "Trigger requests by letter",
             self.triggers.clone(),
+        );
+        r.register(
+            "rqmgr_admin_answer_seconds",
+            "Time the event loop spent building an admin answer, by endpoint",
+            self.admin_seconds.clone(),
         );
         r.register(
             "rqmgr_queue_scan_seconds",
