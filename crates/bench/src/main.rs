@@ -17,6 +17,7 @@
 
 mod prepare;
 mod probe;
+mod scrape;
 mod workloads;
 
 use clap::Parser;
@@ -70,6 +71,13 @@ struct Cli {
     /// queue manager's memory grows with a message's size.
     #[arg(long)]
     fanout_rcpts: Option<usize>,
+    /// Override the number of domains the fan-out's recipients spread over.
+    #[arg(long)]
+    fanout_domains: Option<usize>,
+    /// Scrape rqmgr's admin socket (`/metrics` and the top destinations)
+    /// this often during its runs, and print the answer times.
+    #[arg(long)]
+    scrape_every_ms: Option<u64>,
 }
 
 fn main() {
@@ -127,6 +135,9 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
         sizes.discard_large = n;
         sizes.deferred = n;
     }
+    if let Some(n) = cli.fanout_domains {
+        sizes.fanout_domains = n.max(1);
+    }
     if let Some(n) = cli.fanout_rcpts {
         sizes.fanout_rcpts = n;
     }
@@ -136,6 +147,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
         ticks: probe::clock_ticks(),
         perf_dir: cli.perf_dir.clone(),
         strace_dir: cli.strace_dir.clone(),
+        scrape_every: cli.scrape_every_ms.map(Duration::from_millis),
     };
     eprintln!(
         "rqmgr-bench: Postfix {}, {} round(s), {} mode, rqmgr = {}",

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::prepare::{Filler, Placement};
 use crate::probe::{LogCounter, QmgrTracker};
+use crate::scrape::Scraper;
 use crate::BenchResult;
 
 /// Guard against hangs for one phase (never a speed requirement).
@@ -150,6 +151,9 @@ pub(crate) struct RunConfig {
     /// When set, every queue manager is watched by `strace -c` into this
     /// directory (syscall counts; slows the queue manager down).
     pub strace_dir: Option<PathBuf>,
+    /// When set, rqmgr runs are scraped on the admin socket this often
+    /// (scrape.rs); the answer times are printed per run.
+    pub scrape_every: Option<Duration>,
 }
 
 /// Runs `w` once with queue manager `qm` (labelled `label`).
@@ -275,6 +279,8 @@ struct Run<'a> {
     tracker: Option<QmgrTracker>,
     log: LogCounter,
     last_health: Instant,
+    scraper: Option<Scraper>,
+    is_rqmgr: bool,
 }
 
 impl<'a> Run<'a> {
@@ -309,6 +315,8 @@ impl<'a> Run<'a> {
             tracker: None,
             log,
             last_health: Instant::now(),
+            scraper: None,
+            is_rqmgr: matches!(qm, QueueManager::Rqmgr(_)),
         })
     }
 
@@ -355,6 +363,10 @@ impl<'a> Run<'a> {
             self.observers.push(spawn_quiet(c)?);
         }
         self.tracker = Some(t);
+        if let (Some(every), true) = (self.cfg.scrape_every, self.is_rqmgr) {
+            let socket = self.inst.queue_dir().join("private/rqmgr");
+            self.scraper = Some(Scraper::start(socket, every));
+        }
         Ok(())
     }
 
@@ -397,6 +409,13 @@ impl<'a> Run<'a> {
     fn measure(&mut self, row: String, units: usize, end: Instant) -> Measurement {
         let t = self.tracker.as_mut().expect("measure after start");
         t.poll(&self.inst, true);
+        if let Some(scraper) = self.scraper.take() {
+            eprintln!(
+                "rqmgr-bench: {row} {}: scrapes: {}",
+                self.label,
+                scraper.finish().summary()
+            );
+        }
         Measurement {
             row,
             units,
