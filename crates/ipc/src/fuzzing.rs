@@ -510,21 +510,32 @@ mod seeds {
         ]
     }
 
-    fn write(target: &str, seeds: Vec<(&str, Vec<u8>)>) {
+    /// Checks (with `RQMGR_WRITE_SEEDS=1`: first writes) the committed
+    /// seeds of `target`.
+    fn check_committed(target: &str, seeds: Vec<(&str, Vec<u8>)>) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../fuzz/corpus")
             .join(target);
-        std::fs::create_dir_all(&dir).unwrap();
+        let write = std::env::var_os("RQMGR_WRITE_SEEDS").is_some();
         for (name, data) in seeds {
-            std::fs::write(dir.join(name), data).unwrap();
+            let path = dir.join(name);
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &data).unwrap();
+            }
+            let committed = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                committed == data,
+                "{target}/{name}: run with RQMGR_WRITE_SEEDS=1"
+            );
         }
     }
 
+    /// The committed seeds are what the generators here make.
     #[test]
-    #[ignore = "writes the seed corpora into fuzz/corpus/{attr_reader,agent_io}"]
-    fn write_seed_corpora() {
-        write("attr_reader", attr_reader());
-        write("agent_io", agent_io());
+    fn committed_seed_corpora_are_current() {
+        check_committed("attr_reader", attr_reader());
+        check_committed("agent_io", agent_io());
     }
 
     #[test]

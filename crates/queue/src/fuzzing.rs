@@ -347,14 +347,21 @@ mod seeds {
         seeds
     }
 
+    /// The committed seeds are what [`corpus`] makes; with
+    /// `RQMGR_WRITE_SEEDS=1` the test writes them first.
     #[test]
-    #[ignore = "writes the seed corpus into fuzz/corpus/record_reader"]
-    fn write_seed_corpus() {
+    fn committed_seed_corpus_is_current() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../fuzz/corpus/record_reader");
-        std::fs::create_dir_all(&dir).unwrap();
+        let write = std::env::var_os("RQMGR_WRITE_SEEDS").is_some();
         for (name, data) in corpus() {
-            std::fs::write(dir.join(name), data).unwrap();
+            let path = dir.join(name);
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &data).unwrap();
+            }
+            let committed = std::fs::read(&path).unwrap_or_default();
+            assert!(committed == data, "{name}: run with RQMGR_WRITE_SEEDS=1");
         }
     }
 
