@@ -186,8 +186,34 @@ fn take_effect(inst: &Instance, program: &str) -> Result<(), String> {
         .args(["public", "qmgr", "I"])
         .output();
     let pid = inst.wait_for_child(master, program)?;
-    say!("Postfix reloaded: {program} runs as pid {pid}");
+    if program == RQMGR {
+        answered(inst, pid)?;
+        say!("Postfix reloaded: rqmgr runs as pid {pid} and answers on its admin socket");
+    } else {
+        say!("Postfix reloaded: {program} runs as pid {pid}");
+    }
     Ok(())
+}
+
+/// Waits until rqmgr (pid `pid`) answers `/status` on its admin socket,
+/// unless the socket is turned off.
+fn answered(inst: &Instance, pid: i32) -> Result<(), String> {
+    let off = inst
+        .postconf(&["-h", "rqmgr_admin_socket"])
+        .is_ok_and(|v| v.trim().is_empty() && v.contains('\n'));
+    if off {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match crate::client::get(inst, "/status") {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(format!("rqmgr (pid {pid}) runs but does not answer: {e}"))
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
 }
 
 /// The qmgr service's command and arguments, as postconf shows them.
