@@ -74,6 +74,10 @@ struct Cli {
     /// Override the number of domains the fan-out's recipients spread over.
     #[arg(long)]
     fanout_domains: Option<usize>,
+    /// A main.cf setting for every instance, as NAME=VALUE (repeatable),
+    /// e.g. `qmgr_message_recipient_limit=100000`.
+    #[arg(long = "main-cf", value_name = "NAME=VALUE")]
+    main_cf: Vec<String>,
     /// Scrape rqmgr's admin socket (`/metrics` and the top destinations)
     /// this often during its runs, and print the answer times.
     #[arg(long)]
@@ -148,6 +152,14 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
         perf_dir: cli.perf_dir.clone(),
         strace_dir: cli.strace_dir.clone(),
         scrape_every: cli.scrape_every_ms.map(Duration::from_millis),
+        main_cf: cli
+            .main_cf
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.trim().to_owned(), v.trim().to_owned())
+            })
+            .collect(),
     };
     eprintln!(
         "rqmgr-bench: Postfix {}, {} round(s), {} mode, rqmgr = {}",

@@ -154,6 +154,8 @@ pub(crate) struct RunConfig {
     /// When set, rqmgr runs are scraped on the admin socket this often
     /// (scrape.rs); the answer times are printed per run.
     pub scrape_every: Option<Duration>,
+    /// main.cf settings for every instance (`--main-cf`).
+    pub main_cf: Vec<(String, String)>,
 }
 
 /// Runs `w` once with queue manager `qm` (labelled `label`).
@@ -298,6 +300,9 @@ impl<'a> Run<'a> {
             // Nothing goes through cleanup here, but keep a stopped-qmgr
             // fill from ever stalling on flow control.
             .main_cf("in_flow_delay", "0");
+        for (name, value) in &cfg.main_cf {
+            b = b.main_cf(name, value);
+        }
         if let Some(s) = &sink {
             b = b.relay_to_port(s.port());
         }
