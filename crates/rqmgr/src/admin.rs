@@ -5,7 +5,9 @@
 //! (`rqmgr_admin_socket`, default `private/rqmgr`; empty turns it off),
 //! and, when `rqmgr_metrics_listen` names an address, `/metrics` on TCP.
 //! Endpoints: `/status`, `/transports`, `/destinations` (`?transport=`,
-//! `&nexthop=`, `&top=`), `/jobs` (`?transport=`, `&limit=`), `/metrics`.
+//! `&nexthop=`, `&top=`), `/jobs` (`?transport=`, `&limit=`), `/metrics`
+//! (GET); `/unthrottle` (`?transport=`, `&nexthop=`; POST), the one
+//! change an operator can make so far, logged with the caller's uid.
 //!
 //! Invariants:
 //! - The event loop owns all state. A request becomes an [`AdminQuery`]
@@ -67,6 +69,14 @@ pub(crate) enum AdminRequest {
     },
     /// `/metrics`, Prometheus text format.
     Metrics,
+    /// POST `/unthrottle`: a dead transport, or one of its destinations,
+    /// comes back now.
+    Unthrottle {
+        /// The transport.
+        transport: Vec<u8>,
+        /// Its destination, or all of them.
+        nexthop: Option<Vec<u8>>,
+    },
 }
 
 impl AdminRequest {
@@ -78,6 +88,7 @@ impl AdminRequest {
             AdminRequest::Destinations(_) => "destinations",
             AdminRequest::Jobs { .. } => "jobs",
             AdminRequest::Metrics => "metrics",
+            AdminRequest::Unthrottle { .. } => "unthrottle",
         }
     }
 }
@@ -94,6 +105,8 @@ pub(crate) struct AdminAnswer {
 /// A request on its way to the event loop, with where the answer goes.
 pub(crate) struct AdminQuery {
     pub request: AdminRequest,
+    /// Who asked (the socket's peer; none over TCP), for the log.
+    pub uid: Option<u32>,
     pub reply: oneshot::Sender<AdminAnswer>,
 }
 
@@ -160,10 +173,15 @@ async fn serve_socket(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let allowed = stream
-            .peer_cred()
-            .is_ok_and(|c| c.uid() == 0 || c.uid() == owner_uid);
-        serve(stream, tx.clone(), Rc::clone(&clients), allowed, false);
+        let uid = stream.peer_cred().ok().map(|c| c.uid());
+        let allowed = uid.is_some_and(|u| u == 0 || u == owner_uid);
+        serve(
+            stream,
+            tx.clone(),
+            Rc::clone(&clients),
+            allowed.then_some(uid),
+            false,
+        );
     }
 }
 
@@ -177,16 +195,17 @@ async fn serve_tcp(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        serve(stream, tx.clone(), Rc::clone(&clients), true, true);
+        serve(stream, tx.clone(), Rc::clone(&clients), Some(None), true);
     }
 }
 
 /// Serves one connection in a task of its own, if there is room.
+/// `caller`: `None` if refused, else who it is (if known).
 fn serve<S>(
     stream: S,
     tx: mpsc::UnboundedSender<AdminQuery>,
     clients: Rc<Cell<usize>>,
-    allowed: bool,
+    caller: Option<Option<u32>>,
     metrics_only: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -198,7 +217,7 @@ fn serve<S>(
     tokio::task::spawn_local(async move {
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let tx = tx.clone();
-            async move { Ok::<_, Infallible>(respond(&req, &tx, allowed, metrics_only).await) }
+            async move { Ok::<_, Infallible>(respond(&req, &tx, caller, metrics_only).await) }
         });
         let exchange = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -213,16 +232,17 @@ fn serve<S>(
 async fn respond(
     req: &Request<Incoming>,
     tx: &mpsc::UnboundedSender<AdminQuery>,
-    allowed: bool,
+    caller: Option<Option<u32>>,
     metrics_only: bool,
 ) -> Response<Full<Bytes>> {
-    if !allowed {
+    let Some(uid) = caller else {
         return error(StatusCode::FORBIDDEN, "only root and mail_owner may ask");
+    };
+    let post = req.method() == hyper::Method::POST;
+    if !post && req.method() != hyper::Method::GET {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET and POST");
     }
-    if req.method() != hyper::Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET");
-    }
-    let request = match views::parse(req.uri().path(), req.uri().query().unwrap_or("")) {
+    let request = match views::parse(post, req.uri().path(), req.uri().query().unwrap_or("")) {
         Ok(r) if metrics_only && r != AdminRequest::Metrics => {
             return error(StatusCode::NOT_FOUND, "only /metrics here")
         }
@@ -230,7 +250,14 @@ async fn respond(
         Err(e) => return error(StatusCode::NOT_FOUND, &e),
     };
     let (reply, answer) = oneshot::channel();
-    if tx.send(AdminQuery { request, reply }).is_err() {
+    if tx
+        .send(AdminQuery {
+            request,
+            uid,
+            reply,
+        })
+        .is_err()
+    {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the queue manager is stopping",

@@ -49,6 +49,11 @@ struct RequestLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabel {
     endpoint: String,
 }
@@ -92,6 +97,7 @@ pub(crate) struct Metrics {
     triggers: Family<RequestLabel, Counter>,
     scan_seconds: Histograms<QueueLabel>,
     admin_seconds: Histograms<EndpointLabel>,
+    operator_changes: Family<ActionLabel, Counter>,
     postfix_version: String,
     role: &'static str,
     top: usize,
@@ -109,6 +115,7 @@ impl Metrics {
             triggers: Family::default(),
             scan_seconds: Family::new_with_constructor(scan_histogram),
             admin_seconds: Family::new_with_constructor(scan_histogram),
+            operator_changes: Family::default(),
             postfix_version: postfix_version.to_owned(),
             role,
             top: top.unwrap_or(DEFAULT_TOP).min(MAX_SERIES),
@@ -187,6 +194,14 @@ impl Metrics {
         self.admin_seconds.get_or_create(&label).observe(seconds);
     }
 
+    /// An operator changed something (`rqmgrctl unthrottle`, ...).
+    pub(crate) fn operator_change(&self, action: &str) {
+        let label = ActionLabel {
+            action: action.to_owned(),
+        };
+        self.operator_changes.get_or_create(&label).inc();
+    }
+
     /// The text a scrape gets.
     pub(crate) fn encode(&self, sched: &Scheduler) -> String {
         let mut r = Registry::default();
@@ -240,6 +255,11 @@ impl Metrics {
             "rqmgr_triggers",
             "Trigger requests by letter",
             self.triggers.clone(),
+        );
+        r.register(
+            "rqmgr_operator_changes",
+            "Changes operators made through the admin socket, by action",
+            self.operator_changes.clone(),
         );
         r.register(
             "rqmgr_admin_answer_seconds",

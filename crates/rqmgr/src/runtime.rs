@@ -258,7 +258,7 @@ impl Runtime {
                 Some(query) = next_query(&mut self.admin_rx) => {
                     self.core.now = Now::read();
                     let started = std::time::Instant::now();
-                    let answer = admin::answer(&self.core, &query.request);
+                    let answer = admin::answer(&mut self.core, &query.request, query.uid);
                     let spent = started.elapsed().as_secs_f64();
                     self.core.metrics.admin_answer(query.request.endpoint(), spent);
                     // A client that went away needs no answer.

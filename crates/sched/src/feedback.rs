@@ -203,6 +203,37 @@ impl Scheduler {
         }
     }
 
+    /// Like the `F` trigger for one transport, or one of its destinations
+    /// (`nexthop`, matched as [`crate::DestinationSelect::One`] matches):
+    /// what is dead comes back now. Returns how many destinations were
+    /// dead, plus one if the transport was.
+    pub(crate) fn unthrottle_one(&mut self, transport: &[u8], nexthop: Option<&[u8]>) -> usize {
+        let Some(&t) = self.transport_ids.get(transport) else {
+            return 0;
+        };
+        let mut revived = 0;
+        let queues: Vec<usize> = match nexthop {
+            None => {
+                if self.transports[t].is_dead() {
+                    self.transport_unthrottle(t);
+                    revived += 1;
+                }
+                let mut all: Vec<usize> = self.transports[t].queues.values().copied().collect();
+                all.sort_unstable();
+                all
+            }
+            Some(hop) => self.find_destinations(transport, hop, usize::MAX),
+        };
+        for q in queues {
+            if self.queues[q].is_dead() {
+                self.queue_unthrottle(q);
+                revived += 1;
+            }
+            self.maybe_queue_done(q);
+        }
+        revived
+    }
+
     /// The `F` trigger (`qmgr_enable_all()`): every dead transport and
     /// destination comes back now.
     pub(crate) fn flush_dead(&mut self) {

@@ -176,6 +176,15 @@ impl Scheduler {
         &self.cfg
     }
 
+    /// An operator's `rqmgrctl unthrottle`: the dead `transport`, or its
+    /// dead destination `nexthop`, comes back now, as with the `F` trigger
+    /// but for that one only. Returns how many were dead (0: nothing to
+    /// do, or unknown).
+    pub fn unthrottle(&mut self, transport: &[u8], nexthop: Option<&[u8]>, now: Time) -> usize {
+        self.now = self.now.max(now);
+        self.unthrottle_one(transport, nexthop)
+    }
+
     /// Messages in the active queue.
     pub fn message_count(&self) -> usize {
         self.messages.len()

@@ -404,7 +404,12 @@ impl Scheduler {
     }
 
     /// See [`DestinationSelect::One`].
-    fn find_destinations(&self, transport: &[u8], nexthop: &[u8], limit: usize) -> Vec<usize> {
+    pub(crate) fn find_destinations(
+        &self,
+        transport: &[u8],
+        nexthop: &[u8],
+        limit: usize,
+    ) -> Vec<usize> {
         if limit == 0 {
             return Vec::new();
         }

@@ -32,8 +32,8 @@ pub(crate) struct DestinationQuery {
     pub top: usize,
 }
 
-/// Parses a request's path and query string.
-pub(crate) fn parse(path: &str, query: &str) -> Result<AdminRequest, String> {
+/// Parses a request's method (POST or GET), path and query string.
+pub(crate) fn parse(post: bool, path: &str, query: &str) -> Result<AdminRequest, String> {
     let arg = |name: &str| {
         query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -49,7 +49,18 @@ pub(crate) fn parse(path: &str, query: &str) -> Result<AdminRequest, String> {
                 .map_err(|_| format!("{name} must be a number")),
         }
     };
-    match path.trim_end_matches('/') {
+    let path = path.trim_end_matches('/');
+    if post {
+        return match (path, arg("transport")) {
+            ("/unthrottle", Some(transport)) => Ok(AdminRequest::Unthrottle {
+                transport,
+                nexthop: arg("nexthop"),
+            }),
+            ("/unthrottle", None) => Err("unthrottle needs a transport".into()),
+            (other, _) => Err(format!("no such action: {other}")),
+        };
+    }
+    match path {
         "" | "/status" => Ok(AdminRequest::Status),
         "/transports" => Ok(AdminRequest::Transports),
         "/destinations" => Ok(AdminRequest::Destinations(DestinationQuery {
@@ -90,8 +101,8 @@ fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// The answer to `request`, from the state of the moment.
-pub(crate) fn answer(core: &Core, request: &AdminRequest) -> AdminAnswer {
+/// The answer to `request`, from the state of the moment; `uid` asked.
+pub(crate) fn answer(core: &mut Core, request: &AdminRequest, uid: Option<u32>) -> AdminAnswer {
     let json_answer = |v: Value| AdminAnswer {
         content_type: JSON,
         body: v.to_string(),
@@ -107,7 +118,35 @@ pub(crate) fn answer(core: &Core, request: &AdminRequest) -> AdminAnswer {
             content_type: METRICS_TYPE,
             body: core.metrics.encode(&core.sched),
         },
+        AdminRequest::Unthrottle { transport, nexthop } => {
+            json_answer(unthrottle(core, transport, nexthop.as_deref(), uid))
+        }
     }
+}
+
+/// `rqmgrctl unthrottle`: revive, log who did it, count it.
+fn unthrottle(
+    core: &mut Core,
+    transport: &[u8],
+    nexthop: Option<&[u8]>,
+    uid: Option<u32>,
+) -> Value {
+    let now = core.now.sched();
+    let revived = core.sched.unthrottle(transport, nexthop, now);
+    let what = match nexthop {
+        Some(hop) => [b"destination ", transport, b":", hop].concat(),
+        None => [b"transport ", transport].concat(),
+    };
+    let who = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
+    let line = [
+        &b"unthrottle "[..],
+        &what,
+        format!(": {revived} revived, by uid {who}").as_bytes(),
+    ]
+    .concat();
+    core.log.info(&line);
+    core.metrics.operator_change("unthrottle");
+    json!({ "revived": revived })
 }
 
 fn text(b: &[u8]) -> String {
@@ -227,11 +266,22 @@ mod tests {
 
     #[test]
     fn requests_from_urls() {
-        assert_eq!(parse("/status", ""), Ok(AdminRequest::Status));
-        assert_eq!(parse("/", ""), Ok(AdminRequest::Status));
-        assert_eq!(parse("/metrics", ""), Ok(AdminRequest::Metrics));
+        assert_eq!(
+            parse(true, "/unthrottle", "transport=smtp&nexthop=x.example"),
+            Ok(AdminRequest::Unthrottle {
+                transport: b"smtp".to_vec(),
+                nexthop: Some(b"x.example".to_vec()),
+            })
+        );
+        assert!(parse(true, "/unthrottle", "").is_err());
+        assert!(parse(true, "/status", "").is_err());
+        assert!(parse(false, "/unthrottle", "transport=smtp").is_err());
+        assert_eq!(parse(false, "/status", ""), Ok(AdminRequest::Status));
+        assert_eq!(parse(false, "/", ""), Ok(AdminRequest::Status));
+        assert_eq!(parse(false, "/metrics", ""), Ok(AdminRequest::Metrics));
         assert_eq!(
             parse(
+                false,
                 "/destinations",
                 "transport=smtp&nexthop=%5B127.0.0.1%5D%3A25&top=5"
             ),
@@ -242,14 +292,14 @@ mod tests {
             }))
         );
         assert_eq!(
-            parse("/jobs", "limit=999999"),
+            parse(false, "/jobs", "limit=999999"),
             Ok(AdminRequest::Jobs {
                 transport: None,
                 limit: MAX_ROWS
             })
         );
-        assert!(parse("/jobs", "limit=x").is_err());
-        assert!(parse("/etc/passwd", "").is_err());
+        assert!(parse(false, "/jobs", "limit=x").is_err());
+        assert!(parse(false, "/etc/passwd", "").is_err());
     }
 
     #[test]

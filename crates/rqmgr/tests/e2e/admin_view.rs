@@ -3,7 +3,8 @@
 //! with the connection error as its reason, a slow one (its agent still in
 //! DATA) as ready and busy; the delivery counters match the mail log;
 //! `/metrics` is also served on TCP (and nothing else there); a caller
-//! other than root or mail_owner is refused.
+//! other than root or mail_owner is refused; `rqmgrctl unthrottle` revives
+//! the dead destination, and says who did it in the log.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -183,4 +184,21 @@ fn destinations_metrics_and_permissions() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("permission denied"), "{err}");
+
+    // An operator revives the dead destination; the log says who.
+    let out = stdout_of(&inst, &["unthrottle", &format!("smtp:{dead_hop}")]);
+    assert_eq!(out, format!("smtp:{dead_hop}: 1 revived\n"));
+    let line = format!("unthrottle destination smtp:{dead_hop}: 1 revived, by uid 0");
+    ok(inst.wait_for_log(|l| l.count(&line) == 1, GUARD));
+    let dests: Value =
+        serde_json::from_str(&stdout_of(&inst, &["destinations", "--json"])).expect("JSON");
+    let still_dead = dests
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["nexthop"] == dead_hop.as_str() && d["state"] == "throttled");
+    assert!(!still_dead, "{dests}");
+    let text = stdout_of(&inst, &["metrics"]);
+    let changes = metric(&text, "rqmgr_operator_changes_total{action=\"unthrottle\"}");
+    assert_eq!(changes, Some(1.0), "{text}");
 }

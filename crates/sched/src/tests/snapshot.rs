@@ -541,3 +541,60 @@ fn dead_transport_shows_its_reason() {
     );
     assert_eq!(smtp.throttles, 0, "the transport died, no destination");
 }
+
+#[test]
+fn an_operator_unthrottles_one_destination_only() {
+    let mut s = Scheduler::new(cfg_with(true, |t| t.init_dest_concurrency = 1));
+    let now = t0() + Duration::from_secs(7);
+    s.handle(msg_to(1, 1, "down.example"), t0());
+    s.handle(msg_to(2, 1, "also-down.example"), t0());
+    let mut conns = Vec::new();
+    while let Some(action) = s.poll_action() {
+        if let Action::Connect { conn, .. } = action {
+            conns.push(conn);
+        }
+    }
+    assert_eq!(conns.len(), 2);
+    for conn in conns {
+        s.handle(Event::AgentReady { conn }, t0());
+        // Earlier deliveries' actions (deferrals, closes) may come first.
+        let delivered = std::iter::from_fn(|| s.poll_action())
+            .any(|a| matches!(a, Action::Deliver { conn: c, .. } if c == conn));
+        assert!(delivered);
+        let site = Some(site_failure());
+        s.handle(
+            Event::Delivered {
+                conn,
+                outcome: Outcome::Deferred { site },
+            },
+            now,
+        );
+    }
+    let states = |s: &Scheduler| {
+        let mut v: Vec<(String, DestinationState)> = s
+            .destination_views(DestinationSelect::Transport(b"smtp"), 10)
+            .iter()
+            .map(|d| (d.nexthop.to_string(), d.state))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert_eq!(
+        states(&s),
+        [
+            ("also-down.example".into(), DestinationState::Throttled),
+            ("down.example".into(), DestinationState::Throttled),
+        ]
+    );
+    assert_eq!(s.unthrottle(b"smtp", Some(b"DOWN.example"), now), 1);
+    // Revived with nothing to do, it leaves the active queue; the other
+    // stays dead.
+    assert_eq!(
+        states(&s),
+        [("also-down.example".into(), DestinationState::Throttled)]
+    );
+    assert_eq!(s.unthrottle(b"smtp", Some(b"down.example"), now), 0);
+    assert_eq!(s.unthrottle(b"nosuch", None, now), 0);
+    assert_eq!(s.unthrottle(b"smtp", None, now), 1);
+    assert!(states(&s).is_empty());
+}

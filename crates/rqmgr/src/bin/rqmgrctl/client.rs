@@ -1,5 +1,6 @@
-//! Asking a running rqmgr: one HTTP/1.1 GET on its admin socket (see the
-//! daemon's admin.rs), answered with JSON or Prometheus text.
+//! Asking a running rqmgr: one HTTP/1.1 request on its admin socket (see
+//! the daemon's admin.rs): GET for views, POST for changes, answered with
+//! JSON or Prometheus text.
 //!
 //! The socket is `rqmgr_admin_socket` (default `private/rqmgr`) under the
 //! instance's queue directory; only root and mail_owner may connect.
@@ -27,6 +28,15 @@ fn socket(inst: &Instance) -> PathBuf {
 
 /// GETs `path` (with its query) and returns the body of a 200 answer.
 pub(crate) fn get(inst: &Instance, path: &str) -> Result<String, String> {
+    request(inst, "GET", path)
+}
+
+/// POSTs to `path` (an action; its arguments in the query).
+pub(crate) fn post(inst: &Instance, path: &str) -> Result<String, String> {
+    request(inst, "POST", path)
+}
+
+fn request(inst: &Instance, method: &str, path: &str) -> Result<String, String> {
     let at = socket(inst);
     let mut stream = UnixStream::connect(&at).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => format!(
@@ -40,7 +50,9 @@ pub(crate) fn get(inst: &Instance, path: &str) -> Result<String, String> {
     })?;
     stream.set_read_timeout(Some(WAIT)).ok();
     stream.set_write_timeout(Some(WAIT)).ok();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: rqmgr\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: rqmgr\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("{}: {e}", at.display()))?;

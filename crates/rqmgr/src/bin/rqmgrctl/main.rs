@@ -76,6 +76,13 @@ enum Command {
     },
     /// rqmgr's Prometheus metrics.
     Metrics,
+    /// Forget that a transport, or one destination, is dead (as the `F`
+    /// trigger does, for that one only): TRANSPORT or TRANSPORT:NEXTHOP,
+    /// as `destinations` shows them.
+    Unthrottle {
+        /// `smtp` or `smtp:[mx.example]:25`.
+        dest: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +109,7 @@ fn main() -> ExitCode {
             show::show(&inst, &show::View::Jobs { transport, limit }, cli.json)
         }
         Command::Metrics => show::show(&inst, &show::View::Metrics, cli.json),
+        Command::Unthrottle { dest } => unthrottle(&inst, &dest),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,4 +118,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `rqmgrctl unthrottle DEST`.
+fn unthrottle(inst: &instance::Instance, dest: &str) -> Result<(), String> {
+    let (transport, nexthop) = match dest.split_once(':') {
+        Some((t, n)) => (t, Some(n)),
+        None => (dest, None),
+    };
+    let mut path = format!("/unthrottle?transport={}", client::encode(transport));
+    if let Some(n) = nexthop {
+        path += &format!("&nexthop={}", client::encode(n));
+    }
+    let body = client::post(inst, &path)?;
+    let revived = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["revived"].as_u64())
+        .unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_fmt(&mut out, format_args!("{dest}: {revived} revived\n"));
+    Ok(())
 }
