@@ -6,8 +6,9 @@
 //! and, when `rqmgr_metrics_listen` names an address, `/metrics` on TCP.
 //! Endpoints: `/status`, `/transports`, `/destinations` (`?transport=`,
 //! `&nexthop=`, `&top=`), `/jobs` (`?transport=`, `&limit=`), `/metrics`
-//! (GET); `/unthrottle` (`?transport=`, `&nexthop=`; POST), the one
-//! change an operator can make so far, logged with the caller's uid.
+//! (GET); `/unthrottle` (`?transport=`, `&nexthop=`) and `/set`
+//! (`?transport=`, `&concurrency=` or `&recipient_limit=`) (POST), the
+//! changes an operator can make so far, logged with the caller's uid.
 //!
 //! Invariants:
 //! - The event loop owns all state. A request becomes an [`AdminQuery`]
@@ -77,6 +78,13 @@ pub(crate) enum AdminRequest {
         /// Its destination, or all of them.
         nexthop: Option<Vec<u8>>,
     },
+    /// POST `/set`: a transport's limit, live.
+    Set {
+        /// The transport.
+        transport: Vec<u8>,
+        /// The new limit.
+        limit: rqmgr_sched::LiveLimit,
+    },
 }
 
 impl AdminRequest {
@@ -89,6 +97,7 @@ impl AdminRequest {
             AdminRequest::Jobs { .. } => "jobs",
             AdminRequest::Metrics => "metrics",
             AdminRequest::Unthrottle { .. } => "unthrottle",
+            AdminRequest::Set { .. } => "set",
         }
     }
 }

@@ -104,6 +104,16 @@ impl Default for TransportConfig {
     }
 }
 
+/// A limit an operator changes while rqmgr runs
+/// ([`crate::Scheduler::set_transport_limit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveLimit {
+    /// `_destination_concurrency_limit` (0: none).
+    Concurrency(u32),
+    /// `_destination_recipient_limit` (0: none).
+    RecipientLimit(u32),
+}
+
 impl TransportConfig {
     /// Applies the adjustments `qmgr_transport_create()` makes: a
     /// destination rate delay forces one delivery at a time, and the initial

@@ -15,6 +15,7 @@
 use crate::event::{ConnId, Dsn, Outcome};
 use crate::list::NIL;
 use crate::retry::Timer;
+use crate::LiveLimit;
 use crate::{Conn, Scheduler};
 
 impl Scheduler {
@@ -232,6 +233,43 @@ impl Scheduler {
             self.maybe_queue_done(q);
         }
         revived
+    }
+
+    /// An operator's new limit for `transport`; see
+    /// [`crate::Scheduler::set_transport_limit`].
+    pub(crate) fn set_limit(&mut self, transport: &[u8], limit: LiveLimit) -> Result<(), String> {
+        let Some(&t) = self.transport_ids.get(transport) else {
+            return Err("no such transport in the active queue".to_owned());
+        };
+        let cfg = &mut self.transports[t].cfg;
+        match limit {
+            LiveLimit::Concurrency(n) => {
+                if !cfg.dest_rate_delay.is_zero() && n != 1 {
+                    return Err("a rate-delayed transport delivers one at a time".to_owned());
+                }
+                cfg.dest_concurrency_limit = n;
+                *cfg = cfg.clone().normalized();
+                // Windows above the new limit shrink to it; deliveries in
+                // flight go on, and no new one starts until fewer are busy.
+                let cap = i32::try_from(n).unwrap_or(i32::MAX);
+                let queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
+                for q in queues {
+                    let queue = &mut self.queues[q];
+                    if cap > 0 && queue.window > cap {
+                        queue.window = cap;
+                    }
+                }
+            }
+            LiveLimit::RecipientLimit(n) => {
+                // One recipient per delivery also means one queue per
+                // recipient: queues in core could not follow the change.
+                if (n == 1) != (cfg.dest_recipient_limit == 1) {
+                    return Err("a recipient limit cannot be changed to or from 1 live".to_owned());
+                }
+                cfg.dest_recipient_limit = n;
+            }
+        }
+        Ok(())
     }
 
     /// The `F` trigger (`qmgr_enable_all()`): every dead transport and

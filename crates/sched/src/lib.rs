@@ -67,7 +67,7 @@ use std::collections::{HashMap, VecDeque};
 use slab::Slab;
 
 pub use bytestring::ByteString;
-pub use config::{Config, Feedback, TransportConfig, TransportLookup};
+pub use config::{Config, Feedback, LiveLimit, TransportConfig, TransportLookup};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
 pub use retry::next_attempt;
 pub use snapshot::{
@@ -183,6 +183,21 @@ impl Scheduler {
     pub fn unthrottle(&mut self, transport: &[u8], nexthop: Option<&[u8]>, now: Time) -> usize {
         self.now = self.now.max(now);
         self.unthrottle_one(transport, nexthop)
+    }
+
+    /// An operator's `rqmgrctl set TRANSPORT ...`: a new limit for the
+    /// transport, in force at once. A lower concurrency limit shrinks the
+    /// windows above it (what is in flight finishes); a recipient limit
+    /// applies to entries made from now on. An error, and no change, for
+    /// an unknown transport or a change the queues in core cannot follow.
+    pub fn set_transport_limit(
+        &mut self,
+        transport: &[u8],
+        limit: LiveLimit,
+        now: Time,
+    ) -> Result<(), String> {
+        self.now = self.now.max(now);
+        self.set_limit(transport, limit)
     }
 
     /// Messages in the active queue.

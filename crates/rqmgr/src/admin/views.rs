@@ -6,7 +6,7 @@
 //! are seconds relative to now. Every list is capped: a queue with 10,000
 //! destinations answers with the top ones.
 
-use rqmgr_sched::{DestinationSelect, Dsn};
+use rqmgr_sched::{DestinationSelect, Dsn, LiveLimit};
 use serde_json::{json, Value};
 
 use super::{AdminAnswer, AdminRequest};
@@ -57,6 +57,20 @@ pub(crate) fn parse(post: bool, path: &str, query: &str) -> Result<AdminRequest,
                 nexthop: arg("nexthop"),
             }),
             ("/unthrottle", None) => Err("unthrottle needs a transport".into()),
+            ("/set", Some(transport)) => {
+                let limit = match (
+                    number("concurrency", usize::MAX),
+                    number("recipient_limit", usize::MAX),
+                ) {
+                    (Ok(n), Ok(usize::MAX)) if n != usize::MAX => LiveLimit::Concurrency(to_u32(n)),
+                    (Ok(usize::MAX), Ok(n)) if n != usize::MAX => {
+                        LiveLimit::RecipientLimit(to_u32(n))
+                    }
+                    _ => return Err("set needs one of concurrency=N or recipient_limit=N".into()),
+                };
+                Ok(AdminRequest::Set { transport, limit })
+            }
+            ("/set", None) => Err("set needs a transport".into()),
             (other, _) => Err(format!("no such action: {other}")),
         };
     }
@@ -121,6 +135,36 @@ pub(crate) fn answer(core: &mut Core, request: &AdminRequest, uid: Option<u32>) 
         AdminRequest::Unthrottle { transport, nexthop } => {
             json_answer(unthrottle(core, transport, nexthop.as_deref(), uid))
         }
+        AdminRequest::Set { transport, limit } => json_answer(set(core, transport, *limit, uid)),
+    }
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `rqmgrctl set TRANSPORT NAME=N`: the scheduler takes the limit at once;
+/// the change is logged with who made it and counted.
+fn set(core: &mut Core, transport: &[u8], limit: LiveLimit, uid: Option<u32>) -> Value {
+    let now = core.now.sched();
+    let (name, value) = match limit {
+        LiveLimit::Concurrency(n) => ("concurrency", n),
+        LiveLimit::RecipientLimit(n) => ("recipient_limit", n),
+    };
+    match core.sched.set_transport_limit(transport, limit, now) {
+        Ok(()) => {
+            let who = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
+            let line = [
+                &b"set transport "[..],
+                transport,
+                format!(" {name}={value}, by uid {who}").as_bytes(),
+            ]
+            .concat();
+            core.log.info(&line);
+            core.metrics.operator_change("set");
+            json!({ "set": name, "value": value })
+        }
+        Err(e) => json!({ "error": e }),
     }
 }
 

@@ -4,7 +4,8 @@
 //! DATA) as ready and busy; the delivery counters match the mail log;
 //! `/metrics` is also served on TCP (and nothing else there); a caller
 //! other than root or mail_owner is refused; `rqmgrctl unthrottle` revives
-//! the dead destination, and says who did it in the log.
+//! the dead destination, and `rqmgrctl set` a transport's concurrency, and
+//! both say who did it in the log.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -201,4 +202,27 @@ fn destinations_metrics_and_permissions() {
     let text = stdout_of(&inst, &["metrics"]);
     let changes = metric(&text, "rqmgr_operator_changes_total{action=\"unthrottle\"}");
     assert_eq!(changes, Some(1.0), "{text}");
+
+    // A transport's limit, live.
+    let out = stdout_of(&inst, &["set", "smtp", "concurrency=3"]);
+    assert_eq!(out, "smtp: concurrency=3\n");
+    let line = "set transport smtp concurrency=3, by uid 0";
+    ok(inst.wait_for_log(|l| l.count(line) == 1, GUARD));
+    let transports: Value =
+        serde_json::from_str(&stdout_of(&inst, &["transports", "--json"])).expect("JSON");
+    let smtp = transports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "smtp")
+        .expect("smtp");
+    assert_eq!(smtp["concurrency_limit"], 3, "{transports}");
+    for bad in [
+        ["smtp", "recipient_limit=1"],
+        ["nosuch", "concurrency=1"],
+        ["smtp", "speed=9"],
+    ] {
+        let out = rqmgrctl(&inst, &["set", bad[0], bad[1]]);
+        assert!(!out.status.success(), "set {bad:?} succeeded");
+    }
 }

@@ -598,3 +598,63 @@ fn an_operator_unthrottles_one_destination_only() {
     assert_eq!(s.unthrottle(b"smtp", None, now), 1);
     assert!(states(&s).is_empty());
 }
+
+#[test]
+fn an_operator_lowers_a_transports_concurrency_live() {
+    let mut s = Scheduler::new(cfg_with(true, |t| t.init_dest_concurrency = 4));
+    for id in 1..=8 {
+        s.handle(msg_to(id, 1, "big.example"), t0());
+    }
+    // At most two connections are asked for at a time: answer each.
+    let mut conns = Vec::new();
+    while let Some(action) = s.poll_action() {
+        match action {
+            Action::Connect { conn, .. } => s.handle(Event::AgentReady { conn }, t0()),
+            Action::Deliver { conn, .. } => conns.push(conn),
+            _ => {}
+        }
+    }
+    assert_eq!(conns.len(), 4);
+    assert_eq!(dest(&s, "smtp", "big.example").window, 4);
+
+    s.set_transport_limit(b"smtp", LiveLimit::Concurrency(2), t0())
+        .unwrap();
+    let v = dest(&s, "smtp", "big.example");
+    assert_eq!(
+        (v.window, v.window_limit, v.busy),
+        (2, 2, 4),
+        "nothing in flight is cut"
+    );
+    // Two deliveries end: still two busy, at the limit, so none starts.
+    for &conn in &conns[..2] {
+        let outcome = Outcome::Final;
+        s.handle(Event::Delivered { conn, outcome }, t0());
+    }
+    let started = std::iter::from_fn(|| s.poll_action())
+        .filter(|a| matches!(a, Action::Connect { .. } | Action::Deliver { .. }))
+        .count();
+    assert_eq!(started, 0);
+    // A third ends: one may start.
+    let outcome = Outcome::Final;
+    s.handle(
+        Event::Delivered {
+            conn: conns[2],
+            outcome,
+        },
+        t0(),
+    );
+    let started = std::iter::from_fn(|| s.poll_action())
+        .filter(|a| matches!(a, Action::Connect { .. } | Action::Deliver { .. }))
+        .count();
+    assert_eq!(started, 1);
+
+    assert!(s
+        .set_transport_limit(b"nosuch", LiveLimit::Concurrency(2), t0())
+        .is_err());
+    assert!(s
+        .set_transport_limit(b"smtp", LiveLimit::RecipientLimit(1), t0())
+        .is_err());
+    s.set_transport_limit(b"smtp", LiveLimit::RecipientLimit(10), t0())
+        .unwrap();
+    assert_eq!(transport(&s, "smtp").recipient_limit, 10);
+}

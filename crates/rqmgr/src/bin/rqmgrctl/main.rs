@@ -83,6 +83,14 @@ enum Command {
         /// `smtp` or `smtp:[mx.example]:25`.
         dest: String,
     },
+    /// Change a transport's limit while rqmgr runs: concurrency=N or
+    /// recipient_limit=N (until rqmgr restarts).
+    Set {
+        /// The transport, e.g. `smtp`.
+        transport: String,
+        /// `concurrency=N` or `recipient_limit=N`.
+        setting: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +118,7 @@ fn main() -> ExitCode {
         }
         Command::Metrics => show::show(&inst, &show::View::Metrics, cli.json),
         Command::Unthrottle { dest } => unthrottle(&inst, &dest),
+        Command::Set { transport, setting } => set(&inst, &transport, &setting),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,5 +146,35 @@ fn unthrottle(inst: &instance::Instance, dest: &str) -> Result<(), String> {
         .unwrap_or(0);
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_fmt(&mut out, format_args!("{dest}: {revived} revived\n"));
+    Ok(())
+}
+
+/// `rqmgrctl set TRANSPORT NAME=N`.
+fn set(inst: &instance::Instance, transport: &str, setting: &str) -> Result<(), String> {
+    if transport.contains(':') {
+        return Err("only a whole transport's limits can be set so far".to_owned());
+    }
+    let Some((name, value)) = setting.split_once('=') else {
+        return Err(format!(
+            "{setting:?}: use concurrency=N or recipient_limit=N"
+        ));
+    };
+    if !matches!(name, "concurrency" | "recipient_limit") || value.parse::<u32>().is_err() {
+        return Err(format!(
+            "{setting:?}: use concurrency=N or recipient_limit=N"
+        ));
+    }
+    let path = format!(
+        "/set?transport={}&{name}={value}",
+        client::encode(transport)
+    );
+    let body = client::post(inst, &path)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("rqmgr's answer is not JSON: {e}"))?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        return Err(format!("{transport}: {e}"));
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_fmt(&mut out, format_args!("{transport}: {name}={value}\n"));
     Ok(())
 }
