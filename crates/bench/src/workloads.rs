@@ -53,6 +53,11 @@ pub(crate) struct Sizes {
     pub deferred_window: Duration,
     /// Messages waiting in the active queue for the memory workload.
     pub active_full: usize,
+    /// Recipients in all of one small-message run (its messages have
+    /// 2, 3, 5, 10 or 20 recipients each).
+    pub small_rcpts: usize,
+    /// Messages in the mixed stream.
+    pub mixed: usize,
 }
 
 impl Sizes {
@@ -67,6 +72,8 @@ impl Sizes {
             deferred: 100_000,
             deferred_window: Duration::from_secs(15),
             active_full: 20_000,
+            small_rcpts: 20_000,
+            mixed: 10_000,
         }
     }
 
@@ -81,6 +88,8 @@ impl Sizes {
             deferred: 5_000,
             deferred_window: Duration::from_secs(4),
             active_full: 2_000,
+            small_rcpts: 2_000,
+            mixed: 1_000,
         }
     }
 }
@@ -101,17 +110,34 @@ pub(crate) enum Workload {
     Deferred,
     /// Fill the active queue while the destination is slow (memory).
     ActiveFull,
+    /// Messages of 2, 3, 5, 10 and 20 recipients in one domain, via
+    /// discard (one run per size, `small_rcpts` recipients each).
+    Small,
+    /// The same, each message's recipients in as many domains.
+    SmallSpread,
+    /// The small messages through smtp to smtp-sink (one domain).
+    SmallSmtp,
+    /// A mixed stream via discard: mostly one recipient, some small lists,
+    /// a few of 100 recipients.
+    Mixed,
+    /// The mixed stream through smtp to smtp-sink.
+    MixedSmtp,
 }
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub(crate) const ALL: [Workload; 6] = [
+    pub(crate) const ALL: [Workload; 11] = [
         Workload::Discard,
         Workload::DiscardLarge,
         Workload::Smtp,
         Workload::Fanout,
         Workload::Deferred,
         Workload::ActiveFull,
+        Workload::Small,
+        Workload::SmallSpread,
+        Workload::SmallSmtp,
+        Workload::Mixed,
+        Workload::MixedSmtp,
     ];
 }
 
@@ -206,6 +232,31 @@ pub(crate) fn run(
             )])
         }
         Workload::Deferred => deferred(cfg, qm, label, round),
+        Workload::Small | Workload::SmallSpread | Workload::SmallSmtp => {
+            small(cfg, w, qm, label, round)
+        }
+        Workload::Mixed | Workload::MixedSmtp => {
+            let n = s.mixed;
+            let sink = (w == Workload::MixedSmtp).then_some(SinkMode::Accept);
+            let how = if sink.is_some() { "smtp" } else { "discard" };
+            let mut r = Run::new(cfg, qm, sink, label, round, w)?;
+            let mut rcpts_total = 0;
+            r.fill(|f| {
+                (0..n).try_for_each(|i| {
+                    let rcpts = mixed_message(i);
+                    rcpts_total += rcpts.len();
+                    f.write(&rcpts, Placement::Incoming)
+                })
+            })?;
+            r.start()?;
+            let end = r.wait(|l| l.removed >= n)?;
+            r.confirm_empty()?;
+            Ok(vec![r.measure(
+                format!("mixed {how} {n} msg/{rcpts_total} rcpt"),
+                n,
+                end,
+            )])
+        }
         Workload::ActiveFull => {
             let n = s.active_full;
             // Deliveries stall in DATA far longer than the run lasts, so
@@ -217,6 +268,67 @@ pub(crate) fn run(
             Ok(vec![r.measure(format!("active-full {n}"), n, end)])
         }
     }
+}
+
+/// Recipients per message of the small-message workloads.
+const SMALL_SIZES: [usize; 5] = [2, 3, 5, 10, 20];
+
+/// One run per size in [`SMALL_SIZES`], each of `small_rcpts` recipients
+/// in messages of that size; units are messages.
+fn small(
+    cfg: &RunConfig,
+    w: Workload,
+    qm: &QueueManager,
+    label: &str,
+    round: usize,
+) -> BenchResult<Vec<Measurement>> {
+    let spread = w == Workload::SmallSpread;
+    let sink = (w == Workload::SmallSmtp).then_some(SinkMode::Accept);
+    let how = match (spread, sink.is_some()) {
+        (true, _) => "discard, k domains",
+        (false, true) => "smtp, one domain",
+        (false, false) => "discard, one domain",
+    };
+    let mut out = Vec::new();
+    for k in SMALL_SIZES {
+        let n = (cfg.sizes.small_rcpts / k).max(1);
+        let mut r = Run::new(cfg, qm, sink.clone(), label, round, w)?;
+        r.fill(|f| {
+            (0..n).try_for_each(|i| {
+                let rcpts: Vec<String> = (0..k)
+                    .map(|j| {
+                        let domain = if spread {
+                            format!("d{j}.example")
+                        } else {
+                            "example.com".into()
+                        };
+                        format!("u{i}x{j}@{domain}")
+                    })
+                    .collect();
+                f.write(&rcpts, Placement::Incoming)
+            })
+        })?;
+        r.start()?;
+        let end = r.wait(|l| l.removed >= n)?;
+        r.confirm_empty()?;
+        out.push(r.measure(format!("small {n}x{k} rcpt ({how})"), n, end));
+    }
+    Ok(out)
+}
+
+/// The recipients of message `i` of the mixed stream: one in 100 has 100
+/// recipients (over 10 domains), one in 10 has 2 to 10, the rest one.
+fn mixed_message(i: usize) -> Vec<String> {
+    let k = if i.is_multiple_of(100) {
+        100
+    } else if i.is_multiple_of(10) {
+        2 + (i / 10) % 9
+    } else {
+        1
+    };
+    (0..k)
+        .map(|j| format!("m{i}x{j}@d{}.example", j % 10))
+        .collect()
 }
 
 /// The deferred workload: 1% of the files are due. Phase 1 observes the
