@@ -12,6 +12,8 @@ use rqmgr_harness::SinkMode;
 
 const IDLE_CLIENTS: usize = 80;
 const MESSAGES: usize = 3;
+/// Trigger clients rqmgr reads at once (runtime.rs, `TRIGGER_READERS`).
+const READERS: usize = 32;
 
 fn open_descriptors(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
@@ -21,6 +23,11 @@ fn open_descriptors(pid: i32) -> usize {
 fn idle_trigger_clients_are_bounded_and_mail_flows() {
     let (sink, inst) = instance_with_sink(rqmgr(), SinkMode::Accept, |b| b);
     let pid = ok(inst.wait_for_qmgr(GUARD));
+    // Counted once start-up is done: the admin socket is among the last
+    // descriptors rqmgr opens.
+    let admin = inst.queue_dir().join("private/rqmgr");
+    ok(inst.wait_until(|_| admin.exists(), GUARD));
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let before = open_descriptors(pid);
     let path = inst.queue_dir().join("public/qmgr");
     // Connects that would wait for a full listen queue are given up.
@@ -34,8 +41,10 @@ fn idle_trigger_clients_are_bounded_and_mail_flows() {
     assert!(idle.len() >= 72, "only {} clients connected", idle.len());
     std::thread::sleep(std::time::Duration::from_secs(1));
     let during = open_descriptors(pid);
+    // At most READERS clients are read at once; a few more descriptors
+    // (trivial-rewrite, an agent) may come and go meanwhile.
     assert!(
-        during < before + 40,
+        during <= before + READERS + 8,
         "{during} descriptors with {} idle clients (before: {before})",
         idle.len()
     );
