@@ -203,33 +203,20 @@ pub(crate) fn run(
             };
             let mut r = Run::new(cfg, qm, None, label, round, w)?;
             r.fill(|f| (0..n).try_for_each(|i| f.write(&[rcpt(i)], Placement::Incoming)))?;
-            r.start()?;
-            let end = r.wait(|l| l.removed >= n)?;
-            r.confirm_empty()?;
-            Ok(vec![r.measure(format!("discard {n}"), n, end)])
+            Ok(vec![r.drain(n, format!("discard {n}"), n)?])
         }
         Workload::Smtp => {
             let n = s.smtp;
             let mut r = Run::new(cfg, qm, Some(SinkMode::Accept), label, round, w)?;
             r.fill(|f| (0..n).try_for_each(|i| f.write(&[rcpt(i)], Placement::Incoming)))?;
-            r.start()?;
-            let end = r.wait(|l| l.removed >= n)?;
-            r.confirm_empty()?;
-            Ok(vec![r.measure(format!("smtp {n}"), n, end)])
+            Ok(vec![r.drain(n, format!("smtp {n}"), n)?])
         }
         Workload::Fanout => {
             let (n, d) = (s.fanout_rcpts, s.fanout_domains.max(1));
             let rcpts: Vec<String> = (0..n).map(|i| format!("u{i}@d{}.example", i % d)).collect();
             let mut r = Run::new(cfg, qm, None, label, round, w)?;
             r.fill(|f| f.write(&rcpts, Placement::Incoming))?;
-            r.start()?;
-            let end = r.wait(|l| l.removed >= 1)?;
-            r.confirm_empty()?;
-            Ok(vec![r.measure(
-                format!("fanout 1x{n} rcpt/{d} dom"),
-                n,
-                end,
-            )])
+            Ok(vec![r.drain(1, format!("fanout 1x{n} rcpt/{d} dom"), n)?])
         }
         Workload::Deferred => deferred(cfg, qm, label, round),
         Workload::Small | Workload::SmallSpread | Workload::SmallSmtp => {
@@ -248,14 +235,8 @@ pub(crate) fn run(
                     f.write(&rcpts, Placement::Incoming)
                 })
             })?;
-            r.start()?;
-            let end = r.wait(|l| l.removed >= n)?;
-            r.confirm_empty()?;
-            Ok(vec![r.measure(
-                format!("mixed {how} {n} msg/{rcpts_total} rcpt"),
-                n,
-                end,
-            )])
+            let row = format!("mixed {how} {n} msg/{rcpts_total} rcpt");
+            Ok(vec![r.drain(n, row, n)?])
         }
         Workload::ActiveFull => {
             let n = s.active_full;
@@ -308,10 +289,7 @@ fn small(
                 f.write(&rcpts, Placement::Incoming)
             })
         })?;
-        r.start()?;
-        let end = r.wait(|l| l.removed >= n)?;
-        r.confirm_empty()?;
-        out.push(r.measure(format!("small {n}x{k} rcpt ({how})"), n, end));
+        out.push(r.drain(n, format!("small {n}x{k} rcpt ({how})"), n)?);
     }
     Ok(out)
 }
@@ -515,6 +493,16 @@ impl<'a> Run<'a> {
             }
             std::thread::sleep(self.cfg.poll);
         }
+    }
+
+    /// Starts the queue manager on the filled queue and measures until
+    /// `messages` are removed and the queue is empty; CPU is counted per
+    /// `units`.
+    fn drain(&mut self, messages: usize, row: String, units: usize) -> BenchResult<Measurement> {
+        self.start()?;
+        let end = self.wait(|l| l.removed >= messages)?;
+        self.confirm_empty()?;
+        Ok(self.measure(row, units, end))
     }
 
     /// Checks (once) that no message is left in the queue.

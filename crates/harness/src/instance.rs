@@ -427,13 +427,16 @@ impl Instance {
     /// The live queue manager process(es): the chosen one, or another
     /// queue manager a test switched the instance to (rqmgrctl).
     pub fn qmgr_pids(&self) -> Vec<i32> {
-        let mut pids = procs::pids_with_exe(&self.daemon_path(self.queue_manager.command()));
-        for other in ["qmgr", "oqmgr", "rqmgr"] {
-            if other != self.queue_manager.command() {
-                pids.extend(procs::pids_with_exe(&self.daemon_path(other)));
-            }
+        let chosen = self.queue_manager.command();
+        let mut paths = vec![self.daemon_path(chosen)];
+        for other in ["qmgr", "oqmgr", "rqmgr"]
+            .into_iter()
+            .filter(|&o| o != chosen)
+        {
+            paths.push(self.daemon_path(other));
         }
-        pids
+        let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        procs::pids_with_any_exe(&paths)
     }
 
     /// The live processes running `daemon_directory/program`.

@@ -79,10 +79,22 @@ pub fn pids_under(root: &Path) -> Vec<i32> {
 
 /// Processes whose executable is exactly `exe`.
 pub fn pids_with_exe(exe: &Path) -> Vec<i32> {
-    all_pids()
+    pids_with_any_exe(&[exe])
+}
+
+/// Processes whose executable is exactly one of `exes`, those of the
+/// first executable first (one walk of `/proc`).
+pub fn pids_with_any_exe(exes: &[&Path]) -> Vec<i32> {
+    let mut found: Vec<(usize, i32)> = all_pids()
         .into_iter()
-        .filter(|&p| proc_link(p, "exe").is_some_and(|t| t == exe) && !is_zombie(p))
-        .collect()
+        .filter_map(|p| {
+            let exe = proc_link(p, "exe")?;
+            let which = exes.iter().position(|e| exe == *e)?;
+            (!is_zombie(p)).then_some((which, p))
+        })
+        .collect();
+    found.sort_by_key(|&(which, _)| which);
+    found.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Polls until no process lies under `root` or `timeout` passes; returns the

@@ -182,15 +182,11 @@ async fn serve_socket(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let uid = stream.peer_cred().ok().map(|c| c.uid());
-        let allowed = uid.is_some_and(|u| u == 0 || u == owner_uid);
-        serve(
-            stream,
-            tx.clone(),
-            Rc::clone(&clients),
-            allowed.then_some(uid),
-            false,
-        );
+        let caller = match stream.peer_cred().map(|c| c.uid()) {
+            Ok(uid) if uid == 0 || uid == owner_uid => Caller::Uid(uid),
+            _ => Caller::Refused,
+        };
+        serve(stream, tx.clone(), Rc::clone(&clients), caller);
     }
 }
 
@@ -204,18 +200,27 @@ async fn serve_tcp(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        serve(stream, tx.clone(), Rc::clone(&clients), Some(None), true);
+        serve(stream, tx.clone(), Rc::clone(&clients), Caller::Network);
     }
 }
 
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+enum Caller {
+    /// On the socket, neither root nor mail_owner.
+    Refused,
+    /// On the socket: root or mail_owner, by uid.
+    Uid(u32),
+    /// On the TCP listener: anyone who can reach it, for `/metrics` only.
+    Network,
+}
+
 /// Serves one connection in a task of its own, if there is room.
-/// `caller`: `None` if refused, else who it is (if known).
 fn serve<S>(
     stream: S,
     tx: mpsc::UnboundedSender<AdminQuery>,
     clients: Rc<Cell<usize>>,
-    caller: Option<Option<u32>>,
-    metrics_only: bool,
+    caller: Caller,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -226,7 +231,7 @@ fn serve<S>(
     tokio::task::spawn_local(async move {
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let tx = tx.clone();
-            async move { Ok::<_, Infallible>(respond(&req, &tx, caller, metrics_only).await) }
+            async move { Ok::<_, Infallible>(respond(&req, &tx, caller).await) }
         });
         let exchange = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -241,11 +246,12 @@ fn serve<S>(
 async fn respond(
     req: &Request<Incoming>,
     tx: &mpsc::UnboundedSender<AdminQuery>,
-    caller: Option<Option<u32>>,
-    metrics_only: bool,
+    caller: Caller,
 ) -> Response<Full<Bytes>> {
-    let Some(uid) = caller else {
-        return error(StatusCode::FORBIDDEN, "only root and mail_owner may ask");
+    let (uid, metrics_only) = match caller {
+        Caller::Refused => return error(StatusCode::FORBIDDEN, "only root and mail_owner may ask"),
+        Caller::Uid(uid) => (Some(uid), false),
+        Caller::Network => (None, true),
     };
     let post = req.method() == hyper::Method::POST;
     if !post && req.method() != hyper::Method::GET {

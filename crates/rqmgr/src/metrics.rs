@@ -308,7 +308,7 @@ fn register_gauges(r: &mut Registry, sched: &Scheduler, top: usize) {
     let throttles = Family::<TransportLabel, Counter>::default();
     let states = Family::<StateLabels, Gauge>::default();
     for tr in sched.transport_views() {
-        let name = String::from_utf8_lossy(&tr.name).into_owned();
+        let name = tr.name.to_string();
         let label = TransportLabel {
             transport: name.clone(),
         };
@@ -316,20 +316,19 @@ fn register_gauges(r: &mut Registry, sched: &Scheduler, top: usize) {
             .set(i64::try_from(tr.busy).unwrap_or(i64::MAX));
         dead.get_or_create(&label).set(i64::from(tr.dead));
         throttles.get_or_create(&label).inc_by(tr.throttles);
-        for state in ["ready", "throttled", "suspended"] {
-            let _ = states.get_or_create(&StateLabels {
+        let counts = sched.destination_counts(&tr.name);
+        for (state, n) in [
+            (DestinationState::Ready, counts.ready),
+            (DestinationState::Throttled, counts.throttled),
+            (DestinationState::Suspended, counts.suspended),
+        ] {
+            let label = StateLabels {
                 transport: name.clone(),
-                state: state.to_owned(),
-            });
-        }
-        for d in sched.destination_views(DestinationSelect::Transport(&tr.name), usize::MAX) {
-            let state = state_name(&d.state);
+                state: state.as_str().to_owned(),
+            };
             states
-                .get_or_create(&StateLabels {
-                    transport: name.clone(),
-                    state: state.to_owned(),
-                })
-                .inc();
+                .get_or_create(&label)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
     r.register(
@@ -359,8 +358,8 @@ fn register_gauges(r: &mut Registry, sched: &Scheduler, top: usize) {
     let throttled = Family::<DestinationLabels, Gauge>::default();
     for d in sched.destination_views(DestinationSelect::TopAndThrottled(top), MAX_SERIES) {
         let label = DestinationLabels {
-            transport: String::from_utf8_lossy(&d.transport).into_owned(),
-            nexthop: String::from_utf8_lossy(&d.nexthop).into_owned(),
+            transport: d.transport.to_string(),
+            nexthop: d.nexthop.to_string(),
         };
         window.get_or_create(&label).set(i64::from(d.window));
         todo.get_or_create(&label)
@@ -392,13 +391,4 @@ fn register_gauges(r: &mut Registry, sched: &Scheduler, top: usize) {
         "1 when throttled (top destinations and throttled ones)",
         throttled,
     );
-}
-
-/// How a destination's state is named in metrics and JSON.
-pub(crate) fn state_name(s: &DestinationState) -> &'static str {
-    match s {
-        DestinationState::Ready => "ready",
-        DestinationState::Throttled => "throttled",
-        DestinationState::Suspended => "suspended",
-    }
 }

@@ -71,7 +71,8 @@ pub use config::{Config, Feedback, LiveLimit, TransportConfig, TransportLookup};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
 pub use retry::next_attempt;
 pub use snapshot::{
-    DestinationSelect, DestinationState, DestinationView, JobView, Totals, TransportView,
+    DestinationCounts, DestinationSelect, DestinationState, DestinationView, JobView, Totals,
+    TransportView,
 };
 pub use time::Time;
 

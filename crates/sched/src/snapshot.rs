@@ -63,6 +63,29 @@ pub enum DestinationState {
     Suspended,
 }
 
+impl DestinationState {
+    /// The state's name, as operators see it: `ready`, `throttled` or
+    /// `suspended`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationState::Ready => "ready",
+            DestinationState::Throttled => "throttled",
+            DestinationState::Suspended => "suspended",
+        }
+    }
+}
+
+/// How many of a transport's destinations are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestinationCounts {
+    /// [`DestinationState::Ready`].
+    pub ready: usize,
+    /// [`DestinationState::Throttled`].
+    pub throttled: usize,
+    /// [`DestinationState::Suspended`].
+    pub suspended: usize,
+}
+
 /// One transport (master.cf delivery service).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportView {
@@ -230,6 +253,23 @@ impl Scheduler {
             .collect()
     }
 
+    /// How many of `transport`'s destinations are in each state (all zero
+    /// for an unknown transport); no view is built.
+    pub fn destination_counts(&self, transport: &[u8]) -> DestinationCounts {
+        let mut counts = DestinationCounts::default();
+        let Some(&t) = self.transport_ids.get(transport) else {
+            return counts;
+        };
+        for &q in self.transports[t].queues.values() {
+            match self.destination_state(q) {
+                DestinationState::Ready => counts.ready += 1,
+                DestinationState::Throttled => counts.throttled += 1,
+                DestinationState::Suspended => counts.suspended += 1,
+            }
+        }
+        counts
+    }
+
     /// The selected destinations, at most `limit` of them, ranked (see
     /// [`DestinationSelect`]). Unknown names select nothing.
     pub fn destination_views(
@@ -319,16 +359,21 @@ impl Scheduler {
         }
     }
 
-    fn destination_view(&self, q: usize) -> DestinationView {
+    fn destination_state(&self, q: usize) -> DestinationState {
         let queue = &self.queues[q];
-        let t = &self.transports[queue.transport];
-        let state = if queue.is_dead() {
+        if queue.is_dead() {
             DestinationState::Throttled
         } else if queue.suspended {
             DestinationState::Suspended
         } else {
             DestinationState::Ready
-        };
+        }
+    }
+
+    fn destination_view(&self, q: usize) -> DestinationView {
+        let queue = &self.queues[q];
+        let t = &self.transports[queue.transport];
+        let state = self.destination_state(q);
         DestinationView {
             transport: t.name.clone(),
             nexthop: queue.nexthop.clone(),

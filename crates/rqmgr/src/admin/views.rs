@@ -10,7 +10,6 @@ use rqmgr_sched::{DestinationSelect, Dsn, LiveLimit};
 use serde_json::{json, Value};
 
 use super::{AdminAnswer, AdminRequest};
-use crate::metrics::state_name;
 use crate::state::Core;
 
 /// Destinations shown when the client names no number.
@@ -58,14 +57,9 @@ pub(crate) fn parse(post: bool, path: &str, query: &str) -> Result<AdminRequest,
             }),
             ("/unthrottle", None) => Err("unthrottle needs a transport".into()),
             ("/set", Some(transport)) => {
-                let limit = match (
-                    number("concurrency", usize::MAX),
-                    number("recipient_limit", usize::MAX),
-                ) {
-                    (Ok(n), Ok(usize::MAX)) if n != usize::MAX => LiveLimit::Concurrency(to_u32(n)),
-                    (Ok(usize::MAX), Ok(n)) if n != usize::MAX => {
-                        LiveLimit::RecipientLimit(to_u32(n))
-                    }
+                let limit = match (arg("concurrency"), arg("recipient_limit")) {
+                    (Some(n), None) => LiveLimit::Concurrency(limit_value(&n)?),
+                    (None, Some(n)) => LiveLimit::RecipientLimit(limit_value(&n)?),
                     _ => return Err("set needs one of concurrency=N or recipient_limit=N".into()),
                 };
                 Ok(AdminRequest::Set { transport, limit })
@@ -139,8 +133,12 @@ pub(crate) fn answer(core: &mut Core, request: &AdminRequest, uid: Option<u32>) 
     }
 }
 
-fn to_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
+/// A limit's value from a query: a number, capped as request numbers are.
+fn limit_value(v: &[u8]) -> Result<u32, String> {
+    String::from_utf8_lossy(v)
+        .parse::<usize>()
+        .map(|n| u32::try_from(n.min(MAX_ROWS)).unwrap_or(u32::MAX))
+        .map_err(|_| "a limit must be a number".to_owned())
 }
 
 /// `rqmgrctl set TRANSPORT NAME=N`: the scheduler takes the limit at once;
@@ -153,15 +151,8 @@ fn set(core: &mut Core, transport: &[u8], limit: LiveLimit, uid: Option<u32>) ->
     };
     match core.sched.set_transport_limit(transport, limit, now) {
         Ok(()) => {
-            let who = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
-            let line = [
-                &b"set transport "[..],
-                transport,
-                format!(" {name}={value}, by uid {who}").as_bytes(),
-            ]
-            .concat();
-            core.log.info(&line);
-            core.metrics.operator_change("set");
+            let what = [&b"transport "[..], transport].concat();
+            operator_change(core, "set", &what, &format!(" {name}={value}"), uid);
             json!({ "set": name, "value": value })
         }
         Err(e) => json!({ "error": e }),
@@ -181,26 +172,29 @@ fn unthrottle(
         Some(hop) => [b"destination ", transport, b":", hop].concat(),
         None => [b"transport ", transport].concat(),
     };
-    let who = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
-    let line = [
-        &b"unthrottle "[..],
-        &what,
-        format!(": {revived} revived, by uid {who}").as_bytes(),
-    ]
-    .concat();
-    core.log.info(&line);
-    core.metrics.operator_change("unthrottle");
+    let result = format!(": {revived} revived");
+    operator_change(core, "unthrottle", &what, &result, uid);
     json!({ "revived": revived })
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// Logs an operator's change in one line (`ACTION WHAT RESULT, by uid
+/// U`) and counts it.
+fn operator_change(core: &Core, action: &str, what: &[u8], result: &str, uid: Option<u32>) {
+    let who = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
+    let line = [
+        format!("{action} ").as_bytes(),
+        what,
+        format!("{result}, by uid {who}").as_bytes(),
+    ]
+    .concat();
+    core.log.info(&line);
+    core.metrics.operator_change(action);
 }
 
 fn dsn(d: Option<&Dsn>) -> Value {
     d.map_or(
         Value::Null,
-        |d| json!({ "status": d.status, "text": text(&d.reason) }),
+        |d| json!({ "status": d.status, "text": d.reason.to_string() }),
     )
 }
 
@@ -226,7 +220,7 @@ fn transports(core: &Core) -> Value {
         .iter()
         .map(|t| {
             json!({
-                "name": text(&t.name),
+                "name": t.name.to_string(),
                 "dead": t.dead,
                 "reason": dsn(t.dead_reason.as_ref()),
                 "pending": t.pending,
@@ -260,10 +254,10 @@ fn destinations(core: &Core, q: &DestinationQuery) -> Value {
         .iter()
         .map(|d| {
             json!({
-                "transport": text(&d.transport),
-                "nexthop": text(&d.nexthop),
-                "queue": text(&d.name),
-                "state": state_name(&d.state),
+                "transport": d.transport.to_string(),
+                "nexthop": d.nexthop.to_string(),
+                "queue": d.name.to_string(),
+                "state": d.state.as_str(),
                 "window": d.window,
                 "window_limit": d.window_limit,
                 "todo": d.todo,
@@ -272,7 +266,7 @@ fn destinations(core: &Core, q: &DestinationQuery) -> Value {
                 "successes": d.successes,
                 "failures": d.failures,
                 "failed_cohorts": d.failed_cohorts,
-                "reason": d.last_failure.as_ref().map(|f| text(&f.reason)),
+                "reason": d.last_failure.as_ref().map(|f| f.reason.to_string()),
                 "status": d.last_failure.as_ref().map(|f| f.status.clone()),
                 "throttled_seconds": d.throttled_since.map(|t| now.saturating_since(t).as_secs_f64()),
                 "next_retry_seconds": d.next_retry.map(|t| t.saturating_since(now).as_secs_f64()),
@@ -291,7 +285,7 @@ fn jobs(core: &Core, transport: Option<&[u8]>, limit: usize) -> Value {
             let queue_id = core.messages.get(&j.msg).map(|m| m.queue_id.to_string());
             json!({
                 "queue_id": queue_id,
-                "transport": text(&j.transport),
+                "transport": j.transport.to_string(),
                 "recipients_in_core": j.recipients_in_core,
                 "unread": j.unread,
                 "selected_entries": j.selected_entries,

@@ -658,3 +658,41 @@ fn an_operator_lowers_a_transports_concurrency_live() {
         .unwrap();
     assert_eq!(transport(&s, "smtp").recipient_limit, 10);
 }
+
+#[test]
+fn destination_counts_agree_with_the_views() {
+    let mut s = Scheduler::new(cfg_with(true, |t| t.init_dest_concurrency = 1));
+    s.handle(msg_to(1, 1, "down.example"), t0());
+    s.handle(msg_to(2, 1, "up.example"), t0());
+    let mut conns = Vec::new();
+    while let Some(action) = s.poll_action() {
+        match action {
+            Action::Connect { conn, .. } => s.handle(Event::AgentReady { conn }, t0()),
+            Action::Deliver { conn, nexthop, .. } => conns.push((conn, nexthop)),
+            _ => {}
+        }
+    }
+    let (down, _) = conns
+        .iter()
+        .find(|(_, hop)| &hop[..] == b"down.example")
+        .expect("a delivery to down.example");
+    let site = Some(site_failure());
+    s.handle(
+        Event::Delivered {
+            conn: *down,
+            outcome: Outcome::Deferred { site },
+        },
+        t0(),
+    );
+    let views = s.destination_views(DestinationSelect::Transport(b"smtp"), 10);
+    let count = |state| views.iter().filter(|d| d.state == state).count();
+    let counts = s.destination_counts(b"smtp");
+    assert_eq!(counts.ready, count(DestinationState::Ready));
+    assert_eq!(counts.throttled, count(DestinationState::Throttled));
+    assert_eq!(counts.suspended, count(DestinationState::Suspended));
+    assert_eq!((counts.ready, counts.throttled), (1, 1));
+    assert_eq!(
+        s.destination_counts(b"nosuch"),
+        DestinationCounts::default()
+    );
+}

@@ -7,24 +7,12 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::instance::Instance;
 
 /// How long rqmgr may take to answer.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The admin socket of `inst`.
-fn socket(inst: &Instance) -> PathBuf {
-    let configured = inst
-        .postconf(&["-h", "rqmgr_admin_socket"])
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty());
-    inst.queue_dir
-        .join(configured.as_deref().unwrap_or("private/rqmgr"))
-}
 
 /// GETs `path` (with its query) and returns the body of a 200 answer.
 pub(crate) fn get(inst: &Instance, path: &str) -> Result<String, String> {
@@ -37,8 +25,10 @@ pub(crate) fn post(inst: &Instance, path: &str) -> Result<String, String> {
 }
 
 fn request(inst: &Instance, method: &str, path: &str) -> Result<String, String> {
-    let at = socket(inst);
-    let mut stream = UnixStream::connect(&at).map_err(|e| match e.kind() {
+    let at = inst
+        .admin_socket()
+        .ok_or("rqmgr's admin socket is turned off (rqmgr_admin_socket is empty)")?;
+    let mut stream = UnixStream::connect(at).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => format!(
             "{}: permission denied: only root and mail_owner may ask rqmgr",
             at.display()

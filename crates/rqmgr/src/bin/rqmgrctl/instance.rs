@@ -15,6 +15,8 @@ pub(crate) struct Instance {
     pub(crate) data_dir: PathBuf,
     pub(crate) queue_dir: PathBuf,
     pub(crate) mail_version: String,
+    /// rqmgr's admin socket, looked up once (see [`Instance::admin_socket`]).
+    admin_socket: std::cell::OnceCell<Option<PathBuf>>,
 }
 
 /// How long a reload may take to bring up the new queue manager.
@@ -43,7 +45,28 @@ impl Instance {
             data_dir: data.into(),
             queue_dir: queue.into(),
             mail_version: version.to_owned(),
+            admin_socket: std::cell::OnceCell::new(),
         })
+    }
+
+    /// rqmgr's admin socket: `rqmgr_admin_socket` (default
+    /// `private/rqmgr`) under the queue directory; `None` when it is set
+    /// empty, which turns the socket off.
+    pub(crate) fn admin_socket(&self) -> Option<&Path> {
+        self.admin_socket
+            .get_or_init(|| {
+                // Postfix does not know the parameter: unset, postconf
+                // prints nothing; set empty, an empty line.
+                let value = self
+                    .postconf(&["-h", "rqmgr_admin_socket"])
+                    .unwrap_or_default();
+                match value.trim() {
+                    "" if value.contains('\n') => None,
+                    "" => Some(self.queue_dir.join("private/rqmgr")),
+                    path => Some(self.queue_dir.join(path)),
+                }
+            })
+            .as_deref()
     }
 
     /// master.cf's path.
