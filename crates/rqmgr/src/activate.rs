@@ -84,7 +84,10 @@ impl Core {
             status: 0,
             rcpts: InCore::default(),
             reread_at_end: false,
+            dests: Vec::new(),
         };
+        // Its destinations are those of this attempt from now on.
+        self.control.deferred.remove(&id);
         let batch = std::mem::take(&mut message.env.recipients);
         message.rcpts.extend(batch);
         let more = message.env.resume_offset.is_some() && message.env.redirect.is_none();
@@ -238,6 +241,9 @@ impl Core {
         let now = self.now.sched();
         // VERP rewrites the sender per recipient: one recipient per request.
         let single_rcpt = self.messages.get(&msg).is_some_and(|m| m.env.single_rcpt);
+        if let Some(m) = self.messages.get_mut(&msg) {
+            m.tag_destinations(&routes);
+        }
         self.sched.handle(
             Event::Message {
                 msg,

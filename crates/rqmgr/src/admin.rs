@@ -6,9 +6,12 @@
 //! and, when `rqmgr_metrics_listen` names an address, `/metrics` on TCP.
 //! Endpoints: `/status`, `/transports`, `/destinations` (`?transport=`,
 //! `&nexthop=`, `&top=`), `/jobs` (`?transport=`, `&limit=`), `/metrics`
-//! (GET); `/unthrottle` (`?transport=`, `&nexthop=`) and `/set`
-//! (`?transport=`, `&concurrency=` or `&recipient_limit=`) (POST), the
-//! changes an operator can make so far, logged with the caller's uid.
+//! and `/overrides` (GET); the changes `/suspend`, `/resume`, `/flush`,
+//! `/unthrottle`, `/set` (each `?transport=` and optionally `&nexthop=`;
+//! `/suspend` also `&reason=` and `&for=SECONDS`, `/set` one of
+//! `&concurrency=`, `&rate_delay=SECONDS`, `&recipient_limit=` and
+//! `&for=`) and `/clear` (`?id=`) (POST), carried out by operator.rs and
+//! logged with the caller's uid.
 //!
 //! Invariants:
 //! - The event loop owns all state. A request becomes an [`AdminQuery`]
@@ -53,7 +56,7 @@ const HEADER_WAIT: Duration = Duration::from_secs(5);
 const EXCHANGE_WAIT: Duration = Duration::from_secs(10);
 
 /// What a client asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum AdminRequest {
     /// `/status`: totals against limits, versions.
     Status,
@@ -78,13 +81,32 @@ pub(crate) enum AdminRequest {
         /// Its destination, or all of them.
         nexthop: Option<Vec<u8>>,
     },
-    /// POST `/set`: a transport's limit, live.
+    /// POST `/set`: a limit of a transport or one destination, live.
     Set {
-        /// The transport.
-        transport: Vec<u8>,
+        /// The transport or destination.
+        target: rqmgr_sched::Target,
         /// The new limit.
         limit: rqmgr_sched::LiveLimit,
+        /// Seconds until it ends by itself.
+        for_secs: Option<u64>,
     },
+    /// POST `/suspend`: no deliveries to a transport or destination.
+    Suspend {
+        /// The transport or destination.
+        target: rqmgr_sched::Target,
+        /// Why, in the operator's words.
+        reason: String,
+        /// Seconds until it ends by itself.
+        for_secs: Option<u64>,
+    },
+    /// POST `/resume`: every suspension of the target ends.
+    Resume(rqmgr_sched::Target),
+    /// POST `/clear`: one override ends.
+    Clear(u64),
+    /// POST `/flush`: the target's deferred mail goes out now.
+    Flush(rqmgr_sched::Target),
+    /// `/overrides`: what operators changed, in force.
+    Overrides,
 }
 
 impl AdminRequest {
@@ -98,6 +120,11 @@ impl AdminRequest {
             AdminRequest::Metrics => "metrics",
             AdminRequest::Unthrottle { .. } => "unthrottle",
             AdminRequest::Set { .. } => "set",
+            AdminRequest::Suspend { .. } => "suspend",
+            AdminRequest::Resume(_) => "resume",
+            AdminRequest::Clear(_) => "clear",
+            AdminRequest::Flush(_) => "flush",
+            AdminRequest::Overrides => "overrides",
         }
     }
 }

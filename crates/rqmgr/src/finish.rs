@@ -197,7 +197,7 @@ impl Core {
             self.p.maximal_backoff_time,
         );
         match step {
-            FinalStep::Defer { until } => self.spool.defer(&m.queue_id, QueueName::Deferred, until),
+            FinalStep::Defer { until } => self.defer_message(&m, until),
             FinalStep::Remove => {
                 self.metrics.removed();
                 self.spool.remove_done(&m.queue_id);

@@ -18,6 +18,7 @@ mod address;
 mod adhoc;
 mod admin;
 mod clock;
+mod control;
 mod deliver;
 mod disposition;
 mod finish;
@@ -25,7 +26,9 @@ mod logging;
 mod message;
 mod metrics;
 mod notify;
+mod operator;
 mod params;
+mod persist;
 mod postfix_version;
 mod resolve;
 mod role;
@@ -136,10 +139,21 @@ fn start(argv: Vec<String>, file_name: &str, log: &mut Option<Arc<Logger>>) -> R
     std::env::set_current_dir(&p.queue_directory)
         .map_err(|e| format!("chdir(\"{}\"): {}", p.queue_directory, e))?;
     // Looked up before a chroot hides the password file.
-    let owner_uid = nix::unistd::User::from_name(&p.mail_owner)
-        .ok()
-        .flatten()
-        .map_or(0, |u| u.uid.as_raw());
+    let owner = nix::unistd::User::from_name(&p.mail_owner).ok().flatten();
+    let owner_uid = owner.as_ref().map_or(0, |u| u.uid.as_raw());
+    // data_directory is outside the chroot: its state directory is opened
+    // now (operator.rs). Without it rqmgr runs on, forgetting at exit.
+    let mut control = operator::Control::default();
+    control.learned_state = learned_state(&raw);
+    let ids = owner
+        .filter(|_| nix::unistd::geteuid().is_root())
+        .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+    match persist::StateDir::open(raw.get("data_directory").unwrap_or(""), ids) {
+        Ok(dir) => control.store = Some(dir),
+        Err(e) => logger.warning(&format!(
+            "state directory: {e}: overrides will not outlive this process"
+        )),
+    }
     drop_privileges(&p, &args)?;
     let mut sched = Scheduler::new(sched_config(&p, &raw, process_name, logger));
     // Read more of a large message while its deliveries run, as Postfix
@@ -158,7 +172,14 @@ fn start(argv: Vec<String>, file_name: &str, log: &mut Option<Arc<Logger>>) -> R
         .and_then(|v| v.trim().parse().ok());
     let mail_version = raw.get("mail_version").unwrap_or("unknown").to_owned();
     let metrics = metrics::Metrics::new(&mail_version, process_name, top);
-    let mut runtime = Runtime::new(p, choice.compat, Arc::clone(logger), sched, metrics);
+    let mut runtime = Runtime::new(
+        p,
+        choice.compat,
+        Arc::clone(logger),
+        sched,
+        metrics,
+        control,
+    );
     let local = tokio::task::LocalSet::new();
     Ok(local.block_on(&rt, async move {
         runtime.serve_admin(admin::start(&admin, &Arc::clone(logger)));
@@ -266,6 +287,18 @@ const ADMIN_SOCKET_PARAM: &str = "rqmgr_admin_socket";
 const METRICS_LISTEN_PARAM: &str = "rqmgr_metrics_listen";
 /// How many destinations get gauges of their own besides throttled ones.
 const METRICS_TOP_PARAM: &str = "rqmgr_metrics_top";
+/// `no`: what the scheduler learned (windows, dead destinations, pauses)
+/// dies with the process, as with the stock qmgr; overrides still persist.
+const LEARNED_STATE_PARAM: &str = "rqmgr_learned_state";
+
+fn learned_state(raw: &RawParams) -> bool {
+    !matches!(
+        raw.get(LEARNED_STATE_PARAM)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref(),
+        Some("no" | "false" | "0")
+    )
+}
 
 /// The admin endpoints' settings (admin.rs), from main.cf and `-o`.
 fn admin_config(raw: &RawParams, owner_uid: u32) -> admin::AdminConfig {

@@ -20,6 +20,7 @@ use rqmgr_ipc::deliver::{DeliveryRequestRef, MsgStats, RecipientOut, RecipientRe
 use rqmgr_ipc::dialect::Dialect;
 use rqmgr_queue::message::{QueueMessage, Recipient};
 use rqmgr_queue::queue_id::QueueId;
+use rqmgr_sched::{ByteString, Route};
 
 use crate::address;
 
@@ -67,7 +68,22 @@ pub(crate) struct ActiveMessage {
     /// more (Postfix's `rcpt_offset` stays set), and the file goes to
     /// `corrupt/` if it fails again.
     pub reread_at_end: bool,
+    /// The destinations of its recipients in core, and whether one of
+    /// them was deferred (for the deferred index, control.rs).
+    pub dests: Vec<DeferDest>,
 }
+
+/// A destination a message has recipients for.
+#[derive(Debug)]
+pub(crate) struct DeferDest {
+    pub transport: ByteString,
+    pub nexthop: ByteString,
+    /// A recipient for it was deferred in this attempt.
+    pub deferred: bool,
+}
+
+/// [`Held::dest`] of a recipient not routed (yet).
+pub(crate) const NO_DEST: u32 = u32::MAX;
 
 /// One recipient in core.
 #[derive(Debug)]
@@ -76,6 +92,9 @@ pub(crate) struct Held {
     pub rcpt: Recipient,
     /// The address as resolved, when trivial-rewrite changed it.
     pub rewritten: Option<Vec<u8>>,
+    /// Its destination: an index into [`ActiveMessage::dests`], or
+    /// [`NO_DEST`].
+    pub dest: u32,
 }
 
 impl Held {
@@ -119,6 +138,7 @@ impl InCore {
             Some(Box::new(Held {
                 rcpt,
                 rewritten: None,
+                dest: NO_DEST,
             }))
         }));
         first
@@ -168,6 +188,41 @@ impl InCore {
 }
 
 impl ActiveMessage {
+    /// Notes each routed recipient's destination.
+    pub(crate) fn tag_destinations(&mut self, routes: &[Route]) {
+        let mut last = NO_DEST;
+        for route in routes {
+            let same = |d: &DeferDest| d.transport == route.transport && d.nexthop == route.nexthop;
+            let known = self.dests.get(last as usize).is_some_and(same);
+            if !known {
+                last = match self.dests.iter().position(same) {
+                    Some(k) => u32::try_from(k).unwrap_or(NO_DEST),
+                    None => {
+                        self.dests.push(DeferDest {
+                            transport: route.transport.clone(),
+                            nexthop: route.nexthop.clone(),
+                            deferred: false,
+                        });
+                        u32::try_from(self.dests.len() - 1).unwrap_or(NO_DEST)
+                    }
+                };
+            }
+            if let Some(h) = self.rcpts.get_mut(route.rcpt as usize) {
+                h.dest = last;
+            }
+        }
+    }
+
+    /// Notes that these recipients were deferred (or may have been).
+    pub(crate) fn mark_deferred(&mut self, rcpts: &[u32]) {
+        for &r in rcpts {
+            let dest = self.rcpts.get(r as usize).map_or(NO_DEST, |h| h.dest);
+            if let Some(d) = self.dests.get_mut(dest as usize) {
+                d.deferred = true;
+            }
+        }
+    }
+
     /// Trace flags from the file, masked as qmgr masks them.
     pub(crate) fn tflags(&self) -> i32 {
         self.env.trace_flags & DEL_REQ_TRACE_FLAGS_MASK
@@ -357,6 +412,7 @@ mod tests {
             status: 0,
             rcpts: InCore::default(),
             reread_at_end: false,
+            dests: Vec::new(),
         }
     }
 

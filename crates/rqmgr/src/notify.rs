@@ -159,6 +159,7 @@ impl Core {
         let status = self.defer_append(msg, rcpt, dsn).await;
         if let Some(m) = self.messages.get_mut(&msg) {
             m.status |= status;
+            m.mark_deferred(&[rcpt]);
         }
     }
 

@@ -49,6 +49,7 @@ use crate::deliver::{self, AgentEvent};
 use crate::logging::{os_error, Logger};
 use crate::metrics::Metrics;
 use crate::notify::NoticeDone;
+use crate::operator::Control;
 use crate::params::QmgrParams;
 use crate::postfix_version::Compat;
 use crate::scan::{self, QueueScan, FLUSH_ONCE, SCAN_START};
@@ -123,6 +124,7 @@ impl Runtime {
         log: Arc<Logger>,
         sched: Scheduler,
         metrics: Metrics,
+        control: Control,
     ) -> Runtime {
         let layout = QueueLayout::new(
             ".",
@@ -150,6 +152,7 @@ impl Runtime {
             now: Now::read(),
             notices,
             metrics,
+            control,
         };
         Runtime {
             core,
@@ -183,6 +186,7 @@ impl Runtime {
     /// left in `active/`, then scan both queues.
     fn start(&mut self) {
         self.core.spool.recover_active(self.core.now);
+        self.core.load_state();
         for idx in [INCOMING, DEFERRED] {
             self.scan_request(idx, SCAN_START);
         }
@@ -221,10 +225,21 @@ impl Runtime {
                 self.core.sched.poll_timeout().map(|t| {
                     tokio::time::Instant::now() + t.saturating_since(self.core.now.sched())
                 });
+            if std::mem::take(&mut self.core.control.rescan_incoming) {
+                self.scan_request(INCOMING, SCAN_START);
+                continue;
+            }
+            let chores = self
+                .core
+                .control_deadline()
+                .map(tokio::time::Instant::from_std);
             self.core.log.flush();
             tokio::select! {
                 biased;
-                () = master.status.closed() => return 0,
+                () = master.status.closed() => {
+                    self.core.save_state(true);
+                    return 0;
+                }
                 Some(event) = self.agents_rx.recv() => {
                     self.core.now = Now::read();
                     self.agent_event(event);
@@ -254,6 +269,11 @@ impl Runtime {
                 }
                 () = sleep_until(self.trigger_pause), if self.trigger_pause.is_some() => {
                     self.trigger_pause = None;
+                }
+                () = sleep_until(chores), if chores.is_some() => {
+                    self.core.now = Now::read();
+                    self.core.expire_overrides();
+                    self.core.save_state(false);
                 }
                 Some(query) = next_query(&mut self.admin_rx) => {
                     self.core.now = Now::read();
@@ -498,6 +518,7 @@ impl Runtime {
                     self.core.metrics.delivery(&transport, status, seconds);
                     if let (true, Some(m)) = (failed, self.core.messages.get_mut(&msg)) {
                         m.status |= 1;
+                        m.mark_deferred(&rcpts);
                     }
                     self.core.release(msg, &rcpts);
                 }
@@ -519,6 +540,7 @@ impl Runtime {
             self.scan_request(DEFERRED, deferred);
         }
         if master.status.send(true).is_err() {
+            self.core.save_state(true);
             self.core.log.flush();
             std::process::exit(0);
         }

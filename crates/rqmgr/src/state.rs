@@ -24,6 +24,7 @@ use crate::logging::Logger;
 use crate::message::ActiveMessage;
 use crate::metrics::Metrics;
 use crate::notify::NoticeDone;
+use crate::operator::Control;
 use crate::params::QmgrParams;
 use crate::postfix_version::Compat;
 use crate::spool::Spool;
@@ -53,6 +54,9 @@ pub(crate) struct Core {
     pub(crate) notices: UnboundedSender<NoticeDone>,
     /// Counters for Prometheus (metrics.rs).
     pub(crate) metrics: Metrics,
+    /// Operators' overrides, the deferred index, the state file
+    /// (operator.rs).
+    pub(crate) control: Control,
 }
 
 impl Core {

@@ -112,6 +112,9 @@ pub enum LiveLimit {
     Concurrency(u32),
     /// `_destination_recipient_limit` (0: none).
     RecipientLimit(u32),
+    /// `_destination_rate_delay` (zero: none; otherwise one delivery at a
+    /// time, with this pause after each).
+    RateDelay(std::time::Duration),
 }
 
 impl TransportConfig {

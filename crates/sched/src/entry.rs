@@ -313,7 +313,7 @@ impl Scheduler {
     /// destination (`_destination_rate_delay`).
     fn queue_delivery_done(&mut self, q: usize, t: usize) {
         self.queues[q].last_done = Some(self.now);
-        let delay = self.transports[t].cfg.dest_rate_delay;
+        let delay = self.queues[q].limits.rate_delay(&self.transports[t].cfg);
         if delay.is_zero() {
             return;
         }

@@ -241,6 +241,7 @@ impl Scheduler {
         let Some(&t) = self.transport_ids.get(transport) else {
             return Err("no such transport in the active queue".to_owned());
         };
+        let configured = (self.cfg.transports)(transport);
         let cfg = &mut self.transports[t].cfg;
         match limit {
             LiveLimit::Concurrency(n) => {
@@ -248,17 +249,14 @@ impl Scheduler {
                     return Err("a rate-delayed transport delivers one at a time".to_owned());
                 }
                 cfg.dest_concurrency_limit = n;
-                *cfg = cfg.clone().normalized();
-                // Windows above the new limit shrink to it; deliveries in
-                // flight go on, and no new one starts until fewer are busy.
-                let cap = i32::try_from(n).unwrap_or(i32::MAX);
-                let queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
-                for q in queues {
-                    let queue = &mut self.queues[q];
-                    if cap > 0 && queue.window > cap {
-                        queue.window = cap;
-                    }
+            }
+            LiveLimit::RateDelay(d) => {
+                // Without a delay the configured concurrency applies again.
+                if d.is_zero() && !cfg.dest_rate_delay.is_zero() {
+                    cfg.dest_concurrency_limit = configured.dest_concurrency_limit;
+                    cfg.init_dest_concurrency = configured.init_dest_concurrency;
                 }
+                cfg.dest_rate_delay = d;
             }
             LiveLimit::RecipientLimit(n) => {
                 // One recipient per delivery also means one queue per
@@ -269,7 +267,27 @@ impl Scheduler {
                 cfg.dest_recipient_limit = n;
             }
         }
+        *cfg = cfg.clone().normalized();
+        let mut queues: Vec<usize> = self.transports[t].queues.values().copied().collect();
+        queues.sort_unstable();
+        for q in queues {
+            self.cap_window(q);
+        }
         Ok(())
+    }
+
+    /// Defers every waiting entry of queue `q` on the spot, with `dsn`
+    /// (an operator's hold: not by way of `retry`, whose agent would
+    /// only defer them too, and later).
+    pub(crate) fn defer_todo_here(&mut self, q: usize, dsn: &Dsn) {
+        // Deferring the last entry may delete a live queue.
+        while let Some(queue) = self.queues.get(q) {
+            let e = queue.todo.head;
+            if e == NIL {
+                break;
+            }
+            self.entry_defer(e, dsn);
+        }
     }
 
     /// The `F` trigger (`qmgr_enable_all()`): every dead transport and

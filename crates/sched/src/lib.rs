@@ -47,6 +47,7 @@ mod active;
 mod bytestring;
 mod config;
 mod conn;
+mod control;
 mod entry;
 mod event;
 mod feedback;
@@ -68,6 +69,7 @@ use slab::Slab;
 
 pub use bytestring::ByteString;
 pub use config::{Config, Feedback, LiveLimit, TransportConfig, TransportLookup};
+pub use control::{LearnedDestination, Target};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
 pub use retry::next_attempt;
 pub use snapshot::{
@@ -77,6 +79,7 @@ pub use snapshot::{
 pub use time::Time;
 
 use conn::{Conn, Conns};
+use control::Controls;
 use entry::Entry;
 use hash::FxHashMap;
 use job::Job;
@@ -119,6 +122,8 @@ pub struct Scheduler {
     /// State of the job trees' priority generator.
     prio_state: u64,
     now: Time,
+    /// Operators' holds and limits, and restored windows.
+    controls: Controls,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -159,6 +164,7 @@ impl Scheduler {
             stamp: 0,
             prio_state: 0x9e37_79b9_7f4a_7c15,
             now: Time::ZERO,
+            controls: Controls::default(),
         }
     }
 
@@ -315,6 +321,7 @@ impl Scheduler {
         ));
         ix(q);
         self.transports[transport].queues.insert(name.into(), q);
+        self.dress_new_queue(q);
         q
     }
 

@@ -128,7 +128,9 @@ impl Scheduler {
             let limit = if self.messages[m as usize].single_rcpt {
                 1
             } else {
-                self.transports[t].cfg.dest_recipient_limit as usize
+                self.queues[q]
+                    .limits
+                    .recipient_limit(&self.transports[t].cfg) as usize
             };
             let last = self.peers[peer as usize].entries.tail;
             let e = if last == NIL
@@ -190,6 +192,11 @@ impl Scheduler {
     /// transports and destinations to `retry`; None if the recipient was
     /// deferred on the spot (even `retry` is dead, or the site hogs).
     fn bind_recipient(&mut self, m: u32, route: &Route, flush_each: bool) -> Option<usize> {
+        if let Some(dsn) = self.controls.hold_for(route) {
+            let dsn = dsn.clone();
+            self.defer_recipient(m, route.rcpt, dsn);
+            return None;
+        }
         let mut t = self.transport_id(&route.transport);
         if flush_each && self.transports[t].is_dead() {
             self.transport_unthrottle(t);

@@ -21,6 +21,7 @@
 
 use crate::bytestring::ByteString;
 use crate::config::TransportConfig;
+use crate::control::DestLimits;
 use crate::event::{Dsn, DEST_FLAG_CONN_LOAD, DEST_FLAG_CONN_STORE};
 use crate::list::List;
 use crate::time::Time;
@@ -73,6 +74,8 @@ pub(crate) struct DestQueue {
     /// When the latest revival or resume timer is due; meaningful only
     /// while the queue is dead or suspended.
     pub wake_at: Option<Time>,
+    /// An operator's limits for this destination (control.rs).
+    pub limits: DestLimits,
 }
 
 impl DestQueue {
@@ -108,6 +111,7 @@ impl DestQueue {
             last_failure: None,
             throttled_since: None,
             wake_at: None,
+            limits: DestLimits::default(),
         }
     }
 
@@ -162,13 +166,17 @@ impl DestQueue {
             self.window = if self.busy > 0 {
                 to_window(self.busy)
             } else {
-                to_window(cfg.init_dest_concurrency)
+                let limit = self.limits.concurrency(cfg);
+                match limit {
+                    0 => to_window(cfg.init_dest_concurrency),
+                    n => to_window(cfg.init_dest_concurrency.min(n)),
+                }
             };
             self.success = 0.0;
             self.failure = 0.0;
             return;
         }
-        let limit = to_window(cfg.dest_concurrency_limit);
+        let limit = to_window(self.limits.concurrency(cfg));
         // Why only below busy + initial: a window far above what is in use
         // says nothing about what the destination can take.
         if (limit == 0 || limit > self.window)

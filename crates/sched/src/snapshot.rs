@@ -380,7 +380,7 @@ impl Scheduler {
             name: queue.name.clone(),
             state,
             window: u32::try_from(queue.window).unwrap_or(0),
-            window_limit: t.cfg.dest_concurrency_limit,
+            window_limit: queue.limits.concurrency(&t.cfg),
             todo: queue.todo.len as usize,
             todo_recipients: queue.todo_rcpts,
             busy: queue.busy as usize,

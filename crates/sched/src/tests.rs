@@ -1118,3 +1118,4 @@ fn clog_warning_names_the_next_hop_by_its_bytes() {
         ))
     );
 }
+mod control;

@@ -6,10 +6,14 @@
 //! are seconds relative to now. Every list is capped: a queue with 10,000
 //! destinations answers with the top ones.
 
-use rqmgr_sched::{DestinationSelect, Dsn, LiveLimit};
+use std::time::Duration;
+
+use rqmgr_sched::{DestinationSelect, Dsn, LiveLimit, Target};
 use serde_json::{json, Value};
 
 use super::{AdminAnswer, AdminRequest};
+use crate::control::OverrideKind;
+use crate::operator::{limit_words, Done};
 use crate::state::Core;
 
 /// Destinations shown when the client names no number.
@@ -50,23 +54,7 @@ pub(crate) fn parse(post: bool, path: &str, query: &str) -> Result<AdminRequest,
     };
     let path = path.trim_end_matches('/');
     if post {
-        return match (path, arg("transport")) {
-            ("/unthrottle", Some(transport)) => Ok(AdminRequest::Unthrottle {
-                transport,
-                nexthop: arg("nexthop"),
-            }),
-            ("/unthrottle", None) => Err("unthrottle needs a transport".into()),
-            ("/set", Some(transport)) => {
-                let limit = match (arg("concurrency"), arg("recipient_limit")) {
-                    (Some(n), None) => LiveLimit::Concurrency(limit_value(&n)?),
-                    (None, Some(n)) => LiveLimit::RecipientLimit(limit_value(&n)?),
-                    _ => return Err("set needs one of concurrency=N or recipient_limit=N".into()),
-                };
-                Ok(AdminRequest::Set { transport, limit })
-            }
-            ("/set", None) => Err("set needs a transport".into()),
-            (other, _) => Err(format!("no such action: {other}")),
-        };
+        return parse_change(path, &arg);
     }
     match path {
         "" | "/status" => Ok(AdminRequest::Status),
@@ -81,7 +69,70 @@ pub(crate) fn parse(post: bool, path: &str, query: &str) -> Result<AdminRequest,
             limit: number("limit", DEFAULT_TOP)?,
         }),
         "/metrics" => Ok(AdminRequest::Metrics),
+        "/overrides" => Ok(AdminRequest::Overrides),
         other => Err(format!("no such endpoint: {other}")),
+    }
+}
+
+/// A POST: a change, named by its path.
+fn parse_change(path: &str, arg: &dyn Fn(&str) -> Option<Vec<u8>>) -> Result<AdminRequest, String> {
+    let text = |name: &str| arg(name).map(|v| String::from_utf8_lossy(&v).into_owned());
+    let seconds = |name: &str| -> Result<Option<f64>, String> {
+        text(name)
+            .map(|v| match v.trim().parse::<f64>() {
+                Ok(s) if (0.0..1e9).contains(&s) => Ok(s),
+                _ => Err(format!("{name} must be a number of seconds")),
+            })
+            .transpose()
+    };
+    let for_secs = || seconds("for").map(|s| s.map(|s| s.ceil() as u64));
+    if path == "/clear" {
+        let id = text("id").and_then(|v| v.trim().parse().ok());
+        return id
+            .map(AdminRequest::Clear)
+            .ok_or_else(|| "clear needs an override id".into());
+    }
+    let Some(transport) = arg("transport").filter(|t| !t.is_empty()) else {
+        return match path {
+            "/unthrottle" | "/set" | "/suspend" | "/resume" | "/flush" => {
+                Err(format!("{} needs a transport", &path[1..]))
+            }
+            other => Err(format!("no such action: {other}")),
+        };
+    };
+    let nexthop = arg("nexthop").filter(|n| !n.is_empty());
+    let target = Target::new(&transport, nexthop.as_deref());
+    match path {
+        "/unthrottle" => Ok(AdminRequest::Unthrottle { transport, nexthop }),
+        "/suspend" => Ok(AdminRequest::Suspend {
+            target,
+            reason: text("reason").unwrap_or_default(),
+            for_secs: for_secs()?,
+        }),
+        "/resume" => Ok(AdminRequest::Resume(target)),
+        "/flush" => Ok(AdminRequest::Flush(target)),
+        "/set" => {
+            let limit =
+                match (
+                    arg("concurrency"),
+                    arg("recipient_limit"),
+                    seconds("rate_delay")?,
+                ) {
+                    (Some(n), None, None) => LiveLimit::Concurrency(limit_value(&n)?),
+                    (None, Some(n), None) => LiveLimit::RecipientLimit(limit_value(&n)?),
+                    (None, None, Some(d)) => LiveLimit::RateDelay(Duration::from_secs_f64(d)),
+                    _ => return Err(
+                        "set needs one of concurrency=N, rate_delay=SECONDS or recipient_limit=N"
+                            .into(),
+                    ),
+                };
+            Ok(AdminRequest::Set {
+                target,
+                limit,
+                for_secs: for_secs()?,
+            })
+        }
+        other => Err(format!("no such action: {other}")),
     }
 }
 
@@ -129,7 +180,33 @@ pub(crate) fn answer(core: &mut Core, request: &AdminRequest, uid: Option<u32>) 
         AdminRequest::Unthrottle { transport, nexthop } => {
             json_answer(unthrottle(core, transport, nexthop.as_deref(), uid))
         }
-        AdminRequest::Set { transport, limit } => json_answer(set(core, transport, *limit, uid)),
+        AdminRequest::Set {
+            target,
+            limit,
+            for_secs,
+        } => json_answer(
+            match core.set_limit(target.clone(), *limit, *for_secs, uid) {
+                Ok(done) => done_json(&done),
+                Err(e) => json!({ "error": e }),
+            },
+        ),
+        AdminRequest::Suspend {
+            target,
+            reason,
+            for_secs,
+        } => json_answer(done_json(&core.suspend(
+            target.clone(),
+            reason.clone(),
+            *for_secs,
+            uid,
+        ))),
+        AdminRequest::Resume(target) => json_answer(done_json(&core.resume(target, uid))),
+        AdminRequest::Clear(id) => json_answer(match core.clear(*id, uid) {
+            Some(done) => done_json(&done),
+            None => json!({ "error": format!("no override {id}") }),
+        }),
+        AdminRequest::Flush(target) => json_answer(done_json(&core.flush(target, uid))),
+        AdminRequest::Overrides => json_answer(overrides(core)),
     }
 }
 
@@ -141,22 +218,48 @@ fn limit_value(v: &[u8]) -> Result<u32, String> {
         .map_err(|_| "a limit must be a number".to_owned())
 }
 
-/// `rqmgrctl set TRANSPORT NAME=N`: the scheduler takes the limit at once;
-/// the change is logged with who made it and counted.
-fn set(core: &mut Core, transport: &[u8], limit: LiveLimit, uid: Option<u32>) -> Value {
-    let now = core.now.sched();
-    let (name, value) = match limit {
-        LiveLimit::Concurrency(n) => ("concurrency", n),
-        LiveLimit::RecipientLimit(n) => ("recipient_limit", n),
-    };
-    match core.sched.set_transport_limit(transport, limit, now) {
-        Ok(()) => {
-            let what = [&b"transport "[..], transport].concat();
-            operator_change(core, "set", &what, &format!(" {name}={value}"), uid);
-            json!({ "set": name, "value": value })
-        }
-        Err(e) => json!({ "error": e }),
+/// The answer to a change.
+fn done_json(done: &Done) -> Value {
+    match done {
+        Done::Added { id, deferred } => json!({ "id": id, "deferred": deferred }),
+        Done::Ended { ids, released } => json!({ "ended": ids, "released": released }),
+        Done::Released(n) => json!({ "released": n }),
     }
+}
+
+/// `/overrides`: every override in force, oldest first.
+fn overrides(core: &Core) -> Value {
+    let now = core.now.secs();
+    let rows: Vec<Value> = core
+        .control
+        .overrides
+        .iter()
+        .map(|o| {
+            let (kind, value) = match &o.kind {
+                OverrideKind::Suspend => ("suspend", None),
+                OverrideKind::Limit(l) => {
+                    let (name, value) = limit_words(*l);
+                    (name, Some(value))
+                }
+            };
+            json!({
+                "id": o.id,
+                "target": o.target.name().to_string(),
+                "transport": o.target.transport.to_string(),
+                "nexthop": o.target.nexthop.as_ref().map(ToString::to_string),
+                "kind": kind,
+                "value": value,
+                "reason": o.reason,
+                "uid": o.uid,
+                "since": o.since,
+                "age_seconds": now.saturating_sub(o.since),
+                "until": o.until,
+                "remaining_seconds": o.until.map(|t| t.saturating_sub(now).max(0)),
+                "held_messages": o.held.len(),
+            })
+        })
+        .collect();
+    Value::Array(rows)
 }
 
 /// `rqmgrctl unthrottle`: revive, log who did it, count it.
@@ -173,22 +276,8 @@ fn unthrottle(
         None => [b"transport ", transport].concat(),
     };
     let result = format!(": {revived} revived");
-    operator_change(core, "unthrottle", &what, &result, uid);
+    core.operator_change("unthrottle", &what, &result, uid);
     json!({ "revived": revived })
-}
-
-/// Logs an operator's change in one line (`ACTION WHAT RESULT, by uid
-/// U`) and counts it.
-fn operator_change(core: &Core, action: &str, what: &[u8], result: &str, uid: Option<u32>) {
-    let who = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
-    let line = [
-        format!("{action} ").as_bytes(),
-        what,
-        format!("{result}, by uid {who}").as_bytes(),
-    ]
-    .concat();
-    core.log.info(&line);
-    core.metrics.operator_change(action);
 }
 
 fn dsn(d: Option<&Dsn>) -> Value {
@@ -210,6 +299,8 @@ fn status(core: &Core) -> Value {
         "active_recipients_limit": t.recipient_limit,
         "transports": t.transports,
         "destinations": t.destinations,
+        "overrides": core.control.overrides.len(),
+        "deferred_indexed": core.control.deferred.len(),
     })
 }
 

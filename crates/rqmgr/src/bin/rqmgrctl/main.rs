@@ -1,18 +1,20 @@
 //! rqmgrctl: switch a Postfix instance between its stock queue manager and
-//! rqmgr, and back; and see inside a running rqmgr.
+//! rqmgr, and back; see inside a running rqmgr, and steer it.
 //!
 //! `enable` points master.cf's `qmgr` service (type unix) at rqmgr with
 //! Postfix's own `postconf -F`, keeping a copy of what was there under the
 //! instance's data_directory; `disable` puts that back byte for byte. Both
 //! reload a running Postfix and check that the new queue manager runs, and
 //! both are idempotent. `status`, `transports`, `destinations`, `jobs` and
-//! `metrics` ask the running rqmgr on its admin socket (show.rs). See
-//! rqmgrctl(1).
+//! `metrics` ask the running rqmgr on its admin socket (show.rs);
+//! `suspend`, `resume`, `flush`, `unthrottle`, `set`, `overrides` and
+//! `clear` change what it does (control.rs). See rqmgrctl(1).
 //!
 //! Invariant: master.cf always names a queue manager; every write of a
 //! file here is atomic (write, fsync, rename).
 
 mod client;
+mod control;
 mod instance;
 mod show;
 mod switch;
@@ -77,19 +79,50 @@ enum Command {
     /// rqmgr's Prometheus metrics.
     Metrics,
     /// Forget that a transport, or one destination, is dead (as the `F`
-    /// trigger does, for that one only): TRANSPORT or TRANSPORT:NEXTHOP,
-    /// as `destinations` shows them.
+    /// trigger does, for that one only).
     Unthrottle {
-        /// `smtp` or `smtp:[mx.example]:25`.
+        /// TRANSPORT or TRANSPORT:NEXTHOP, as `destinations` shows them.
         dest: String,
     },
-    /// Change a transport's limit while rqmgr runs: concurrency=N or
-    /// recipient_limit=N (until rqmgr restarts).
+    /// No deliveries to a transport or one destination: its mail is
+    /// deferred, naming the suspension, until `resume` (or --for ends).
+    Suspend {
+        /// TRANSPORT or TRANSPORT:NEXTHOP.
+        dest: String,
+        /// End by itself after this long (90s, 15m, 2h, 1d).
+        #[arg(long = "for", value_name = "DURATION")]
+        for_: Option<String>,
+        /// Why: shown in mailq and delay warnings.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End every suspension of DEST and release the mail it held.
+    Resume {
+        /// TRANSPORT or TRANSPORT:NEXTHOP, as given to `suspend`.
+        dest: String,
+    },
+    /// Release the deferred mail of one destination (or transport) now.
+    Flush {
+        /// TRANSPORT or TRANSPORT:NEXTHOP.
+        dest: String,
+    },
+    /// Change a limit live: concurrency=N, rate_delay=TIME or
+    /// recipient_limit=N, for a transport or one destination.
     Set {
-        /// The transport, e.g. `smtp`.
-        transport: String,
-        /// `concurrency=N` or `recipient_limit=N`.
+        /// TRANSPORT or TRANSPORT:NEXTHOP.
+        dest: String,
+        /// `concurrency=N`, `rate_delay=TIME` or `recipient_limit=N`.
         setting: String,
+        /// End by itself after this long.
+        #[arg(long = "for", value_name = "DURATION")]
+        for_: Option<String>,
+    },
+    /// The overrides in force: who, when, why, until when.
+    Overrides,
+    /// End one override (its id from `overrides`).
+    Clear {
+        /// The override's id.
+        id: u64,
     },
 }
 
@@ -117,8 +150,19 @@ fn main() -> ExitCode {
             show::show(&inst, &show::View::Jobs { transport, limit }, cli.json)
         }
         Command::Metrics => show::show(&inst, &show::View::Metrics, cli.json),
-        Command::Unthrottle { dest } => unthrottle(&inst, &dest),
-        Command::Set { transport, setting } => set(&inst, &transport, &setting),
+        Command::Unthrottle { dest } => control::unthrottle(&inst, &dest, cli.json),
+        Command::Suspend { dest, for_, reason } => {
+            control::suspend(&inst, &dest, for_.as_deref(), reason.as_deref(), cli.json)
+        }
+        Command::Resume { dest } => control::resume(&inst, &dest, cli.json),
+        Command::Flush { dest } => control::flush(&inst, &dest, cli.json),
+        Command::Set {
+            dest,
+            setting,
+            for_,
+        } => control::set(&inst, &dest, &setting, for_.as_deref(), cli.json),
+        Command::Overrides => show::show(&inst, &show::View::Overrides, cli.json),
+        Command::Clear { id } => control::clear(&inst, id, cli.json),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -127,54 +171,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `rqmgrctl unthrottle DEST`.
-fn unthrottle(inst: &instance::Instance, dest: &str) -> Result<(), String> {
-    let (transport, nexthop) = match dest.split_once(':') {
-        Some((t, n)) => (t, Some(n)),
-        None => (dest, None),
-    };
-    let mut path = format!("/unthrottle?transport={}", client::encode(transport));
-    if let Some(n) = nexthop {
-        path += &format!("&nexthop={}", client::encode(n));
-    }
-    let body = client::post(inst, &path)?;
-    let revived = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["revived"].as_u64())
-        .unwrap_or(0);
-    let mut out = std::io::stdout().lock();
-    let _ = std::io::Write::write_fmt(&mut out, format_args!("{dest}: {revived} revived\n"));
-    Ok(())
-}
-
-/// `rqmgrctl set TRANSPORT NAME=N`.
-fn set(inst: &instance::Instance, transport: &str, setting: &str) -> Result<(), String> {
-    if transport.contains(':') {
-        return Err("only a whole transport's limits can be set so far".to_owned());
-    }
-    let Some((name, value)) = setting.split_once('=') else {
-        return Err(format!(
-            "{setting:?}: use concurrency=N or recipient_limit=N"
-        ));
-    };
-    if !matches!(name, "concurrency" | "recipient_limit") || value.parse::<u32>().is_err() {
-        return Err(format!(
-            "{setting:?}: use concurrency=N or recipient_limit=N"
-        ));
-    }
-    let path = format!(
-        "/set?transport={}&{name}={value}",
-        client::encode(transport)
-    );
-    let body = client::post(inst, &path)?;
-    let v: serde_json::Value =
-        serde_json::from_str(&body).map_err(|e| format!("rqmgr's answer is not JSON: {e}"))?;
-    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
-        return Err(format!("{transport}: {e}"));
-    }
-    let mut out = std::io::stdout().lock();
-    let _ = std::io::Write::write_fmt(&mut out, format_args!("{transport}: {name}={value}\n"));
-    Ok(())
 }

@@ -1,4 +1,4 @@
-//! `status`, `transports`, `destinations`, `jobs` and `metrics`: what a
+//! `status`, `transports`, `destinations`, `jobs`, `overrides` and `metrics`: what a
 //! running rqmgr says about itself, as aligned tables (like qshape) or,
 //! with `--json`, as the JSON it answered.
 
@@ -28,6 +28,8 @@ pub(crate) enum View {
     },
     /// The Prometheus text.
     Metrics,
+    /// Operators' overrides in force.
+    Overrides,
 }
 
 /// Asks rqmgr for `view` and prints it.
@@ -57,6 +59,7 @@ pub(crate) fn show(inst: &Instance, view: &View, json: bool) -> Result<(), Strin
             q
         }
         View::Metrics => "/metrics".to_owned(),
+        View::Overrides => "/overrides".to_owned(),
     };
     let body = client::get(inst, &path)?;
     let mut out = std::io::stdout().lock();
@@ -107,6 +110,20 @@ pub(crate) fn show(inst: &Instance, view: &View, json: bool) -> Result<(), Strin
                 ("SLOTS", "slots_used"),
                 ("FREE", "slots_available"),
                 ("BLOCKER", "blocker"),
+            ],
+        ),
+        View::Overrides => table(
+            &value,
+            &[
+                ("ID", "id"),
+                ("TARGET", "target"),
+                ("KIND", "kind"),
+                ("VALUE", "value"),
+                ("UID", "uid"),
+                ("AGE", "age_seconds"),
+                ("LEFT", "remaining_seconds"),
+                ("HELD", "held_messages"),
+                ("REASON", "reason"),
             ],
         ),
         View::Metrics => String::new(),
