@@ -146,6 +146,11 @@ impl Instance {
             ("local_recipient_maps", "$alias_maps".to_string()),
             ("biff", "no".to_string()),
             ("append_dot_mydomain", "no".to_string()),
+            // rqmgr forgets what its scheduler learned when it restarts,
+            // as the stock qmgr does, so that a queue manager's restart
+            // means the same in every scenario; a test of the learned
+            // state turns it on.
+            ("rqmgr_learned_state", "no".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -5,7 +5,7 @@
 //! `/metrics` is also served on TCP (and nothing else there); a caller
 //! other than root or mail_owner is refused; `rqmgrctl unthrottle` revives
 //! the dead destination, and `rqmgrctl set` a transport's concurrency, and
-//! both say who did it in the log.
+//! both say who did it in the log (operator_control.rs has the rest).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -205,8 +205,8 @@ fn destinations_metrics_and_permissions() {
 
     // A transport's limit, live.
     let out = stdout_of(&inst, &["set", "smtp", "concurrency=3"]);
-    assert_eq!(out, "smtp: concurrency=3\n");
-    let line = "set transport smtp concurrency=3, by uid 0";
+    assert_eq!(out, "smtp: concurrency=3, override 1\n");
+    let line = "set smtp concurrency=3: id 1, by uid 0";
     ok(inst.wait_for_log(|l| l.count(line) == 1, GUARD));
     let transports: Value =
         serde_json::from_str(&stdout_of(&inst, &["transports", "--json"])).expect("JSON");

@@ -20,6 +20,7 @@ mod fifo_trigger;
 mod hung_bounce_service;
 mod idle_trigger_clients;
 mod local_delivery;
+mod operator_control;
 mod permanent_failure;
 mod postfix_release;
 mod pulled_mid_list;
