@@ -81,6 +81,15 @@ impl Filler {
         recipients: &[S],
         place: Placement,
     ) -> BenchResult<()> {
+        self.write_id(recipients, place).map(|_| ())
+    }
+
+    /// [`Filler::write`], returning the queue ID.
+    pub(crate) fn write_id<S: AsRef<str>>(
+        &self,
+        recipients: &[S],
+        place: Placement,
+    ) -> BenchResult<String> {
         let arrival = match place {
             Placement::Incoming => self.now,
             // A message that has been deferred for an hour.
@@ -105,7 +114,7 @@ impl Filler {
             let f = OpenOptions::new().write(true).open(&path)?;
             f.set_times(FileTimes::new().set_accessed(when).set_modified(when))?;
         }
-        Ok(())
+        Ok(id.as_str().to_owned())
     }
 
     /// Gives every directory below the queue directory that the writer

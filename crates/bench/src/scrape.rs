@@ -142,9 +142,14 @@ impl Drop for Scraper {
 
 /// One GET; the whole answer if it was a 200.
 fn get(socket: &PathBuf, path: &str) -> Option<String> {
+    request(socket, "GET", path)
+}
+
+/// One request on the admin socket; the answer if it was 200.
+pub(crate) fn request(socket: &PathBuf, method: &str, path: &str) -> Option<String> {
     let mut s = UnixStream::connect(socket).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes()).ok()?;
     let mut answer = String::new();
     s.read_to_string(&mut answer).ok()?;

@@ -122,6 +122,10 @@ pub(crate) enum Workload {
     Mixed,
     /// The mixed stream through smtp to smtp-sink.
     MixedSmtp,
+    /// rqmgr only: `rqmgrctl flush` of one destination's 100 deferred
+    /// messages, in a deferred queue of `deferred` messages over as many
+    /// destinations of 100, and in one of 1,000 (not in `ALL`).
+    FlushOne,
 }
 
 impl Workload {
@@ -219,6 +223,16 @@ pub(crate) fn run(
             Ok(vec![r.drain(1, format!("fanout 1x{n} rcpt/{d} dom"), n)?])
         }
         Workload::Deferred => deferred(cfg, qm, label, round),
+        Workload::FlushOne => {
+            if !matches!(qm, QueueManager::Rqmgr(_)) {
+                return Ok(Vec::new());
+            }
+            let mut rows = Vec::new();
+            for n in [1_000, s.deferred] {
+                rows.push(flush_one(cfg, qm, label, round, n)?);
+            }
+            Ok(rows)
+        }
         Workload::Small | Workload::SmallSpread | Workload::SmallSmtp => {
             small(cfg, w, qm, label, round)
         }
@@ -350,6 +364,101 @@ fn deferred(
     flush.user -= user0;
     flush.ctxsw -= ctx0;
     Ok(vec![scan, flush])
+}
+
+/// Messages per destination in the flush-one workload.
+const FLUSH_ONE_EACH: usize = 100;
+
+/// The flush-one workload with `n` deferred messages (a week from due)
+/// over `n / 100` destinations of the discard transport, all known to
+/// rqmgr's deferred index as a state file saved by an earlier rqmgr gives
+/// it (written here in rqmgr's format). After start-up (and its deferred
+/// scan) one destination is flushed over the admin socket. Wall = from
+/// the request to its 100 messages removed; CPU = over that time. The
+/// request's round trip and rqmgr's own time for it go to stderr.
+fn flush_one(
+    cfg: &RunConfig,
+    qm: &QueueManager,
+    label: &str,
+    round: usize,
+    n: usize,
+) -> BenchResult<Measurement> {
+    let dests = (n / FLUSH_ONE_EACH).max(1);
+    let mut r = Run::new(cfg, qm, None, label, round, Workload::FlushOne)?;
+    let mut index: Vec<Vec<String>> = vec![Vec::new(); dests];
+    r.fill(|f| {
+        (0..n).try_for_each(|i| {
+            let id = f.write_id(
+                &[format!("user{i}@d{}.example", i % dests)],
+                Placement::Deferred(7 * 86_400),
+            )?;
+            index[i % dests].push(id);
+            Ok(())
+        })
+    })?;
+    let deferred: Vec<serde_json::Value> = index
+        .iter()
+        .enumerate()
+        .map(|(d, ids)| {
+            serde_json::json!({
+                "transport": "discard", "nexthop": format!("d{d}.example"), "ids": ids,
+            })
+        })
+        .collect();
+    let state = serde_json::json!({
+        "format": "rqmgr-state", "version": 1, "saved_at": 0,
+        "overrides": [], "learned": [], "deferred": deferred,
+    });
+    let dir = r.inst.root().join("data/rqmgr/state");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("state"), state.to_string())?;
+    let user = nix::unistd::User::from_name("postfix")?.ok_or("no postfix user")?;
+    for p in [dir.clone(), dir.join("state")] {
+        std::os::unix::fs::chown(&p, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+    }
+    r.start()?;
+    let socket = r.inst.queue_dir().join("private/rqmgr");
+    // Until rqmgr answers and its start-up scan of the deferred queue is
+    // over (nothing is due, so nothing is removed meanwhile).
+    let answered = |path: &str| crate::scrape::request(&socket, "GET", path);
+    let deadline = Instant::now() + GUARD;
+    while !answered("/metrics")
+        .is_some_and(|m| m.contains("rqmgr_queue_scan_seconds_count{queue=\"deferred\"} 1"))
+    {
+        if Instant::now() > deadline {
+            return Err("rqmgr never finished its deferred scan".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cpu0 = r.tracker()?.cpu();
+    let user0 = r.tracker()?.user();
+    let t0 = Instant::now();
+    let path = format!("/flush?transport=discard&nexthop=d{}.example", dests / 2);
+    let answer = crate::scrape::request(&socket, "POST", &path).ok_or("flush failed")?;
+    let round_trip = t0.elapsed();
+    if !answer.contains(&format!("\"released\":{FLUSH_ONE_EACH}")) {
+        return Err(format!("flush answered {answer}").into());
+    }
+    let end = r.wait(|l| l.removed >= FLUSH_ONE_EACH)?;
+    let metrics = answered("/metrics").unwrap_or_default();
+    let loop_ms = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rqmgr_admin_answer_seconds_sum{endpoint=\"flush\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |s| s * 1000.0);
+    eprint!(
+        "[flush of {FLUSH_ONE_EACH} in {n}: round trip {:.2} ms, rqmgr's loop {loop_ms:.2} ms] ",
+        round_trip.as_secs_f64() * 1000.0
+    );
+    let mut m = r.measure(
+        format!("flush-one {FLUSH_ONE_EACH} of {n}"),
+        FLUSH_ONE_EACH,
+        end,
+    );
+    m.wall = end.duration_since(t0).as_secs_f64();
+    m.cpu -= cpu0;
+    m.user -= user0;
+    Ok(m)
 }
 
 /// Starts an observer with its output silenced.

@@ -189,10 +189,11 @@ impl DeferredIndex {
         self.by_id.insert(id.clone(), dests);
     }
 
-    /// `id` left `deferred/` (or is about to).
-    pub(crate) fn remove(&mut self, id: &QueueId) {
+    /// `id` left `deferred/` (or is about to); false if it was not
+    /// indexed.
+    pub(crate) fn remove(&mut self, id: &QueueId) -> bool {
         let Some(dests) = self.by_id.remove(id) else {
-            return;
+            return false;
         };
         for d in dests {
             if let Some(ids) = self.by_dest.get_mut(&d) {
@@ -202,6 +203,7 @@ impl DeferredIndex {
                 }
             }
         }
+        true
     }
 
     /// Takes out every message deferred for `target`: one destination,

@@ -199,6 +199,7 @@ impl Core {
         match step {
             FinalStep::Defer { until } => self.defer_message(&m, until),
             FinalStep::Remove => {
+                self.control.release_when_done.remove(&m.queue_id);
                 self.metrics.removed();
                 self.spool.remove_done(&m.queue_id);
             }

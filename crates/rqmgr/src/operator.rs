@@ -100,7 +100,8 @@ impl Core {
         reason: String,
         for_secs: Option<u64>,
         uid: Option<u32>,
-    ) -> Done {
+    ) -> Result<Done, String> {
+        known_transport(&target)?;
         let o = self.new_override(target, OverrideKind::Suspend, reason, for_secs, uid);
         let dsn = Dsn::new(HOLD_STATUS, o.hold_text());
         let deferred = self.sched.hold(&o.target, dsn, self.now.sched());
@@ -114,7 +115,7 @@ impl Core {
         let id = self.control.overrides.add(o);
         let result = format!(": id {id}, {deferred} recipients deferred{until}{why}");
         self.operator_change("suspend", &what, &result, uid);
-        Done::Added { id, deferred }
+        Ok(Done::Added { id, deferred })
     }
 
     /// `rqmgrctl resume`: every suspension of exactly `target` ends.
@@ -161,6 +162,7 @@ impl Core {
         for_secs: Option<u64>,
         uid: Option<u32>,
     ) -> Result<Done, String> {
+        known_transport(&target)?;
         self.apply_limit(&target, limit)?;
         let same = |k: &OverrideKind| matches!(k, OverrideKind::Limit(l) if std::mem::discriminant(l) == std::mem::discriminant(&limit));
         for old in self.control.overrides.on(&target, same) {
@@ -231,6 +233,7 @@ impl Core {
                 for id in &ids {
                     self.control.deferred.remove(id);
                 }
+                self.control.dirty = true;
                 self.release_mail(&ids)
             }
             OverrideKind::Limit(_) => {
@@ -513,6 +516,22 @@ impl Core {
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// An operator's target must name a master.cf delivery service: one
+/// with a socket in `private/` (we run in the queue directory, chrooted
+/// or not). A typo is refused rather than kept as an override that never
+/// applies.
+fn known_transport(target: &Target) -> Result<(), String> {
+    let name = String::from_utf8_lossy(&target.transport);
+    let valid = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
+    if valid && std::path::Path::new("private").join(&*name).exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "no such transport: {name} (no socket private/{name})"
+        ))
+    }
 }
 
 /// A limit as `rqmgrctl set` names it, and its value as text.

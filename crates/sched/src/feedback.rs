@@ -238,9 +238,9 @@ impl Scheduler {
     /// An operator's new limit for `transport`; see
     /// [`crate::Scheduler::set_transport_limit`].
     pub(crate) fn set_limit(&mut self, transport: &[u8], limit: LiveLimit) -> Result<(), String> {
-        let Some(&t) = self.transport_ids.get(transport) else {
-            return Err("no such transport in the active queue".to_owned());
-        };
+        // A transport not used yet gets the limit for when it is (an
+        // override restored at start-up comes before any mail).
+        let t = self.transport_id(transport);
         let configured = (self.cfg.transports)(transport);
         let cfg = &mut self.transports[t].cfg;
         match limit {

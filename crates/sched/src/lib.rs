@@ -195,8 +195,9 @@ impl Scheduler {
     /// An operator's `rqmgrctl set TRANSPORT ...`: a new limit for the
     /// transport, in force at once. A lower concurrency limit shrinks the
     /// windows above it (what is in flight finishes); a recipient limit
-    /// applies to entries made from now on. An error, and no change, for
-    /// an unknown transport or a change the queues in core cannot follow.
+    /// applies to entries made from now on. A transport not used yet is
+    /// made with the limit. An error, and no change, for a change the
+    /// queues in core cannot follow.
     pub fn set_transport_limit(
         &mut self,
         transport: &[u8],

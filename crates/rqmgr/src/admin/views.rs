@@ -194,12 +194,12 @@ pub(crate) fn answer(core: &mut Core, request: &AdminRequest, uid: Option<u32>) 
             target,
             reason,
             for_secs,
-        } => json_answer(done_json(&core.suspend(
-            target.clone(),
-            reason.clone(),
-            *for_secs,
-            uid,
-        ))),
+        } => json_answer(
+            match core.suspend(target.clone(), reason.clone(), *for_secs, uid) {
+                Ok(done) => done_json(&done),
+                Err(e) => json!({ "error": e }),
+            },
+        ),
         AdminRequest::Resume(target) => json_answer(done_json(&core.resume(target, uid))),
         AdminRequest::Clear(id) => json_answer(match core.clear(*id, uid) {
             Some(done) => done_json(&done),

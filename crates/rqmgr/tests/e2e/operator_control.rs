@@ -41,6 +41,13 @@ fn stdout_of(inst: &Instance, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Waits until rqmgr answers on its admin socket (it makes the socket as
+/// it starts, a moment after Postfix does; `status` would answer from
+/// master.cf alone).
+fn answering(inst: &Instance) {
+    ok(inst.wait_until(|i| rqmgrctl(i, &["transports"]).status.success(), GUARD));
+}
+
 fn json_of(inst: &Instance, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
@@ -75,7 +82,7 @@ fn suspend_defers_with_the_reason_and_resume_releases_that_mail() {
             &format!("inline:{{ held.example={dest} }}"),
         )
         .start());
-
+    answering(&inst);
     let out = stdout_of(
         &inst,
         &[
@@ -309,10 +316,12 @@ fn session(
                     }
                 }
                 std::thread::sleep(hold);
-                received.fetch_add(1, Ordering::SeqCst);
-                out.write_all(b"250 queued\r\n")?;
+                // Counted out before the reply: the client can start its
+                // next delivery only once it has the reply.
                 busy = false;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
+                received.fetch_add(1, Ordering::SeqCst);
+                out.write_all(b"250 queued\r\n")?;
             }
             "QUIT" => {
                 out.write_all(b"221 bye\r\n")?;
@@ -423,6 +432,7 @@ fn overrides_and_dead_destinations_survive_reload_and_sigkill() {
             &format!("inline:{{ dead.example=smtp:{dead_hop}, held.example={held} }}"),
         )
         .start());
+    answering(&inst);
     stdout_of(&inst, &["suspend", &held, "--reason", "migration"]);
     send(&inst, "user@dead.example", 1);
     ok(inst.wait_for_log(|l| l.count("Connection refused") >= 1, GUARD));
@@ -440,7 +450,7 @@ fn overrides_and_dead_destinations_survive_reload_and_sigkill() {
     ok(inst.reload());
     ok(inst.wait_until(|i| i.qmgr_pids().iter().any(|&p| p != old), GUARD));
     let check = |i: &Instance, when: &str| {
-        ok(i.wait_until(|i| rqmgrctl(i, &["status"]).status.success(), GUARD));
+        answering(i);
         let list = json_of(i, &["overrides"]);
         assert_eq!(list[0]["target"], held.as_str(), "{when}: {list}");
         assert_eq!(list[0]["reason"], "migration", "{when}: {list}");
@@ -482,7 +492,7 @@ fn overrides_and_dead_destinations_survive_reload_and_sigkill() {
         |l| l.count("/state: not a state file: ") == 1 && l.count(": ignored") >= 1,
         GUARD,
     ));
-    ok(inst.wait_until(|i| rqmgrctl(i, &["status"]).status.success(), GUARD));
+    answering(&inst);
     assert!(json_of(&inst, &["overrides"])
         .as_array()
         .is_some_and(Vec::is_empty));

@@ -648,9 +648,10 @@ fn an_operator_lowers_a_transports_concurrency_live() {
         .count();
     assert_eq!(started, 1);
 
-    assert!(s
-        .set_transport_limit(b"nosuch", LiveLimit::Concurrency(2), t0())
-        .is_err());
+    // A transport not seen yet keeps the limit for when it is.
+    s.set_transport_limit(b"relay", LiveLimit::Concurrency(2), t0())
+        .unwrap();
+    assert_eq!(transport(&s, "relay").dest_concurrency_limit, 2);
     assert!(s
         .set_transport_limit(b"smtp", LiveLimit::RecipientLimit(1), t0())
         .is_err());

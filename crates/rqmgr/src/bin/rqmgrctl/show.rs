@@ -183,7 +183,7 @@ fn table(value: &Value, columns: &[(&str, &str)]) -> String {
 fn status_text(v: &Value) -> String {
     let pair = |a: &str, b: &str| format!("{}/{}", cell(&v[a]), cell(&v[b]));
     format!(
-        "rqmgr {} ({}) for Postfix {}\nactive messages   {}\nactive recipients {}\ntransports        {}\ndestinations      {}\n",
+        "rqmgr {} ({}) for Postfix {}\nactive messages   {}\nactive recipients {}\ntransports        {}\ndestinations      {}\noverrides         {}\ndeferred indexed  {}\n",
         cell(&v["rqmgr_version"]),
         cell(&v["role"]),
         cell(&v["postfix_version"]),
@@ -191,6 +191,8 @@ fn status_text(v: &Value) -> String {
         pair("active_recipients", "active_recipients_limit"),
         cell(&v["transports"]),
         cell(&v["destinations"]),
+        cell(&v["overrides"]),
+        cell(&v["deferred_indexed"]),
     )
 }
 
