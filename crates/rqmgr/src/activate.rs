@@ -87,7 +87,7 @@ impl Core {
             dests: Vec::new(),
         };
         // Its destinations are those of this attempt from now on.
-        self.control.dirty |= self.control.deferred.remove(&id);
+        self.control.index_dirty |= self.control.deferred.remove(&id);
         let batch = std::mem::take(&mut message.env.recipients);
         message.rcpts.extend(batch);
         let more = message.env.resume_offset.is_some() && message.env.redirect.is_none();

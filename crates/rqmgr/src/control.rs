@@ -167,41 +167,52 @@ impl Overrides {
 }
 
 /// Deferred mail by destination; see the module documentation.
+/// Destinations are numbered once, so that a message costs its queue ID
+/// twice and a number per destination, whatever the names' lengths.
 #[derive(Debug, Default)]
 pub(crate) struct DeferredIndex {
-    by_dest: HashMap<Target, BTreeSet<QueueId>>,
-    by_id: HashMap<QueueId, Vec<Target>>,
+    names: Vec<Target>,
+    numbers: HashMap<Target, u32>,
+    /// By destination number.
+    by_dest: Vec<BTreeSet<QueueId>>,
+    by_id: HashMap<QueueId, Vec<u32>>,
 }
 
 impl DeferredIndex {
+    fn number(&mut self, d: Target) -> u32 {
+        if let Some(&n) = self.numbers.get(&d) {
+            return n;
+        }
+        let n = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(d.clone());
+        self.numbers.insert(d, n);
+        self.by_dest.push(BTreeSet::new());
+        n
+    }
+
     /// `id` went to `deferred/` with recipients for these destinations.
     pub(crate) fn add(&mut self, id: &QueueId, dests: Vec<Target>) {
         self.remove(id);
         if dests.is_empty() {
             return;
         }
-        for d in &dests {
-            self.by_dest
-                .entry(d.clone())
-                .or_default()
-                .insert(id.clone());
+        let mut numbers: Vec<u32> = dests.into_iter().map(|d| self.number(d)).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        for &n in &numbers {
+            self.by_dest[n as usize].insert(id.clone());
         }
-        self.by_id.insert(id.clone(), dests);
+        self.by_id.insert(id.clone(), numbers);
     }
 
     /// `id` left `deferred/` (or is about to); false if it was not
     /// indexed.
     pub(crate) fn remove(&mut self, id: &QueueId) -> bool {
-        let Some(dests) = self.by_id.remove(id) else {
+        let Some(numbers) = self.by_id.remove(id) else {
             return false;
         };
-        for d in dests {
-            if let Some(ids) = self.by_dest.get_mut(&d) {
-                ids.remove(id);
-                if ids.is_empty() {
-                    self.by_dest.remove(&d);
-                }
-            }
+        for n in numbers {
+            self.by_dest[n as usize].remove(id);
         }
         true
     }
@@ -209,15 +220,17 @@ impl DeferredIndex {
     /// Takes out every message deferred for `target`: one destination,
     /// or each of a transport's.
     pub(crate) fn take(&mut self, target: &Target) -> Vec<QueueId> {
-        let ids: BTreeSet<QueueId> = match &target.nexthop {
-            Some(_) => self.by_dest.get(target).cloned().unwrap_or_default(),
-            None => self
-                .by_dest
-                .iter()
-                .filter(|(d, _)| d.transport == target.transport)
-                .flat_map(|(_, ids)| ids.iter().cloned())
+        let numbers: Vec<u32> = match &target.nexthop {
+            Some(_) => self.numbers.get(target).copied().into_iter().collect(),
+            None => (0..self.names.len())
+                .filter(|&n| self.names[n].transport == target.transport)
+                .filter_map(|n| u32::try_from(n).ok())
                 .collect(),
         };
+        let mut ids = BTreeSet::new();
+        for n in numbers {
+            ids.append(&mut std::mem::take(&mut self.by_dest[n as usize]));
+        }
         for id in &ids {
             self.remove(id);
         }
@@ -231,7 +244,10 @@ impl DeferredIndex {
 
     /// Every destination with its messages, for saving.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Target, &BTreeSet<QueueId>)> {
-        self.by_dest.iter()
+        self.names
+            .iter()
+            .zip(&self.by_dest)
+            .filter(|(_, ids)| !ids.is_empty())
     }
 }
 

@@ -45,10 +45,23 @@ pub(crate) struct Control {
     pub store: Option<StateDir>,
     /// `rqmgr_learned_state`: save and restore what the scheduler learned.
     pub learned_state: bool,
-    /// Overrides or the index changed since the last save.
-    pub dirty: bool,
+    /// The overrides changed since the last save.
+    pub overrides_dirty: bool,
+    /// The index changed since the last save.
+    pub index_dirty: bool,
     last_learned: Vec<(LearnedDestination, Option<i64>)>,
     next_save: Option<Instant>,
+}
+
+/// Which state files [`Core::save_state`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Save {
+    /// The overrides, if they changed (an operator's change).
+    Overrides,
+    /// Also the index and the learned state, if the save timer is due.
+    WhenDue,
+    /// Everything that changed (exit).
+    All,
 }
 
 /// What a command did, for its answer.
@@ -86,10 +99,11 @@ impl Core {
                     .overrides
                     .note_held(&d.transport, &d.nexthop, id);
             }
+            self.control.overrides_dirty = true;
         }
         if !dests.is_empty() {
             self.control.deferred.add(id, dests);
-            self.control.dirty = true;
+            self.control.index_dirty = true;
         }
     }
 
@@ -113,6 +127,7 @@ impl Core {
             format!(" ({})", o.reason)
         };
         let id = self.control.overrides.add(o);
+        self.control.overrides_dirty = true;
         let result = format!(": id {id}, {deferred} recipients deferred{until}{why}");
         self.operator_change("suspend", &what, &result, uid);
         Ok(Done::Added { id, deferred })
@@ -146,7 +161,7 @@ impl Core {
     /// incoming queue now, the rest of the deferred queue stays.
     pub(crate) fn flush(&mut self, target: &Target, uid: Option<u32>) -> Done {
         let ids = self.control.deferred.take(target);
-        self.control.dirty |= !ids.is_empty();
+        self.control.index_dirty |= !ids.is_empty();
         let released = self.release_mail(&ids);
         let result = format!(": {released} messages released");
         self.operator_change("flush", &target.name(), &result, uid);
@@ -168,6 +183,7 @@ impl Core {
         for old in self.control.overrides.on(&target, same) {
             self.control.overrides.remove(old);
         }
+        self.control.overrides_dirty = true;
         let what = target.name();
         let o = self.new_override(
             target,
@@ -214,7 +230,7 @@ impl Core {
         let Some(o) = self.control.overrides.remove(id) else {
             return 0;
         };
-        self.control.dirty = true;
+        self.control.overrides_dirty = true;
         match o.kind {
             OverrideKind::Suspend => {
                 let now = self.now.sched();
@@ -233,7 +249,7 @@ impl Core {
                 for id in &ids {
                     self.control.deferred.remove(id);
                 }
-                self.control.dirty = true;
+                self.control.index_dirty = true;
                 self.release_mail(&ids)
             }
             OverrideKind::Limit(_) => {
@@ -355,8 +371,7 @@ impl Core {
         .concat();
         self.log.info(&line);
         self.metrics.operator_change(action);
-        self.control.dirty = true;
-        self.save_state(true);
+        self.save_state(Save::Overrides);
     }
 
     /// Takes over the state files at start-up: overrides (those whose
@@ -366,11 +381,9 @@ impl Core {
         if self.control.store.is_some() {
             self.control.next_save = Some(Instant::now() + SAVE_EVERY);
         }
-        let Some(state) = self.read_state_file(persist::STATE) else {
-            return self.load_learned();
-        };
         let now = self.now;
-        for o in state.overrides {
+        let overrides = self.read_state_file(persist::OVERRIDES);
+        for o in overrides.map(|s| s.overrides).unwrap_or_default() {
             let target = o.target.clone();
             match &o.kind {
                 OverrideKind::Suspend => {
@@ -388,7 +401,8 @@ impl Core {
             }
             self.control.overrides.restore(o);
         }
-        for (target, ids) in state.deferred {
+        let index = self.read_state_file(persist::DEFERRED);
+        for (target, ids) in index.map(|s| s.deferred).unwrap_or_default() {
             for id in ids {
                 self.control.deferred.add(&id, vec![target.clone()]);
             }
@@ -445,33 +459,32 @@ impl Core {
             .ok()
     }
 
-    /// Saves what changed: overrides and the index at once when `now`
-    /// (an operator's change, exit) or when the save timer is due; the
-    /// learned state only then, and only if it changed.
-    pub(crate) fn save_state(&mut self, now: bool) {
+    /// Saves what changed, as `what` says.
+    pub(crate) fn save_state(&mut self, what: Save) {
         if self.control.store.is_none() {
             return;
         }
-        let due = self.control.next_save.is_none_or(|t| Instant::now() >= t);
-        if !now && !due {
-            return;
-        }
-        self.control.next_save = Some(Instant::now() + SAVE_EVERY);
         let now_secs = self.now.secs();
-        if self.control.dirty {
+        if self.control.overrides_dirty {
             let saved = Saved {
                 saved_at: now_secs,
                 overrides: self.control.overrides.iter().cloned().collect(),
-                learned: Vec::new(),
-                deferred: self
-                    .control
-                    .deferred
-                    .iter()
-                    .map(|(t, ids)| (t.clone(), ids.iter().cloned().collect()))
-                    .collect(),
+                ..Saved::default()
             };
-            if self.write_state_file(persist::STATE, &saved) {
-                self.control.dirty = false;
+            let bytes = persist::to_bytes(&saved);
+            if self.write_state_file(persist::OVERRIDES, &bytes) {
+                self.control.overrides_dirty = false;
+            }
+        }
+        let due = self.control.next_save.is_none_or(|t| Instant::now() >= t);
+        if what == Save::Overrides || (what == Save::WhenDue && !due) {
+            return;
+        }
+        self.control.next_save = Some(Instant::now() + SAVE_EVERY);
+        if self.control.index_dirty {
+            let bytes = persist::index_bytes(now_secs, self.control.deferred.iter());
+            if self.write_state_file(persist::DEFERRED, &bytes) {
+                self.control.index_dirty = false;
             }
         }
         if !self.control.learned_state {
@@ -492,18 +505,17 @@ impl Core {
                 learned: learned.clone(),
                 ..Saved::default()
             };
-            if self.write_state_file(persist::LEARNED, &saved) {
+            if self.write_state_file(persist::LEARNED, &persist::to_bytes(&saved)) {
                 self.control.last_learned = learned;
             }
         }
-        self.control.next_save = Some(Instant::now() + SAVE_EVERY);
     }
 
-    fn write_state_file(&self, name: &str, saved: &Saved) -> bool {
+    fn write_state_file(&self, name: &str, bytes: &[u8]) -> bool {
         let Some(store) = &self.control.store else {
             return false;
         };
-        match store.save(name, &persist::to_bytes(saved)) {
+        match store.save(name, bytes) {
             Ok(()) => true,
             Err(e) => {
                 let path = store.show(name);

@@ -1,11 +1,12 @@
-//! The state file: overrides, the deferred index and (unless turned off)
+//! The state files: overrides, the deferred index and (unless turned off)
 //! what the scheduler learned, kept across `postfix reload`, restarts and
-//! crashes in `data_directory/rqmgr/state/state`.
+//! crashes in `data_directory/rqmgr/state/` (`overrides`, `deferred`,
+//! `learned`; one format, each file using its part).
 //!
 //! The directory is made and opened before the chroot (data_directory is
 //! outside the queue directory), owned by mail_owner and mode 0700; the
-//! file is only ever reached through that open directory. A save writes
-//! `state.tmp`, fsyncs it, renames it over `state` and fsyncs the
+//! files are only ever reached through that open directory. A save writes
+//! `NAME.tmp`, fsyncs it, renames it over `NAME` and fsyncs the
 //! directory, so a crash leaves either the old file or the new one.
 //!
 //! Loading never fails the daemon: a file that is missing starts afresh,
@@ -32,12 +33,15 @@ use crate::control::{Override, OverrideKind};
 /// What the file says it is.
 const FORMAT: &str = "rqmgr-state";
 const VERSION: u32 = 1;
-/// The file of overrides and the deferred index, saved when they change.
-pub(crate) const STATE: &str = "state";
+/// The file of overrides, saved at each operator's change.
+pub(crate) const OVERRIDES: &str = "overrides";
+/// The file of the deferred index, saved every few seconds while it
+/// changes.
+pub(crate) const DEFERRED: &str = "deferred";
 /// The file of learned state, saved every few seconds while it changes.
 pub(crate) const LEARNED: &str = "learned";
 
-/// Everything the file holds, decoded.
+/// Everything a file holds, decoded.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Saved {
     /// When it was written (seconds since the epoch).
@@ -91,6 +95,48 @@ struct DeferredV1 {
     transport: String,
     nexthop: String,
     ids: Vec<String>,
+}
+
+/// The index's file as written: borrowed, so that a save of a large
+/// index copies no queue ID.
+#[derive(Serialize)]
+struct IndexFileOut<'a> {
+    format: &'static str,
+    version: u32,
+    saved_at: i64,
+    overrides: [(); 0],
+    learned: [(); 0],
+    deferred: Vec<DeferredOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct DeferredOut<'a> {
+    transport: String,
+    nexthop: String,
+    ids: Vec<&'a str>,
+}
+
+/// The file's bytes for a deferred index (read back by [`from_bytes`]).
+pub(crate) fn index_bytes<'a>(
+    saved_at: i64,
+    index: impl Iterator<Item = (&'a Target, &'a BTreeSet<QueueId>)>,
+) -> Vec<u8> {
+    let deferred = index
+        .map(|(t, ids)| DeferredOut {
+            transport: encode(&t.transport),
+            nexthop: t.nexthop.as_deref().map(encode).unwrap_or_default(),
+            ids: ids.iter().map(QueueId::as_str).collect(),
+        })
+        .collect();
+    let file = IndexFileOut {
+        format: FORMAT,
+        version: VERSION,
+        saved_at,
+        overrides: [],
+        learned: [],
+        deferred,
+    };
+    serde_json::to_vec(&file).unwrap_or_default()
 }
 
 /// Names as file text: printable ASCII but `%` as is, the rest `%XX`.
@@ -421,15 +467,30 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let data = tmp.path().to_string_lossy().into_owned();
         let dir = StateDir::open(&data, None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(dir.load(STATE).ok(), Some(None));
-        dir.save(STATE, b"one").unwrap_or_else(|e| panic!("{e}"));
-        dir.save(STATE, b"two").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(dir.load(STATE).ok(), Some(Some(b"two".to_vec())));
+        assert_eq!(dir.load(OVERRIDES).ok(), Some(None));
+        dir.save(OVERRIDES, b"one")
+            .unwrap_or_else(|e| panic!("{e}"));
+        dir.save(OVERRIDES, b"two")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dir.load(OVERRIDES).ok(), Some(Some(b"two".to_vec())));
         let files: Vec<_> = std::fs::read_dir(tmp.path().join("rqmgr/state"))
             .unwrap_or_else(|e| panic!("{e}"))
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(files, vec![std::ffi::OsString::from("state")]);
+        assert_eq!(files, vec![std::ffi::OsString::from("overrides")]);
+    }
+
+    #[test]
+    fn an_index_written_borrowed_reads_back() {
+        let saved = sample();
+        let index: Vec<(Target, BTreeSet<QueueId>)> = saved
+            .deferred
+            .iter()
+            .map(|(t, ids)| (t.clone(), ids.iter().cloned().collect()))
+            .collect();
+        let bytes = index_bytes(7, index.iter().map(|(t, ids)| (t, ids)));
+        let back = from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((back.saved_at, back.deferred), (7, saved.deferred));
     }
 }

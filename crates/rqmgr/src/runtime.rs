@@ -49,7 +49,7 @@ use crate::deliver::{self, AgentEvent};
 use crate::logging::{os_error, Logger};
 use crate::metrics::Metrics;
 use crate::notify::NoticeDone;
-use crate::operator::Control;
+use crate::operator::{Control, Save};
 use crate::params::QmgrParams;
 use crate::postfix_version::Compat;
 use crate::scan::{self, QueueScan, FLUSH_ONCE, SCAN_START};
@@ -237,7 +237,7 @@ impl Runtime {
             tokio::select! {
                 biased;
                 () = master.status.closed() => {
-                    self.core.save_state(true);
+                    self.core.save_state(Save::All);
                     return 0;
                 }
                 Some(event) = self.agents_rx.recv() => {
@@ -273,7 +273,7 @@ impl Runtime {
                 () = sleep_until(chores), if chores.is_some() => {
                     self.core.now = Now::read();
                     self.core.expire_overrides();
-                    self.core.save_state(false);
+                    self.core.save_state(Save::WhenDue);
                 }
                 Some(query) = next_query(&mut self.admin_rx) => {
                     self.core.now = Now::read();
@@ -540,7 +540,7 @@ impl Runtime {
             self.scan_request(DEFERRED, deferred);
         }
         if master.status.send(true).is_err() {
-            self.core.save_state(true);
+            self.core.save_state(Save::All);
             self.core.log.flush();
             std::process::exit(0);
         }

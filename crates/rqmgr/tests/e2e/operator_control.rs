@@ -480,16 +480,14 @@ fn overrides_and_dead_destinations_survive_reload_and_sigkill() {
     assert_eq!(live.received(), 0);
 
     // A damaged state file: a warning, and a queue manager that works.
-    std::fs::write(
-        state_dir.join("state"),
-        b"{\"format\": \"rqmgr-state\", \"vers",
-    )
-    .unwrap();
+    // (Damaged while no queue manager runs, which might save it anew.)
     let old = ok(inst.wait_for_qmgr(GUARD));
     ok(inst.kill_qmgr(Signal::SIGKILL));
+    let damaged = b"{\"format\": \"rqmgr-state\", \"vers";
+    std::fs::write(state_dir.join("overrides"), damaged).unwrap();
     restarted(&inst, old);
     ok(inst.wait_for_log(
-        |l| l.count("/state: not a state file: ") == 1 && l.count(": ignored") >= 1,
+        |l| l.count("/overrides: not a state file: ") == 1 && l.count(": ignored") >= 1,
         GUARD,
     ));
     answering(&inst);
