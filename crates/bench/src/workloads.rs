@@ -411,9 +411,9 @@ fn flush_one(
     });
     let dir = r.inst.root().join("data/rqmgr/state");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("state"), state.to_string())?;
+    std::fs::write(dir.join("deferred"), state.to_string())?;
     let user = nix::unistd::User::from_name("postfix")?.ok_or("no postfix user")?;
-    for p in [dir.clone(), dir.join("state")] {
+    for p in [dir.clone(), dir.join("deferred")] {
         std::os::unix::fs::chown(&p, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
     }
     r.start()?;
@@ -429,6 +429,9 @@ fn flush_one(
             return Err("rqmgr never finished its deferred scan".into());
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(t) = r.tracker.as_mut() {
+        t.poll(&r.inst, false);
     }
     let cpu0 = r.tracker()?.cpu();
     let user0 = r.tracker()?.user();
