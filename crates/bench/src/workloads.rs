@@ -501,7 +501,10 @@ impl<'a> Run<'a> {
             .queue_manager(qm.clone())
             // Nothing goes through cleanup here, but keep a stopped-qmgr
             // fill from ever stalling on flow control.
-            .main_cf("in_flow_delay", "0");
+            .main_cf("in_flow_delay", "0")
+            // rqmgr as installed: saving what its scheduler learns (the
+            // test harness turns that off by default).
+            .main_cf("rqmgr_learned_state", "yes");
         for (name, value) in &cfg.main_cf {
             b = b.main_cf(name, value);
         }
