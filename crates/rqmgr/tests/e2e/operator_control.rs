@@ -1,8 +1,9 @@
 //! An operator steers a running rqmgr with rqmgrctl (issue "control"):
-//! suspend and resume one destination, flush one destination's deferred
-//! mail, cap one destination's concurrency (counted at the sink), and keep
-//! an override and a dead destination across `postfix reload` and a
-//! SIGKILL; a damaged state file is ignored with a warning.
+//! suspend and resume one destination, let a suspension end by itself,
+//! flush one destination's deferred mail, cap one destination's
+//! concurrency (counted at the sink), and keep an override and a dead
+//! destination across `postfix reload` and a SIGKILL; a damaged state
+//! file is ignored with a warning.
 //!
 //! The stock qmgr has none of these; where it has a behaviour (mail to
 //! other destinations goes on, deferred mail waits for its time) the
@@ -173,6 +174,30 @@ fn suspend_defers_with_the_reason_and_resume_releases_that_mail() {
         .is_some_and(Vec::is_empty));
     let out = rqmgrctl(&inst, &["resume", &dest]);
     assert!(!out.status.success(), "resume of what is not suspended");
+}
+
+#[test]
+fn a_suspension_with_a_duration_ends_by_itself() {
+    let sink = ok(SmtpSink::start(SinkMode::Accept));
+    let dest = format!("smtp:[127.0.0.1]:{}", sink.port());
+    let inst = ok(slow_retries(Instance::builder())
+        .queue_manager(rqmgr())
+        .relay_to_port(sink.port())
+        .start());
+    answering(&inst);
+    stdout_of(&inst, &["suspend", &dest, "--for", "6s"]);
+    send(&inst, "user@example.com", 2);
+    ok(inst.wait_until(|i| i.queue_ids("deferred").len() == 2, GUARD));
+    assert_eq!(sink.received(), 0);
+    // Retries are an hour away: only the end of the suspension sends them.
+    ok(sink.wait_received(2, GUARD));
+    let qmgr = inst.queue_manager().log_program();
+    let line = format!("expire {dest}: id 1 expired, 2 messages released, by uid unknown");
+    assert_eq!(inst.log().matching(&qmgr, &line).len(), 1);
+    assert!(json_of(&inst, &["overrides"])
+        .as_array()
+        .is_some_and(Vec::is_empty));
+    ok(inst.wait_queue_empty(GUARD));
 }
 
 #[test]
