@@ -203,10 +203,11 @@ impl Metrics {
     }
 
     /// The text a scrape gets.
-    pub(crate) fn encode(&self, sched: &Scheduler) -> String {
+    pub(crate) fn encode(&self, sched: &Scheduler, control: ControlCounts) -> String {
         let mut r = Registry::default();
         self.register_counters(&mut r);
         register_gauges(&mut r, sched, self.top);
+        register_control(&mut r, control);
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -278,6 +279,50 @@ fn gauge(value: usize) -> Gauge {
     let g = Gauge::default();
     g.set(i64::try_from(value).unwrap_or(i64::MAX));
     g
+}
+
+/// What operators changed, for gauges (operator.rs).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ControlCounts {
+    /// Suspensions in force.
+    pub suspensions: usize,
+    /// Limits set live and in force.
+    pub limits: usize,
+    /// Messages the suspensions hold in the deferred queue.
+    pub held: usize,
+    /// Deferred messages in the index.
+    pub indexed: usize,
+}
+
+fn register_control(r: &mut Registry, c: ControlCounts) {
+    let overrides = Family::<KindLabel, Gauge>::default();
+    for (kind, n) in [("suspend", c.suspensions), ("limit", c.limits)] {
+        overrides
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    r.register(
+        "rqmgr_overrides",
+        "Operators' overrides in force (rqmgrctl suspend, set), by kind",
+        overrides,
+    );
+    r.register(
+        "rqmgr_suspended_messages",
+        "Messages that suspensions hold in the deferred queue",
+        gauge(c.held),
+    );
+    r.register(
+        "rqmgr_deferred_indexed_messages",
+        "Deferred messages that rqmgrctl flush finds by destination",
+        gauge(c.indexed),
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
 }
 
 fn register_gauges(r: &mut Registry, sched: &Scheduler, top: usize) {

@@ -24,6 +24,7 @@ use rqmgr_sched::{Dsn, LearnedDestination, LiveLimit, Target};
 
 use crate::control::{self, DeferredIndex, Override, OverrideKind, Overrides};
 use crate::message::ActiveMessage;
+use crate::metrics::ControlCounts;
 use crate::persist::{self, Saved, StateDir};
 use crate::state::Core;
 
@@ -212,6 +213,18 @@ impl Core {
             self.operator_change("expire", &what, &result, None);
         }
         !expired.is_empty()
+    }
+
+    /// What the metrics show of the overrides and the index.
+    pub(crate) fn control_counts(&self) -> ControlCounts {
+        let o = &self.control.overrides;
+        let suspensions = o.iter().filter(|o| o.kind == OverrideKind::Suspend).count();
+        ControlCounts {
+            suspensions,
+            limits: o.len() - suspensions,
+            held: o.iter().map(|o| o.held.len()).sum(),
+            indexed: self.control.deferred.len(),
+        }
     }
 
     /// When the next override ends by itself, or the learned state is

@@ -175,7 +175,7 @@ pub(crate) fn answer(core: &mut Core, request: &AdminRequest, uid: Option<u32>) 
         }
         AdminRequest::Metrics => AdminAnswer {
             content_type: METRICS_TYPE,
-            body: core.metrics.encode(&core.sched),
+            body: core.metrics.encode(&core.sched, core.control_counts()),
         },
         AdminRequest::Unthrottle { transport, nexthop } => {
             json_answer(unthrottle(core, transport, nexthop.as_deref(), uid))

@@ -112,6 +112,14 @@ fn suspend_defers_with_the_reason_and_resume_releases_that_mail() {
     let reason = format!("delivery to {dest} suspended by operator: maintenance window");
     assert_eq!(mailq.matches(&reason).count(), 10, "{mailq}");
 
+    let metrics = stdout_of(&inst, &["metrics"]);
+    for line in [
+        "rqmgr_overrides{kind=\"suspend\"} 1",
+        "rqmgr_suspended_messages 10",
+        "rqmgr_deferred_indexed_messages 10",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     let list = json_of(&inst, &["overrides"]);
     let o = &list[0];
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
