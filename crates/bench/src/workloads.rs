@@ -545,7 +545,7 @@ impl<'a> Run<'a> {
         self.log.activated = 0;
         self.inst.restart()?;
         let t = QmgrTracker::attach(&self.inst, self.cfg.ticks)?;
-        let name = format!("{:?}-{}-r{}", self.workload, self.label, self.round);
+        let name = self.observer_file_name();
         if let Some(dir) = &self.cfg.perf_dir {
             let mut c = Command::new("perf");
             c.args([
@@ -578,6 +578,37 @@ impl<'a> Run<'a> {
             self.scraper = Some(Scraper::start(socket, every));
         }
         Ok(())
+    }
+
+    /// The stem of this run's perf and strace files: workload, queue
+    /// manager and round, then `-1`, `-2`, ... for the later runs of a
+    /// workload that runs several times per round (the small workloads, in
+    /// the order of their sizes), so that none overwrites another.
+    fn observer_file_name(&self) -> String {
+        let base = format!("{:?}-{}-r{}", self.workload, self.label, self.round);
+        let taken = |name: &str| {
+            let perf = self
+                .cfg
+                .perf_dir
+                .as_ref()
+                .map(|d| d.join(format!("{name}.data")));
+            let strace = self
+                .cfg
+                .strace_dir
+                .as_ref()
+                .map(|d| d.join(format!("{name}.strace")));
+            [perf, strace].into_iter().flatten().any(|p| p.exists())
+        };
+        (0..)
+            .map(|n| {
+                if n == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                }
+            })
+            .find(|name| !taken(name))
+            .unwrap_or(base)
     }
 
     fn tracker(&self) -> BenchResult<&QmgrTracker> {
