@@ -99,12 +99,12 @@ impl Core {
         // next read finds this read's recipients still in core).
         if qflags & FORCE_EXPIRE != 0 && self.spool.has_log(QueueName::Defer, &id) {
             message.status = 1;
-            self.messages.insert(msg, message);
+            self.messages.insert(msg, Box::new(message));
             self.sched_message(msg, Vec::new(), more, false);
             return true;
         }
         self.spool.remove_defer_log(&id);
-        self.messages.insert(msg, message);
+        self.messages.insert(msg, Box::new(message));
         let routes = self.resolve(msg, &mut file, 0).await;
         self.sched_message(msg, routes, more, qflags & FLUSH_EACH != 0);
         true

@@ -431,10 +431,16 @@ impl Runtime {
         let Some(request_tx) = self.ready.remove(&conn) else {
             return;
         };
-        let held = |m: &&crate::message::ActiveMessage| {
+        let held = |m: &crate::message::ActiveMessage| {
             rcpts.iter().all(|&i| m.rcpts.get(i as usize).is_some())
         };
-        let Some(m) = self.core.messages.get(&msg).filter(held) else {
+        let Some(m) = self
+            .core
+            .messages
+            .get(&msg)
+            .map(|m| &**m)
+            .filter(|m| held(m))
+        else {
             // Cannot happen: a message stays in core while the scheduler
             // has entries for it, and a recipient until its delivery is
             // answered. Should it happen anyway, the scheduler must hear

@@ -43,7 +43,10 @@ pub(crate) struct Core {
     /// The scheduler: which recipients go where, and when.
     pub(crate) sched: Scheduler,
     /// The active queue: what the scheduler's message numbers stand for.
-    pub(crate) messages: HashMap<MessageId, ActiveMessage>,
+    /// Boxed: a message is some 750 bytes, and a hash table keeps up to
+    /// twice as many slots as entries, so unboxed the empty slots alone
+    /// would cost more than the messages in a full active queue.
+    pub(crate) messages: HashMap<MessageId, Box<ActiveMessage>>,
     /// The number the next message gets.
     pub(crate) next_msg: u64,
     /// trivial-rewrite, for resolving recipients.
