@@ -23,7 +23,7 @@ use rqmgr_sched::{Event, MessageId, Route};
 
 use crate::clock;
 use crate::logging::os_error;
-use crate::message::{ActiveMessage, InCore};
+use crate::message::{ActiveMessage, Dests, InCore};
 use crate::scan::{QueueScan, FLUSH_DFXP, FLUSH_EACH, FORCE_EXPIRE, SCAN_ALL};
 use crate::state::Core;
 
@@ -84,7 +84,7 @@ impl Core {
             status: 0,
             rcpts: InCore::default(),
             reread_at_end: false,
-            dests: Vec::new(),
+            dests: Dests::default(),
         };
         // Its destinations are those of this attempt from now on.
         self.control.index_dirty |= self.control.deferred.remove(&id);

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rqmgr_queue::queue_id::QueueId;
-use rqmgr_sched::{ByteString, LiveLimit, Target};
+use rqmgr_sched::{LiveLimit, Target};
 
 /// What an override does.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,12 +249,6 @@ impl DeferredIndex {
             .zip(&self.by_dest)
             .filter(|(_, ids)| !ids.is_empty())
     }
-}
-
-/// A destination as the index keys it: transport, and next hop in lower
-/// case.
-pub(crate) fn destination(transport: &ByteString, nexthop: &ByteString) -> Target {
-    Target::new(transport, Some(nexthop))
 }
 
 #[cfg(test)]

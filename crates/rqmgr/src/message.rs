@@ -20,7 +20,7 @@ use rqmgr_ipc::deliver::{DeliveryRequestRef, MsgStats, RecipientOut, RecipientRe
 use rqmgr_ipc::dialect::Dialect;
 use rqmgr_queue::message::{QueueMessage, Recipient};
 use rqmgr_queue::queue_id::QueueId;
-use rqmgr_sched::{ByteString, Route};
+use rqmgr_sched::Route;
 
 use crate::address;
 
@@ -70,16 +70,86 @@ pub(crate) struct ActiveMessage {
     pub reread_at_end: bool,
     /// The destinations of its recipients in core, and whether one of
     /// them was deferred (for the deferred index, control.rs).
-    pub dests: Vec<DeferDest>,
+    pub dests: Dests,
 }
 
-/// A destination a message has recipients for.
+/// A destination a message has recipients for: transport and next hop
+/// in one allocation (neither can hold a NUL: Postfix passes them as C
+/// strings).
 #[derive(Debug)]
 pub(crate) struct DeferDest {
-    pub transport: ByteString,
-    pub nexthop: ByteString,
+    name: Box<[u8]>,
+    split: usize,
     /// A recipient for it was deferred in this attempt.
     pub deferred: bool,
+}
+
+impl DeferDest {
+    fn new(transport: &[u8], nexthop: &[u8]) -> DeferDest {
+        DeferDest {
+            name: [transport, b"\0", nexthop].concat().into_boxed_slice(),
+            split: transport.len(),
+            deferred: false,
+        }
+    }
+
+    pub(crate) fn transport(&self) -> &[u8] {
+        &self.name[..self.split]
+    }
+
+    pub(crate) fn nexthop(&self) -> &[u8] {
+        &self.name[self.split + 1..]
+    }
+
+    fn is(&self, route: &Route) -> bool {
+        self.transport() == &route.transport[..] && self.nexthop() == &route.nexthop[..]
+    }
+}
+
+/// A message's destinations, by index; most messages have one, which
+/// then costs no list.
+#[derive(Debug, Default)]
+pub(crate) struct Dests {
+    first: Option<DeferDest>,
+    more: Vec<DeferDest>,
+}
+
+impl Dests {
+    fn get(&self, i: usize) -> Option<&DeferDest> {
+        match i {
+            0 => self.first.as_ref(),
+            _ => self.more.get(i - 1),
+        }
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut DeferDest> {
+        match i {
+            0 => self.first.as_mut(),
+            _ => self.more.get_mut(i - 1),
+        }
+    }
+
+    /// The index of `route`'s destination, added if new.
+    fn index_of(&mut self, route: &Route) -> usize {
+        if self.first.as_ref().is_some_and(|d| d.is(route)) {
+            return 0;
+        }
+        if let Some(k) = self.more.iter().position(|d| d.is(route)) {
+            return k + 1;
+        }
+        let d = DeferDest::new(&route.transport, &route.nexthop);
+        if self.first.is_none() {
+            self.first = Some(d);
+            return 0;
+        }
+        self.more.push(d);
+        self.more.len()
+    }
+
+    /// Those with a deferred recipient.
+    pub(crate) fn deferred(&self) -> impl Iterator<Item = &DeferDest> {
+        self.first.iter().chain(&self.more).filter(|d| d.deferred)
+    }
 }
 
 /// [`Held::dest`] of a recipient not routed (yet).
@@ -190,25 +260,13 @@ impl InCore {
 impl ActiveMessage {
     /// Notes each routed recipient's destination.
     pub(crate) fn tag_destinations(&mut self, routes: &[Route]) {
-        let mut last = NO_DEST;
+        let mut last = usize::MAX;
         for route in routes {
-            let same = |d: &DeferDest| d.transport == route.transport && d.nexthop == route.nexthop;
-            let known = self.dests.get(last as usize).is_some_and(same);
-            if !known {
-                last = match self.dests.iter().position(same) {
-                    Some(k) => u32::try_from(k).unwrap_or(NO_DEST),
-                    None => {
-                        self.dests.push(DeferDest {
-                            transport: route.transport.clone(),
-                            nexthop: route.nexthop.clone(),
-                            deferred: false,
-                        });
-                        u32::try_from(self.dests.len() - 1).unwrap_or(NO_DEST)
-                    }
-                };
+            if !self.dests.get(last).is_some_and(|d| d.is(route)) {
+                last = self.dests.index_of(route);
             }
             if let Some(h) = self.rcpts.get_mut(route.rcpt as usize) {
-                h.dest = last;
+                h.dest = u32::try_from(last).unwrap_or(NO_DEST);
             }
         }
     }
@@ -412,8 +470,36 @@ mod tests {
             status: 0,
             rcpts: InCore::default(),
             reread_at_end: false,
-            dests: Vec::new(),
+            dests: Dests::default(),
         }
+    }
+
+    #[test]
+    fn deferred_recipients_mark_their_destinations() {
+        let route = |rcpt: u32, transport: &str, nexthop: &str| Route {
+            rcpt,
+            transport: transport.into(),
+            nexthop: nexthop.into(),
+            address: "u@x".into(),
+        };
+        let mut m = message();
+        m.rcpts.extend(batch(&["a@x", "b@x", "c@y", "d@x"]));
+        m.tag_destinations(&[
+            route(0, "smtp", "x"),
+            route(1, "smtp", "x"),
+            route(2, "relay", "y"),
+            route(3, "smtp", "x"),
+        ]);
+        assert_eq!(m.dests.deferred().count(), 0);
+        m.mark_deferred(&[3]);
+        let names: Vec<(&[u8], &[u8])> = m
+            .dests
+            .deferred()
+            .map(|d| (d.transport(), d.nexthop()))
+            .collect();
+        assert_eq!(names, vec![(&b"smtp"[..], &b"x"[..])]);
+        m.mark_deferred(&[2, 99]);
+        assert_eq!(m.dests.deferred().count(), 2);
     }
 
     #[test]

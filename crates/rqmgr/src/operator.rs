@@ -22,7 +22,7 @@ use rqmgr_queue::dirs::QueueName;
 use rqmgr_queue::queue_id::QueueId;
 use rqmgr_sched::{Dsn, LearnedDestination, LiveLimit, Target};
 
-use crate::control::{self, DeferredIndex, Override, OverrideKind, Overrides};
+use crate::control::{DeferredIndex, Override, OverrideKind, Overrides};
 use crate::message::ActiveMessage;
 use crate::metrics::ControlCounts;
 use crate::persist::{self, Saved, StateDir};
@@ -90,15 +90,14 @@ impl Core {
         self.spool.defer(id, QueueName::Deferred, until);
         let dests: Vec<Target> = m
             .dests
-            .iter()
-            .filter(|d| d.deferred)
-            .map(|d| control::destination(&d.transport, &d.nexthop))
+            .deferred()
+            .map(|d| Target::new(d.transport(), Some(d.nexthop())))
             .collect();
         if !self.control.overrides.is_empty() {
-            for d in m.dests.iter().filter(|d| d.deferred) {
+            for d in m.dests.deferred() {
                 self.control
                     .overrides
-                    .note_held(&d.transport, &d.nexthop, id);
+                    .note_held(d.transport(), d.nexthop(), id);
             }
             self.control.overrides_dirty = true;
         }
