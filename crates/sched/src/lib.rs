@@ -26,7 +26,10 @@
 //! Operators see this state through read-only views of bounded cost
 //! ([`Scheduler::totals`], [`Scheduler::transport_views`],
 //! [`Scheduler::destination_views`], [`Scheduler::job_views`]; see
-//! [`snapshot`]).
+//! [`snapshot`]), and steer it with holds and limits of their own, and a
+//! restarted daemon hands back what an earlier one learned
+//! ([`Scheduler::hold`], [`Scheduler::set_destination_limit`],
+//! [`Scheduler::learned`], [`Scheduler::restore`]; see [`control`]).
 //!
 //! # Invariants
 //! - A destination never has more deliveries busy than its window.
