@@ -215,6 +215,11 @@ impl Runtime {
         let run_delay = self.core.p.queue_run_delay.max(Duration::from_secs(1));
         let mut deferred_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + run_delay, run_delay);
+        // `postfix stop` ends every daemon with SIGTERM; the stock qmgr
+        // just dies, and so do we, once the state files are written
+        // (operator.rs), so that a planned restart loses no index entry.
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         loop {
             dog.pet();
             let busy = self.pass().await;
@@ -238,6 +243,12 @@ impl Runtime {
                 biased;
                 () = master.status.closed() => {
                     self.core.save_state(Save::All);
+                    self.core.log.flush();
+                    return 0;
+                }
+                Some(()) = next_signal(&mut term) => {
+                    self.core.save_state(Save::All);
+                    self.core.log.flush();
                     return 0;
                 }
                 Some(event) = self.agents_rx.recv() => {
@@ -581,6 +592,14 @@ impl Runtime {
                 self.trigger_pause = Some(tokio::time::Instant::now() + pause);
             }
         }
+    }
+}
+
+/// The next delivery of a signal; never, without a handler.
+async fn next_signal(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -214,7 +214,7 @@ fn flush_releases_one_destinations_deferred_mail_only() {
     let mut b_sink = ok(SmtpSink::start(SinkMode::SoftReject("RCPT".into())));
     let a = format!("smtp:[127.0.0.1]:{}", a_sink.port());
     let b = format!("smtp:[127.0.0.1]:{}", b_sink.port());
-    let inst = ok(slow_retries(Instance::builder())
+    let mut inst = ok(slow_retries(Instance::builder())
         .queue_manager(rqmgr())
         .main_cf(
             "transport_maps",
@@ -225,6 +225,11 @@ fn flush_releases_one_destinations_deferred_mail_only() {
     send(&inst, "user@b.example", 20);
     ok(inst.wait_until(|i| i.queue_ids("deferred").len() == 40, GUARD));
     ok(inst.wait_until(|i| i.queued_count() == 40, GUARD));
+    // A planned restart at once: the index is saved as rqmgr stops, not
+    // only by its timer.
+    ok(inst.stop());
+    ok(inst.restart());
+    answering(&inst);
     // Both come back; neither's mail is due for an hour.
     ok(a_sink.set_mode(SinkMode::Accept));
     ok(b_sink.set_mode(SinkMode::Accept));
