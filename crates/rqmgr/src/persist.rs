@@ -306,6 +306,25 @@ pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Saved, String> {
     Ok(saved)
 }
 
+/// Makes directory `path` with `mode` unless it exists, and gives it to
+/// `owner` unless it has it.
+fn make_owned(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let show = |e: std::io::Error| format!("{}: {e}", path.display());
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(show(e)),
+    }
+    if let Some((uid, gid)) = owner {
+        let meta = std::fs::metadata(path).map_err(show)?;
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(show)?;
+        }
+    }
+    Ok(())
+}
+
 /// The open state directory.
 #[derive(Debug)]
 pub(crate) struct StateDir {
@@ -314,35 +333,19 @@ pub(crate) struct StateDir {
 }
 
 impl StateDir {
-    /// Makes (as root, before chroot) and opens `data_directory/rqmgr/state`,
-    /// owned by `owner` and mode 0700. The parent stays as it is (rqmgrctl
-    /// keeps root's records there).
+    /// Makes (as root, before chroot) and opens `data_directory/rqmgr/state`.
+    /// Both it (mode 0700) and `data_directory/rqmgr` (0755) belong to
+    /// `owner`, as `postfix check` wants everything under data_directory
+    /// to belong to mail_owner.
     pub(crate) fn open(
         data_directory: &str,
         owner: Option<(u32, u32)>,
     ) -> Result<StateDir, String> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        let path = Path::new(data_directory).join("rqmgr").join("state");
-        let show = |e: std::io::Error| format!("{}: {e}", path.display());
-        if let Some(parent) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(show)?;
-        }
-        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(show(e)),
-        }
-        if let Some((uid, gid)) = owner {
-            let meta = std::fs::metadata(&path).map_err(show)?;
-            if meta.uid() != uid || meta.gid() != gid {
-                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(show)?;
-            }
-        }
-        let dir = File::open(&path).map_err(show)?;
+        let parent = Path::new(data_directory).join("rqmgr");
+        let path = parent.join("state");
+        make_owned(&parent, 0o755, owner)?;
+        make_owned(&path, 0o700, owner)?;
+        let dir = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(StateDir { dir, path })
     }
 

@@ -89,6 +89,15 @@ fn switch_over_and_back_twice_losing_nothing() {
     send(&inst, 0, 3);
     ok(sink.wait_received(3, GUARD));
     wait_activated_by(&inst, "rqmgr", 3);
+    // Neither the records nor rqmgr's state directory upset `postfix
+    // check` (everything under data_directory must be mail_owner's).
+    let check = ok(inst.postfix_cmd(&["check"]));
+    let warnings: Vec<&str> = check
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning") && !l.contains("unused parameter: rqmgr_"))
+        .collect();
+    assert!(warnings.is_empty(), "postfix check: {warnings:?}");
 
     // 2: defer mail under rqmgr, disable, the stock qmgr delivers it.
     ok(sink.set_mode(SinkMode::SoftReject("RCPT".into())));

@@ -3,7 +3,7 @@
 //!
 //! `enable` points master.cf's `qmgr` service (type unix) at rqmgr with
 //! Postfix's own `postconf -F`, keeping a copy of what was there under the
-//! instance's data_directory; `disable` puts that back byte for byte. Both
+//! instance's config_directory; `disable` puts that back byte for byte. Both
 //! reload a running Postfix and check that the new queue manager runs, and
 //! both are idempotent. `status`, `transports`, `destinations`, `jobs` and
 //! `metrics` ask the running rqmgr on its admin socket (show.rs);

@@ -1,11 +1,17 @@
 //! `enable`, `disable` and `status`: the master.cf change and its undoing.
 //!
-//! `enable` records, under `data_directory/rqmgr/`, the qmgr entry as
+//! `enable` records, under `config_directory/rqmgr/`, the qmgr entry as
 //! `postconf -M` shows it, master.cf as it was, and master.cf as the
 //! change left it. `disable` writes the old master.cf back when master.cf
 //! is still as `enable` left it (so it is byte-identical to before); when
 //! someone edited master.cf since, it restores only the qmgr entry, with
 //! `postconf -M`, and says so. The records go once `disable` succeeded.
+//!
+//! The records live with master.cf, owned by root, because `disable`
+//! writes them into master.cf as root: under data_directory, which
+//! `postfix check` wants owned by mail_owner, they would let mail_owner
+//! write master.cf. Records an earlier rqmgrctl left in
+//! `data_directory/rqmgr/` are still found.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -37,8 +43,21 @@ struct Records {
 impl Records {
     fn of(inst: &Instance) -> Records {
         Records {
-            dir: inst.data_dir.join("rqmgr"),
+            dir: inst.config_dir.join("rqmgr"),
         }
+    }
+
+    /// The records `disable` reads: these, or those of an earlier
+    /// rqmgrctl in data_directory if only they exist.
+    fn found(inst: &Instance) -> Records {
+        let new = Records::of(inst);
+        let old = Records {
+            dir: inst.data_dir.join("rqmgr"),
+        };
+        if !new.entry().exists() && old.entry().exists() {
+            return old;
+        }
+        new
     }
     fn entry(&self) -> PathBuf {
         self.dir.join("qmgr-service.saved")
@@ -103,7 +122,7 @@ pub(crate) fn disable(inst: &Instance, dry_run: bool) -> Result<(), String> {
         say!("rqmgr is not the queue manager ({SERVICE}: {command})");
         return Ok(());
     }
-    let records = Records::of(inst);
+    let records = Records::found(inst);
     let entry = std::fs::read_to_string(records.entry()).map_err(|e| {
         format!(
             "no record of the entry rqmgr replaced ({}: {e}); restore master.cf's qmgr entry by hand",
