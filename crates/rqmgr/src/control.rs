@@ -142,13 +142,15 @@ impl Overrides {
     }
 
     /// Notes that `id` went to `deferred/` while a suspension covering
-    /// `transport`/`nexthop` was in force.
-    pub(crate) fn note_held(&mut self, transport: &[u8], nexthop: &[u8], id: &QueueId) {
+    /// `transport`/`nexthop` was in force; true if one took it.
+    pub(crate) fn note_held(&mut self, transport: &[u8], nexthop: &[u8], id: &QueueId) -> bool {
+        let mut taken = false;
         for o in self.by_id.values_mut() {
             if o.kind == OverrideKind::Suspend && o.covers(transport, nexthop) {
-                o.held.insert(id.clone());
+                taken |= o.held.insert(id.clone());
             }
         }
+        taken
     }
 
     /// When the next override ends by itself.

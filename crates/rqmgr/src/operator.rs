@@ -95,11 +95,12 @@ impl Core {
             .collect();
         if !self.control.overrides.is_empty() {
             for d in m.dests.deferred() {
-                self.control
+                let held = self
+                    .control
                     .overrides
                     .note_held(d.transport(), d.nexthop(), id);
+                self.control.overrides_dirty |= held;
             }
-            self.control.overrides_dirty = true;
         }
         if !dests.is_empty() {
             self.control.deferred.add(id, dests);
