@@ -123,23 +123,23 @@ pub struct QueueMessage {
     /// Creation time (`create_time`), or the arrival seconds.
     pub create_time: i64,
     /// Envelope sender; empty for the null sender.
-    pub sender: Vec<u8>,
+    pub sender: Box<[u8]>,
     /// The size record.
     pub size: SizeRecord,
     /// DSN envelope id, or empty.
-    pub envelope_id: Vec<u8>,
+    pub envelope_id: Box<[u8]>,
     /// DSN RET flags (1 full, 2 headers), or 0.
     pub ret_flags: i32,
     /// Content encoding (`7bit`, `8bit`) or empty.
-    pub encoding: Vec<u8>,
+    pub encoding: Box<[u8]>,
     /// VERP delimiters when VERP is on (then one recipient per delivery).
-    pub verp_delims: Option<Vec<u8>>,
+    pub verp_delims: Option<Box<[u8]>>,
     /// Content filter (`L`), last one wins.
-    pub filter: Option<Vec<u8>>,
+    pub filter: Option<Box<[u8]>>,
     /// Content inspector (`I`), last one wins.
-    pub inspector: Option<Vec<u8>>,
+    pub inspector: Option<Box<[u8]>>,
     /// Redirect address (`>`), last one wins.
-    pub redirect: Option<Vec<u8>>,
+    pub redirect: Option<Box<[u8]>>,
     /// The first `W` record.
     pub warn_time: Option<WarnRecord>,
     /// Trace flags, masked to `trace_flag::MASK`.
@@ -148,25 +148,25 @@ pub struct QueueMessage {
     /// (qmgr kills that record after a trace report).
     pub trace_flags_offset: Option<u64>,
     /// Address rewriting context, default `local`.
-    pub rewrite_context: Vec<u8>,
+    pub rewrite_context: Box<[u8]>,
     /// Client name for logging.
-    pub log_client_name: Vec<u8>,
+    pub log_client_name: Box<[u8]>,
     /// Client address for logging.
-    pub log_client_address: Vec<u8>,
+    pub log_client_address: Box<[u8]>,
     /// Client port for logging.
-    pub log_client_port: Vec<u8>,
+    pub log_client_port: Box<[u8]>,
     /// Protocol name for logging.
-    pub log_protocol_name: Vec<u8>,
+    pub log_protocol_name: Box<[u8]>,
     /// HELO name for logging.
-    pub log_helo_name: Vec<u8>,
+    pub log_helo_name: Box<[u8]>,
     /// SASL method.
-    pub sasl_method: Vec<u8>,
+    pub sasl_method: Box<[u8]>,
     /// SASL user name.
-    pub sasl_username: Vec<u8>,
+    pub sasl_username: Box<[u8]>,
     /// SASL sender.
-    pub sasl_sender: Vec<u8>,
+    pub sasl_sender: Box<[u8]>,
     /// Log identifier.
-    pub log_ident: Vec<u8>,
+    pub log_ident: Box<[u8]>,
     /// Recipients not yet read (size-record count minus `R`/`D`/`/` seen).
     pub rcpt_unread: i64,
     /// Recipients collected by this read.
@@ -191,14 +191,14 @@ impl QueueMessage {
         QueueMessage {
             arrival: (0, 0),
             create_time: 0,
-            sender: Vec::new(),
+            sender: Box::default(),
             size: SizeRecord {
                 rflags: size::READ_FLAG_MIXED_RCPT_OTHER,
                 ..SizeRecord::default()
             },
-            envelope_id: Vec::new(),
+            envelope_id: Box::default(),
             ret_flags: 0,
-            encoding: Vec::new(),
+            encoding: Box::default(),
             verp_delims: None,
             filter: None,
             inspector: None,
@@ -206,16 +206,16 @@ impl QueueMessage {
             warn_time: None,
             trace_flags: 0,
             trace_flags_offset: None,
-            rewrite_context: b"local".to_vec(),
-            log_client_name: Vec::new(),
-            log_client_address: Vec::new(),
-            log_client_port: Vec::new(),
-            log_protocol_name: Vec::new(),
-            log_helo_name: Vec::new(),
-            sasl_method: Vec::new(),
-            sasl_username: Vec::new(),
-            sasl_sender: Vec::new(),
-            log_ident: Vec::new(),
+            rewrite_context: b"local"[..].into(),
+            log_client_name: Box::default(),
+            log_client_address: Box::default(),
+            log_client_port: Box::default(),
+            log_protocol_name: Box::default(),
+            log_helo_name: Box::default(),
+            sasl_method: Box::default(),
+            sasl_username: Box::default(),
+            sasl_sender: Box::default(),
+            log_ident: Box::default(),
             rcpt_unread: 0,
             recipients: Vec::new(),
             resume_offset: None,

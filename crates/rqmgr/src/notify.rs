@@ -85,11 +85,11 @@ impl Core {
             flags,
             queue_name: b"active".to_vec(),
             queue_id: m.queue_id.as_str().as_bytes().to_vec(),
-            encoding: env.encoding.clone(),
+            encoding: env.encoding.to_vec(),
             sendopts: env.size.sendopts,
             dialect: self.compat.dialect,
-            sender: env.sender.clone(),
-            envelope_id: env.envelope_id.clone(),
+            sender: env.sender.to_vec(),
+            envelope_id: env.envelope_id.to_vec(),
             ret_flags: env.ret_flags,
         };
         let verp = env

@@ -53,7 +53,7 @@ fn golden_worked_example() -> Result<(), Error> {
     let m = read(WORKED)?;
     assert_eq!(m.arrival, (1_795_960_876, 80_096));
     assert_eq!(m.create_time, 1_795_960_877);
-    assert_eq!(m.sender, b"sender@example.org");
+    assert_eq!(&*m.sender, b"sender@example.org");
     assert_eq!(
         m.size,
         SizeRecord {
@@ -65,10 +65,10 @@ fn golden_worked_example() -> Result<(), Error> {
             sendopts: 0
         }
     );
-    assert_eq!(m.envelope_id, b"ENVID123");
-    assert_eq!(m.rewrite_context, b"local");
+    assert_eq!(&*m.envelope_id, b"ENVID123");
+    assert_eq!(&*m.rewrite_context, b"local");
     assert_eq!(m.ret_flags, 0);
-    assert_eq!(m.encoding, b"");
+    assert_eq!(&*m.encoding, b"");
     assert_eq!(
         m.opened,
         Some(Opened {
@@ -257,7 +257,7 @@ fn limit_keeps_reading_extracted_segment_for_envelope_data() -> Result<(), Error
     let bytes = b.build();
     let m = read_message_from(Cursor::new(&bytes), &limits(2))?;
     // The pure-recipient jump still reaches the extracted `encoding`.
-    assert_eq!(m.encoding, b"8bit");
+    assert_eq!(&*m.encoding, b"8bit");
     assert_eq!(m.recipients.len(), 2);
     let (_, got) = all_recipients(&bytes, 2)?;
     assert_eq!(got.len(), 6);
@@ -328,14 +328,14 @@ fn attributes_map_like_qmgr() -> Result<(), Error> {
     let bytes = b.build();
     let m = read(&bytes)?;
     // Once a log_* attribute was seen, client_* no longer fills in.
-    assert_eq!(m.log_client_name, b"legacy.example");
-    assert_eq!(m.log_client_address, b"192.0.2.1");
-    assert_eq!(m.log_helo_name, b"helo.example");
-    assert_eq!(m.sasl_method, b"PLAIN");
+    assert_eq!(&*m.log_client_name, b"legacy.example");
+    assert_eq!(&*m.log_client_address, b"192.0.2.1");
+    assert_eq!(&*m.log_helo_name, b"helo.example");
+    assert_eq!(&*m.sasl_method, b"PLAIN");
     assert_eq!(m.trace_flags, trace_flag::RECORD);
     assert!(m.trace_flags_offset.is_some());
     assert_eq!(m.ret_flags, 2);
-    assert_eq!(m.encoding, b"8bit");
+    assert_eq!(&*m.encoding, b"8bit");
     assert_eq!(m.filter.as_deref(), Some(&b"smtp:[127.0.0.1]:10025"[..]));
     assert_eq!(m.redirect.as_deref(), Some(&b"other@example"[..]));
     assert_eq!(m.verp_delims.as_deref(), Some(&b"+="[..]));
