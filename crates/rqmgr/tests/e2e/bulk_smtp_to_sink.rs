@@ -14,9 +14,14 @@ fn scenario(qm: QueueManager) {
     assert_eq!(sink.received(), MESSAGES, "no duplicates expected");
 
     let qmgr = inst.queue_manager().log_program();
-    // postlogd writes asynchronously: wait until every line has arrived.
+    // postlogd writes asynchronously: wait until every line has arrived,
+    // smtpd's as well as the queue manager's (under load smtpd's lines
+    // may come in after the last `removed`).
     let log = ok(inst.wait_for_log(
-        |log| log.matching(&qmgr, ": removed").len() >= MESSAGES,
+        |log| {
+            log.matching(&qmgr, ": removed").len() >= MESSAGES
+                && log.queue_ids_logged("postfix/smtpd", "client=").len() >= MESSAGES
+        },
         GUARD,
     ));
     let received = log.queue_ids_logged("postfix/smtpd", "client=");
