@@ -33,6 +33,27 @@ pub(crate) enum OverrideKind {
     Limit(LiveLimit),
 }
 
+impl OverrideKind {
+    /// Its name, as `rqmgrctl overrides` shows it and the state file
+    /// keeps it: `suspend`, or the limit's (`concurrency`, `rate_delay`,
+    /// `recipient_limit`).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            OverrideKind::Suspend => "suspend",
+            OverrideKind::Limit(l) => limit_name(*l),
+        }
+    }
+}
+
+/// A limit's name, as `rqmgrctl set` takes it.
+pub(crate) fn limit_name(limit: LiveLimit) -> &'static str {
+    match limit {
+        LiveLimit::Concurrency(_) => "concurrency",
+        LiveLimit::RecipientLimit(_) => "recipient_limit",
+        LiveLimit::RateDelay(_) => "rate_delay",
+    }
+}
+
 /// One operator's change in force.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Override {

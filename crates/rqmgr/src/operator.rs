@@ -22,7 +22,7 @@ use rqmgr_queue::dirs::QueueName;
 use rqmgr_queue::queue_id::QueueId;
 use rqmgr_sched::{Dsn, LearnedDestination, LiveLimit, Target};
 
-use crate::control::{DeferredIndex, Override, OverrideKind, Overrides};
+use crate::control::{self, DeferredIndex, Override, OverrideKind, Overrides};
 use crate::message::ActiveMessage;
 use crate::metrics::ControlCounts;
 use crate::persist::{self, Saved, StateDir};
@@ -561,9 +561,9 @@ fn known_transport(target: &Target) -> Result<(), String> {
 
 /// A limit as `rqmgrctl set` names it, and its value as text.
 pub(crate) fn limit_words(limit: LiveLimit) -> (&'static str, String) {
-    match limit {
-        LiveLimit::Concurrency(n) => ("concurrency", n.to_string()),
-        LiveLimit::RecipientLimit(n) => ("recipient_limit", n.to_string()),
-        LiveLimit::RateDelay(d) => ("rate_delay", format!("{}s", d.as_secs_f64())),
-    }
+    let value = match limit {
+        LiveLimit::Concurrency(n) | LiveLimit::RecipientLimit(n) => n.to_string(),
+        LiveLimit::RateDelay(d) => format!("{}s", d.as_secs_f64()),
+    };
+    (control::limit_name(limit), value)
 }

@@ -170,11 +170,11 @@ pub(crate) fn decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn limit_kind(limit: LiveLimit) -> (&'static str, u64) {
+/// A limit's value as the file keeps it (a rate delay in milliseconds).
+fn limit_number(limit: LiveLimit) -> u64 {
     match limit {
-        LiveLimit::Concurrency(n) => ("concurrency", u64::from(n)),
-        LiveLimit::RecipientLimit(n) => ("recipient_limit", u64::from(n)),
-        LiveLimit::RateDelay(d) => ("rate_delay", u64::try_from(d.as_millis()).unwrap_or(0)),
+        LiveLimit::Concurrency(n) | LiveLimit::RecipientLimit(n) => u64::from(n),
+        LiveLimit::RateDelay(d) => u64::try_from(d.as_millis()).unwrap_or(0),
     }
 }
 
@@ -184,18 +184,15 @@ pub(crate) fn to_bytes(saved: &Saved) -> Vec<u8> {
         .overrides
         .iter()
         .map(|o| {
-            let (kind, value) = match &o.kind {
-                OverrideKind::Suspend => ("suspend", None),
-                OverrideKind::Limit(l) => {
-                    let (k, v) = limit_kind(*l);
-                    (k, Some(v))
-                }
+            let value = match &o.kind {
+                OverrideKind::Suspend => None,
+                OverrideKind::Limit(l) => Some(limit_number(*l)),
             };
             OverrideV1 {
                 id: o.id,
                 transport: encode(&o.target.transport),
                 nexthop: o.target.nexthop.as_deref().map(encode),
-                kind: kind.to_owned(),
+                kind: o.kind.name().to_owned(),
                 value,
                 reason: o.reason.clone(),
                 uid: o.uid,

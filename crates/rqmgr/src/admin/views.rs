@@ -235,19 +235,16 @@ fn overrides(core: &Core) -> Value {
         .overrides
         .iter()
         .map(|o| {
-            let (kind, value) = match &o.kind {
-                OverrideKind::Suspend => ("suspend", None),
-                OverrideKind::Limit(l) => {
-                    let (name, value) = limit_words(*l);
-                    (name, Some(value))
-                }
+            let value = match &o.kind {
+                OverrideKind::Suspend => None,
+                OverrideKind::Limit(l) => Some(limit_words(*l).1),
             };
             json!({
                 "id": o.id,
                 "target": o.target.name().to_string(),
                 "transport": o.target.transport.to_string(),
                 "nexthop": o.target.nexthop.as_ref().map(ToString::to_string),
-                "kind": kind,
+                "kind": o.kind.name(),
                 "value": value,
                 "reason": o.reason,
                 "uid": o.uid,

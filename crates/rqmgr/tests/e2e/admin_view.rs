@@ -12,29 +12,10 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use crate::common::{ok, rqmgr, GUARD};
+use crate::common::{ok, rqmgr, rqmgrctl, stdout_of, GUARD};
 use rqmgr_harness::ports::PortLease;
 use rqmgr_harness::{Instance, SinkMode, SmtpSink};
 use serde_json::Value;
-
-fn rqmgrctl(inst: &Instance, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rqmgrctl"))
-        .arg("-c")
-        .arg(inst.config_dir())
-        .args(args)
-        .output()
-        .expect("run rqmgrctl")
-}
-
-fn stdout_of(inst: &Instance, args: &[&str]) -> String {
-    let out = rqmgrctl(inst, args);
-    assert!(
-        out.status.success(),
-        "rqmgrctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The value of the metric line `name{labels}` (labels as printed).
 fn metric(text: &str, series: &str) -> Option<f64> {

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end scenarios.
 
 use rqmgr_harness::{Instance, InstanceBuilder, QueueManager, SinkMode, SmtpSink};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 /// Guard against hangs for one wait; generous because debug builds and two
@@ -33,4 +34,25 @@ pub(crate) fn instance_with_sink(
         .relay_to_port(sink.port());
     let inst = ok(tune(builder).start());
     (sink, inst)
+}
+
+/// Runs this package's rqmgrctl on `inst`, whatever its exit status.
+pub(crate) fn rqmgrctl(inst: &Instance, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rqmgrctl"))
+        .arg("-c")
+        .arg(inst.config_dir())
+        .args(args)
+        .output()
+        .expect("run rqmgrctl")
+}
+
+/// rqmgrctl's standard output; panics with its error if it failed.
+pub(crate) fn stdout_of(inst: &Instance, args: &[&str]) -> String {
+    let out = rqmgrctl(inst, args);
+    assert!(
+        out.status.success(),
+        "rqmgrctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

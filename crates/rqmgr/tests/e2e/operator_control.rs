@@ -12,35 +12,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{ok, rqmgr, GUARD};
+use crate::common::{ok, rqmgr, rqmgrctl, stdout_of, GUARD};
 use nix::sys::signal::Signal;
 use rqmgr_harness::ports::PortLease;
 use rqmgr_harness::{Instance, InstanceBuilder, SinkMode, SmtpSink};
 use serde_json::Value;
-
-fn rqmgrctl(inst: &Instance, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rqmgrctl"))
-        .arg("-c")
-        .arg(inst.config_dir())
-        .args(args)
-        .output()
-        .expect("run rqmgrctl")
-}
-
-fn stdout_of(inst: &Instance, args: &[&str]) -> String {
-    let out = rqmgrctl(inst, args);
-    assert!(
-        out.status.success(),
-        "rqmgrctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Waits until rqmgr answers on its admin socket (it makes the socket as
 /// it starts, a moment after Postfix does; `status` would answer from
