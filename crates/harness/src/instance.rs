@@ -519,7 +519,15 @@ impl Instance {
             if let Some(v) = f()? {
                 return Ok(Some(v));
             }
-            watch.check(self)?;
+            if let Err(unhealthy) = watch.check(self) {
+                // The awaited condition may be the very failure just seen
+                // (a test that expects a fatal line), or may have come true
+                // a moment before it: look once more before giving up.
+                return match f()? {
+                    Some(v) => Ok(Some(v)),
+                    None => Err(unhealthy),
+                };
+            }
             Ok(None)
         })
         .map_err(|e| {
