@@ -95,6 +95,9 @@ pub(crate) struct Runtime {
     notices_rx: UnboundedReceiver<NoticeDone>,
     /// The last pass imported a message from `incoming/`.
     fed_incoming: bool,
+    /// The last pass read nothing because the active queue holds enough
+    /// work ready for agents (`Scheduler::ready_work_suffices`).
+    intake_held: bool,
     /// Failures of the trigger endpoint in a row, and until when the loop
     /// stops taking triggers after one.
     trigger_backoff: triggers::Backoff,
@@ -161,6 +164,7 @@ impl Runtime {
                 QueueScan::new(QueueName::Deferred),
             ],
             first_scan: INCOMING,
+            intake_held: false,
             ready: HashMap::new(),
             transports: HashMap::new(),
             delivering: HashMap::new(),
@@ -226,10 +230,15 @@ impl Runtime {
             self.flow_control(&master);
             // The wait is reckoned from the time now, not the pass's.
             self.core.now = Now::read();
-            let wake =
+            let mut wake =
                 self.core.sched.poll_timeout().map(|t| {
                     tokio::time::Instant::now() + t.saturating_since(self.core.now.sched())
                 });
+            if self.intake_held {
+                // Start rates decay with no event at all; ask again soon.
+                let recheck = tokio::time::Instant::now() + rqmgr_sched::RECHECK;
+                wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
+            }
             if std::mem::take(&mut self.core.control.rescan_incoming) {
                 self.scan_request(INCOMING, SCAN_START);
                 continue;
@@ -313,6 +322,14 @@ impl Runtime {
     /// come straight back rather than wait).
     async fn pass(&mut self) -> bool {
         self.run_actions().await;
+        // Unlike Postfix, no message is read while the agents have plenty
+        // of work ready that they are taking quickly (see the scheduler's
+        // intake module): it would only wait in `active/`.
+        self.intake_held = self.core.sched.ready_work_suffices(self.core.now.sched());
+        if self.intake_held {
+            self.fed_incoming = false;
+            return false;
+        }
         let mut found_any = false;
         let mut fed_any = false;
         let mut last = self.first_scan;

@@ -55,6 +55,7 @@ mod entry;
 mod event;
 mod feedback;
 mod hash;
+mod intake;
 mod job;
 mod list;
 mod message;
@@ -74,6 +75,7 @@ pub use bytestring::ByteString;
 pub use config::{Config, Feedback, LiveLimit, TransportConfig, TransportLookup};
 pub use control::{LearnedDestination, Target};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
+pub use intake::{READY_AHEAD, READY_MIN, READY_WITHIN, RECHECK};
 pub use retry::next_attempt;
 pub use snapshot::{
     DestinationCounts, DestinationSelect, DestinationState, DestinationView, JobView, Totals,
@@ -354,8 +356,11 @@ impl Scheduler {
         let queue = &mut self.queues[q];
         let new = queue.available();
         let old = std::mem::replace(&mut queue.contribution, new);
+        let ready = queue.ready_share();
+        let old_ready = std::mem::replace(&mut queue.ready_contribution, ready);
         let t = &mut self.transports[queue.transport];
         t.available = t.available + u64::from(new) - u64::from(old);
+        t.ready_backlog = t.ready_backlog + u64::from(ready) - u64::from(old_ready);
         if self.cfg.preemptive {
             self.queue_wake(q);
         } else if new > 0 && queue.rr_ticket.is_none() {
@@ -485,6 +490,7 @@ impl Scheduler {
         if let Some(c) = self.conns.get_mut(conn) {
             c.entry = Some(e);
         }
+        self.transports[t].start_rate.record(self.now);
         let entry = &self.entries[e as usize];
         let queue = &self.queues[entry.queue as usize];
         self.actions.push_back(Action::Deliver {
@@ -506,6 +512,7 @@ impl Scheduler {
             let queue = self.queues.remove(q);
             let t = &mut self.transports[queue.transport];
             t.available -= u64::from(queue.contribution);
+            t.ready_backlog -= u64::from(queue.ready_contribution);
             t.queues.remove(&queue.name);
         }
     }

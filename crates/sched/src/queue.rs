@@ -55,6 +55,8 @@ pub(crate) struct DestQueue {
     pub generation: u64,
     /// This queue's share of its transport's `available` count.
     pub contribution: u32,
+    /// This queue's share of its transport's `ready_backlog`.
+    pub ready_contribution: u32,
     /// The ticket of this queue's slot in its transport's round robin, if
     /// it has one; slots with another ticket are stale.
     pub rr_ticket: Option<u64>,
@@ -103,6 +105,7 @@ impl DestQueue {
             dest_flags: 0,
             generation,
             contribution: 0,
+            ready_contribution: 0,
             rr_ticket: None,
             clog_time_to_warn: Time::ZERO,
             todo_rcpts: 0,
@@ -152,6 +155,16 @@ impl DestQueue {
             .unwrap_or(0)
             .saturating_sub(self.busy);
         room.min(self.todo.len)
+    }
+
+    /// Entries waiting only for an agent: all of `todo` while the window
+    /// has room, none behind a full window (see intake.rs).
+    pub(crate) fn ready_share(&self) -> u32 {
+        if self.has_room() {
+            self.todo.len
+        } else {
+            0
+        }
     }
 
     /// Good news from a delivery (`qmgr_queue_unthrottle()`): revive a dead

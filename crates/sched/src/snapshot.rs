@@ -566,9 +566,17 @@ impl Scheduler {
     /// kept at every place recipients and entries move.
     pub(crate) fn audit_snapshot_counts(&self) {
         let mut busy_per_transport = vec![0u32; self.transports.len()];
+        let mut ready_per_transport = vec![0u64; self.transports.len()];
         let mut in_entries = 0;
         for (q, queue) in &self.queues {
             busy_per_transport[queue.transport] += queue.busy;
+            ready_per_transport[queue.transport] += u64::from(queue.ready_share());
+            assert_eq!(
+                queue.ready_contribution,
+                queue.ready_share(),
+                "queue {q} {:?}: ready share not refreshed",
+                queue.name
+            );
             let mut todo_rcpts = 0;
             let mut e = queue.todo.head;
             while e != NIL {
@@ -589,6 +597,11 @@ impl Scheduler {
             assert_eq!(
                 tr.busy, busy_per_transport[t],
                 "transport {:?}: busy",
+                tr.name
+            );
+            assert_eq!(
+                tr.ready_backlog, ready_per_transport[t],
+                "transport {:?}: ready backlog",
                 tr.name
             );
         }

@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::bytestring::ByteString;
 use crate::config::TransportConfig;
 use crate::event::Dsn;
+use crate::intake::StartRate;
 use crate::list::{List, NIL};
 use crate::time::Time;
 use crate::{ERROR_TRANSPORT, RETRY_TRANSPORT};
@@ -79,6 +80,11 @@ pub(crate) struct Transport {
     pub busy: u32,
     /// Destinations of this transport that died, ever (for snapshots).
     pub throttles: u64,
+    /// Entries whose queue has room, waiting only for an agent (the sum
+    /// of the queues' `ready_contribution`; see intake.rs).
+    pub ready_backlog: u64,
+    /// How fast this transport's agents take deliveries (intake.rs).
+    pub start_rate: StartRate,
 }
 
 impl Transport {
@@ -113,6 +119,8 @@ impl Transport {
             refill_delay: cfg.recipient_refill_delay,
             busy: 0,
             throttles: 0,
+            ready_backlog: 0,
+            start_rate: StartRate::default(),
             cfg,
         }
     }
