@@ -272,6 +272,16 @@ pub fn read_message(file: &mut std::fs::File, limits: &ReadLimits) -> Result<Que
     read_message_from(file, limits)
 }
 
+/// [`read_message`] of a file just opened, which is at offset 0 for
+/// certain: the `lseek` to the start is left out (one system call per
+/// message the daemon brings in).
+pub fn read_opened_message(
+    file: &mut std::fs::File,
+    limits: &ReadLimits,
+) -> Result<QueueMessage, Error> {
+    read_with(RecordReader::at_start(file), limits)
+}
+
 /// [`read_message`] over any seekable reader positioned anywhere.
 ///
 /// With `limits.resume_offset = Some(off)` this is a refill that does not
@@ -281,8 +291,15 @@ pub fn read_message(file: &mut std::fs::File, limits: &ReadLimits) -> Result<Que
 /// zero (add it to the count from the earlier read). The arrival, sender
 /// and size checks are skipped because the first read made them.
 pub fn read_message_from<R: Read + Seek>(r: R, limits: &ReadLimits) -> Result<QueueMessage, Error> {
+    read_with(RecordReader::new(r), limits)
+}
+
+fn read_with<R: Read + Seek>(
+    rr: RecordReader<R>,
+    limits: &ReadLimits,
+) -> Result<QueueMessage, Error> {
     let limit = effective_limit(limits.max_recipients);
-    let mut rr = RecordReader::new(r).max_length_bytes(limits.max_length_bytes);
+    let mut rr = rr.max_length_bytes(limits.max_length_bytes);
     match limits.resume_offset {
         None => {
             rr.seek(0)?;

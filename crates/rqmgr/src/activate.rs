@@ -17,7 +17,7 @@ use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 
 use rqmgr_queue::dirs::{mtime_secs, QueueName, MODE_EXPIRE, MODE_UNTHROTTLE};
-use rqmgr_queue::message::{read_message, QueueMessage, ReadLimits};
+use rqmgr_queue::message::{read_opened_message, QueueMessage, ReadLimits};
 use rqmgr_queue::queue_id::QueueId;
 use rqmgr_sched::{Event, MessageId, Route};
 
@@ -143,7 +143,7 @@ impl Core {
             verp_delimiter_filter: self.p.verp_delimiter_filter.as_bytes().to_vec(),
             max_length_bytes: self.compat.record_length_bytes,
         };
-        let mut env = match read_message(&mut file, &limits) {
+        let mut env = match read_opened_message(&mut file, &limits) {
             Ok(env) => env,
             Err(e) => {
                 for line in e.postfix_warnings(id.as_str(), &path.display().to_string()) {

@@ -28,7 +28,7 @@ use rqmgr_ipc::attr::ListDecoder;
 use rqmgr_ipc::deliver::{parse_reply, timeval, DeliveryRequestRef, MsgStats, RecipientRef};
 use rqmgr_ipc::dialect::Dialect;
 use rqmgr_queue::dirs::{QueueLayout, QueueName};
-use rqmgr_queue::message::{read_message, ReadLimits};
+use rqmgr_queue::message::{read_opened_message, ReadLimits};
 use rqmgr_queue::queue_id::QueueId;
 
 /// `DEL_REQ_FLAG_DEFLT`.
@@ -158,7 +158,7 @@ fn run() -> Res<()> {
         if !rqmgr_queue::lock::lock_exclusive_nb(&file)? {
             return Err(format!("{id}: locked").into());
         }
-        let env = read_message(&mut file, &limits)?;
+        let env = read_opened_message(&mut file, &limits)?;
         drop(file);
         let _ = std::fs::remove_file(layout.path(QueueName::Defer, &id));
         log.info(&format!(
