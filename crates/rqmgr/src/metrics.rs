@@ -347,6 +347,11 @@ fn register_gauges(r: &mut Registry, sched: &Scheduler, top: usize) {
         "qmgr_message_recipient_limit",
         gauge(t.recipient_limit),
     );
+    r.register(
+        "rqmgr_ready_entries",
+        "Entries in the active queue waiting only for a delivery agent",
+        gauge(usize::try_from(sched.ready_backlog()).unwrap_or(usize::MAX)),
+    );
 
     let busy = Family::<TransportLabel, Gauge>::default();
     let dead = Family::<TransportLabel, Gauge>::default();

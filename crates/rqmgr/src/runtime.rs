@@ -98,6 +98,11 @@ pub(crate) struct Runtime {
     /// The last pass read nothing because the active queue holds enough
     /// work ready for agents (`Scheduler::ready_work_suffices`).
     intake_held: bool,
+    /// While reading waits: when to ask again if no event comes first. It
+    /// stays put until it passes, so that the timer registered at each
+    /// turn is never earlier than the one before (an earlier one makes
+    /// tokio wake its driver through an `eventfd`).
+    intake_recheck: Option<tokio::time::Instant>,
     /// Failures of the trigger endpoint in a row, and until when the loop
     /// stops taking triggers after one.
     trigger_backoff: triggers::Backoff,
@@ -165,6 +170,7 @@ impl Runtime {
             ],
             first_scan: INCOMING,
             intake_held: false,
+            intake_recheck: None,
             ready: HashMap::new(),
             transports: HashMap::new(),
             delivering: HashMap::new(),
@@ -236,8 +242,15 @@ impl Runtime {
                 });
             if self.intake_held {
                 // Start rates decay with no event at all; ask again soon.
-                let recheck = tokio::time::Instant::now() + rqmgr_sched::RECHECK;
+                let now = tokio::time::Instant::now();
+                let recheck = match self.intake_recheck {
+                    Some(at) if at > now => at,
+                    _ => now + rqmgr_sched::RECHECK,
+                };
+                self.intake_recheck = Some(recheck);
                 wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
+            } else {
+                self.intake_recheck = None;
             }
             if std::mem::take(&mut self.core.control.rescan_incoming) {
                 self.scan_request(INCOMING, SCAN_START);

@@ -296,6 +296,8 @@ fn status(core: &Core) -> Value {
         "active_recipients_limit": t.recipient_limit,
         "transports": t.transports,
         "destinations": t.destinations,
+        "ready_entries": core.sched.ready_backlog(),
+        "intake_held": core.sched.ready_work_suffices(core.now.sched()),
         "overrides": core.control.overrides.len(),
         "deferred_indexed": core.control.deferred.len(),
     })

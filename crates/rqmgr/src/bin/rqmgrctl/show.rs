@@ -183,12 +183,18 @@ fn table(value: &Value, columns: &[(&str, &str)]) -> String {
 fn status_text(v: &Value) -> String {
     let pair = |a: &str, b: &str| format!("{}/{}", cell(&v[a]), cell(&v[b]));
     format!(
-        "rqmgr {} ({}) for Postfix {}\nactive messages   {}\nactive recipients {}\ntransports        {}\ndestinations      {}\noverrides         {}\ndeferred indexed  {}\n",
+        "rqmgr {} ({}) for Postfix {}\nactive messages   {}\nactive recipients {}\nready for agents  {}{}\ntransports        {}\ndestinations      {}\noverrides         {}\ndeferred indexed  {}\n",
         cell(&v["rqmgr_version"]),
         cell(&v["role"]),
         cell(&v["postfix_version"]),
         pair("active_messages", "active_messages_limit"),
         pair("active_recipients", "active_recipients_limit"),
+        cell(&v["ready_entries"]),
+        if v["intake_held"] == true {
+            " (reading waits)"
+        } else {
+            ""
+        },
         cell(&v["transports"]),
         cell(&v["destinations"]),
         cell(&v["overrides"]),
@@ -221,5 +227,24 @@ mod tests {
              smtp       [127.0.0.1]:25  throttled  connect refused\n\
              local      x               ready      -\n"
         );
+    }
+
+    #[test]
+    fn status_says_when_reading_waits() {
+        let mut v: Value = serde_json::json!({
+            "rqmgr_version": "0.1.0", "role": "qmgr", "postfix_version": "3.7.11",
+            "active_messages": 700, "active_messages_limit": 20000,
+            "active_recipients": 700, "active_recipients_limit": 20000,
+            "ready_entries": 650, "intake_held": true,
+            "transports": 1, "destinations": 1, "overrides": 0, "deferred_indexed": 0,
+        });
+        let text = status_text(&v);
+        assert!(
+            text.contains("\nready for agents  650 (reading waits)\n"),
+            "{text}"
+        );
+        v["intake_held"] = Value::Bool(false);
+        let text = status_text(&v);
+        assert!(text.contains("\nready for agents  650\n"), "{text}");
     }
 }
