@@ -30,6 +30,9 @@
 //! restarted daemon hands back what an earlier one learned
 //! ([`Scheduler::hold`], [`Scheduler::set_destination_limit`],
 //! [`Scheduler::learned`], [`Scheduler::restore`]; see [`control`]).
+//! One question goes back to the daemon: whether reading another message
+//! would only make it wait ([`Scheduler::ready_work_suffices`], from the
+//! work ready for agents and the rate they take it; see `intake`).
 //!
 //! # Invariants
 //! - A destination never has more deliveries busy than its window.
