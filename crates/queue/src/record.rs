@@ -498,12 +498,18 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn seek_inside_and_outside_buffer() {
+    /// A file of `n` `N` records holding 0, 1, 2, ... as text.
+    fn numbered_records(n: u32) -> Vec<u8> {
         let mut bytes = Vec::new();
-        for i in 0..3000u32 {
+        for i in 0..n {
             put_record(&mut bytes, b'N', i.to_string().as_bytes());
         }
+        bytes
+    }
+
+    #[test]
+    fn seek_inside_and_outside_buffer() {
+        let bytes = numbered_records(3000);
         let mut r = RecordReader::new(Cursor::new(bytes.clone()));
         let first = r.next().ok().flatten();
         let second_off = r.offset();
@@ -518,10 +524,7 @@ mod tests {
 
     #[test]
     fn a_reused_buffer_shows_nothing_of_the_file_before() {
-        let mut long = Vec::new();
-        for i in 0..2000u32 {
-            put_record(&mut long, b'N', i.to_string().as_bytes());
-        }
+        let long = numbered_records(2000);
         let mut r = RecordReader::new(Cursor::new(long));
         while let Ok(Some(_)) = r.next() {}
         drop(r);
@@ -536,10 +539,7 @@ mod tests {
 
     #[test]
     fn a_reader_at_start_reads_as_a_plain_one() {
-        let mut bytes = Vec::new();
-        for i in 0..3000u32 {
-            put_record(&mut bytes, b'N', i.to_string().as_bytes());
-        }
+        let bytes = numbered_records(3000);
         let mut plain = RecordReader::new(Cursor::new(bytes.clone()));
         let mut fresh = RecordReader::at_start(Cursor::new(bytes));
         fresh.seek(0).ok();

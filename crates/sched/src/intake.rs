@@ -36,13 +36,13 @@ use crate::time::Time;
 use crate::Scheduler;
 
 /// How much ready work (in time at the start rate) is enough.
-pub const READY_AHEAD: Duration = Duration::from_millis(100);
+pub(crate) const READY_AHEAD: Duration = Duration::from_millis(100);
 
 /// Below this many ready entries, reading always goes on.
-pub const READY_MIN: u64 = 100;
+pub(crate) const READY_MIN: u64 = 100;
 
 /// A transport's ready backlog must start within this, or reading goes on.
-pub const READY_WITHIN: Duration = Duration::from_millis(500);
+pub(crate) const READY_WITHIN: Duration = Duration::from_millis(500);
 
 /// While reading waits, the daemon asks again at least this often (start
 /// rates decay with no event at all).

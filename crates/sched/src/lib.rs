@@ -78,7 +78,7 @@ pub use bytestring::ByteString;
 pub use config::{Config, Feedback, LiveLimit, TransportConfig, TransportLookup};
 pub use control::{LearnedDestination, Target};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
-pub use intake::{READY_AHEAD, READY_MIN, READY_WITHIN, RECHECK};
+pub use intake::RECHECK;
 pub use retry::next_attempt;
 pub use snapshot::{
     DestinationCounts, DestinationSelect, DestinationState, DestinationView, JobView, Totals,
