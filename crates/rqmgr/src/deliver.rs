@@ -1,18 +1,21 @@
 //! Delivery agent connections (`qmgr_transport_alloc()`, `qmgr_deliver()`).
 //!
-//! Each connection runs as one task for its whole life: connect to
-//! `private/<transport>`, wait for the agent's announcement, and report
-//! back. Only then does the scheduler pick an entry for it, because an
-//! agent may take long to come free (master queues the connection until a
-//! process is idle) and by then the best entry to send may be another. The
-//! task then waits for the encoded request (or for the event loop to drop
-//! the [`RequestSender`], which closes the connection unused), sends it,
-//! reads the reply and closes the socket, which is the agent's signal
-//! that the queue manager is done with it. One task rather than one per
-//! phase saves a spawn and the hand-over of the socket per delivery.
+//! A connection goes through two phases, each a future that the event
+//! loop polls itself ([`Agents`]), with no task, channel or wake-up of
+//! its own: stock qmgr likewise handles each agent's socket in its one
+//! event loop.
+//! 1. Connect to `private/<transport>` and wait for the agent's
+//!    announcement ([`AgentEvent::Ready`] hands the loop the open
+//!    connection). Only then does the scheduler pick an entry for it,
+//!    because an agent may take long to come free (master queues the
+//!    connection until a process is idle) and by then the best entry to
+//!    send may be another. The loop drops the connection unused if the
+//!    scheduler closes it.
+//! 2. Send the encoded request, read the reply, close the socket (the
+//!    agent's signal that the queue manager is done with it) and report
+//!    [`AgentEvent::Replied`].
 //!
-//! Connecting and the announcement share one `daemon_timeout` deadline,
-//! and so do sending the request and reading the reply.
+//! Each phase has one `daemon_timeout` deadline for all its steps.
 //!
 //! A failure to connect or to send marks the transport unavailable; a
 //! reply that cannot be read counts as a crash (retry, no feedback).
@@ -22,91 +25,111 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures_util::future::{FutureExt, LocalBoxFuture};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rqmgr_ipc::deliver::{AgentConnection, DeliveryReply};
 use rqmgr_ipc::error::IpcError;
 use rqmgr_sched::{ConnId, Dsn, Outcome};
-use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::logging::os_error;
 
-/// Hands a ready connection its encoded delivery request; dropping it
-/// closes the connection without a delivery.
-pub(crate) type RequestSender = oneshot::Sender<Vec<u8>>;
-
-/// What a connection task reports to the event loop.
+/// What a connection's phase ends with.
 #[derive(Debug)]
 pub(crate) enum AgentEvent {
     /// The agent announced itself and waits for a request.
-    Ready(ConnId, RequestSender),
-    /// The agent could not be reached or the request not sent; the
-    /// warning names the transport by its bytes.
-    Unavailable(ConnId, Vec<u8>),
+    Ready(ConnId, AgentConnection),
+    /// The agent could not be reached; the warning names the socket by
+    /// its bytes.
+    Unreachable(ConnId, Vec<u8>),
+    /// The request could not be sent, and why.
+    NotSent(ConnId, IpcError),
     /// The reply to the request, or why there is none.
     Replied(ConnId, Result<DeliveryReply, IpcError>),
 }
 
-/// Starts a connection to a transport's delivery agent, which then
-/// carries out at most one delivery.
-pub(crate) fn spawn_connection(
-    tx: UnboundedSender<AgentEvent>,
-    conn: ConnId,
-    transport: &[u8],
+/// The phases in progress, polled by the event loop.
+pub(crate) struct Agents {
+    phases: FuturesUnordered<LocalBoxFuture<'static, AgentEvent>>,
+    /// `daemon_timeout`: the limit of each phase.
     timeout: Duration,
-) {
-    // The socket is named by the transport's bytes, whatever they are.
-    let path = PathBuf::from(OsString::from_vec([b"private/", transport].concat()));
-    let transport = transport.to_vec();
-    tokio::task::spawn_local(async move {
-        let shown = path.as_os_str().as_bytes();
-        let warning = |parts: &[&[u8]]| AgentEvent::Unavailable(conn, parts.concat());
-        let deadline = Instant::now() + timeout;
-        let mut agent = match AgentConnection::connect_until(&path, deadline, timeout).await {
-            Ok(agent) => agent,
-            Err(e) => {
-                // Postfix words it "connect to transport private/X: %m".
-                let why = match &e {
-                    IpcError::Connect { source, .. } => os_error(source),
-                    other => other.to_string(),
+}
+
+impl Agents {
+    pub(crate) fn new(timeout: Duration) -> Agents {
+        Agents {
+            phases: FuturesUnordered::new(),
+            timeout,
+        }
+    }
+
+    /// Starts a connection to a transport's delivery agent (phase 1).
+    pub(crate) fn connect(&mut self, conn: ConnId, transport: &[u8]) {
+        // The socket is named by the transport's bytes, whatever they are.
+        let path = PathBuf::from(OsString::from_vec([b"private/", transport].concat()));
+        let timeout = self.timeout;
+        self.phases.push(
+            async move {
+                let deadline = Instant::now() + timeout;
+                let shown = path.as_os_str().as_bytes();
+                let unreachable = |parts: &[&[u8]]| AgentEvent::Unreachable(conn, parts.concat());
+                let mut agent = match AgentConnection::connect_until(&path, deadline, timeout).await
+                {
+                    Ok(agent) => agent,
+                    Err(e) => {
+                        // Postfix words it "connect to transport private/X: %m".
+                        let why = match &e {
+                            IpcError::Connect { source, .. } => os_error(source),
+                            other => other.to_string(),
+                        };
+                        return unreachable(&[
+                            b"connect to transport ",
+                            shown,
+                            b": ",
+                            why.as_bytes(),
+                        ]);
+                    }
                 };
-                let _ = tx.send(warning(&[
-                    b"connect to transport ",
-                    shown,
-                    b": ",
-                    why.as_bytes(),
-                ]));
-                return;
+                agent.set_deadline(Some(deadline));
+                match agent.wait_ready().await {
+                    Ok(()) => AgentEvent::Ready(conn, agent),
+                    Err(e) => unreachable(&[shown, b": ", e.to_string().as_bytes()]),
+                }
             }
-        };
-        agent.set_deadline(Some(deadline));
-        if let Err(e) = agent.wait_ready().await {
-            let _ = tx.send(warning(&[shown, b": ", e.to_string().as_bytes()]));
-            return;
+            .boxed_local(),
+        );
+    }
+
+    /// Sends a request on a ready connection and reads the reply (phase 2).
+    pub(crate) fn deliver(&mut self, conn: ConnId, mut agent: AgentConnection, request: Vec<u8>) {
+        let timeout = self.timeout;
+        self.phases.push(
+            async move {
+                agent.set_deadline(Some(Instant::now() + timeout));
+                if let Err(e) = agent.send_encoded(&request).await {
+                    return AgentEvent::NotSent(conn, e);
+                }
+                let reply = agent.read_reply().await;
+                // Closing is the agent's cue that we are done with it.
+                drop(agent);
+                AgentEvent::Replied(conn, reply)
+            }
+            .boxed_local(),
+        );
+    }
+
+    /// The next phase to end; never, while none is in progress.
+    pub(crate) async fn next(&mut self) -> AgentEvent {
+        match self.phases.next().await {
+            Some(event) => event,
+            None => std::future::pending().await,
         }
-        let (request_tx, request_rx) = oneshot::channel();
-        if tx.send(AgentEvent::Ready(conn, request_tx)).is_err() {
-            return;
-        }
-        // An error means the scheduler closed the connection unused.
-        let Ok(request) = request_rx.await else {
-            return;
-        };
-        agent.set_deadline(Some(Instant::now() + timeout));
-        if let Err(e) = agent.send_encoded(&request).await {
-            let _ = tx.send(warning(&[
-                b"write to process (",
-                &transport,
-                b"): ",
-                e.to_string().as_bytes(),
-            ]));
-            return;
-        }
-        let reply = agent.read_reply().await;
-        // Closing is the agent's cue that we are done with it.
-        drop(agent);
-        let _ = tx.send(AgentEvent::Replied(conn, reply));
-    });
+    }
+
+    /// A phase that has ended already, without waiting for one.
+    pub(crate) fn next_now(&mut self) -> Option<AgentEvent> {
+        self.phases.next().now_or_never().flatten()
+    }
 }
 
 /// The prefix qmgr puts on a destination's problem.

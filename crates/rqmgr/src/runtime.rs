@@ -27,9 +27,11 @@
 //! wait for the next event: an agent's announcement or reply, a trigger, a
 //! timer, or master going away.
 //!
-//! Everything runs on one thread. Agent connections and trigger readers
-//! are tasks on the same thread that report through channels, so all
-//! state lives here without locks, as in Postfix's single-threaded qmgr.
+//! Everything runs on one thread, so all state lives here without locks,
+//! as in Postfix's single-threaded qmgr. Agent connections are futures
+//! this loop polls itself (deliver.rs), one per delivery in progress;
+//! trigger readers and notices are tasks on the same thread that report
+//! through channels.
 //! This loop and the modules it calls are the only places that read the
 //! clock, touch queue files or talk to sockets.
 
@@ -45,7 +47,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::admin::{self, AdminQuery};
 use crate::clock::Now;
-use crate::deliver::{self, AgentEvent};
+use crate::deliver::{self, AgentEvent, Agents};
 use crate::logging::{os_error, Logger};
 use crate::metrics::Metrics;
 use crate::notify::NoticeDone;
@@ -77,7 +79,7 @@ pub(crate) struct Runtime {
     /// The scan the next pass tries first (round robin).
     first_scan: usize,
     /// Connections whose agent announced itself, waiting for a request.
-    ready: HashMap<ConnId, deliver::RequestSender>,
+    ready: HashMap<ConnId, rqmgr_ipc::deliver::AgentConnection>,
     /// The transport of each open connection, for its error messages.
     transports: HashMap<ConnId, ByteString>,
     /// The message and recipients of each request sent and not yet
@@ -85,9 +87,8 @@ pub(crate) struct Runtime {
     /// fails first puts its entry back in the scheduler's hands, so they
     /// stay.)
     delivering: HashMap<ConnId, (MessageId, Vec<u32>, std::time::Instant)>,
-    /// Where connection tasks report.
-    agents_tx: UnboundedSender<AgentEvent>,
-    agents_rx: UnboundedReceiver<AgentEvent>,
+    /// Agent connections connecting, or delivering.
+    agents: Agents,
     /// Where trigger readers report the letters they read.
     triggers_tx: UnboundedSender<Vec<u8>>,
     triggers_rx: UnboundedReceiver<Vec<u8>>,
@@ -145,9 +146,9 @@ impl Runtime {
             p.ipc_idle,
             p.ipc_ttl,
         );
-        let (agents_tx, agents_rx) = unbounded_channel();
         let (triggers_tx, triggers_rx) = unbounded_channel();
         let (notices, notices_rx) = unbounded_channel();
+        let p_daemon_timeout = p.daemon_timeout;
         let core = Core {
             p,
             compat,
@@ -174,8 +175,7 @@ impl Runtime {
             ready: HashMap::new(),
             transports: HashMap::new(),
             delivering: HashMap::new(),
-            agents_tx,
-            agents_rx,
+            agents: Agents::new(p_daemon_timeout),
             triggers_tx,
             triggers_rx,
             notices_rx,
@@ -273,7 +273,7 @@ impl Runtime {
                     self.core.log.flush();
                     return 0;
                 }
-                Some(event) = self.agents_rx.recv() => {
+                event = self.agents.next() => {
                     self.core.now = Now::read();
                     self.agent_event(event);
                 }
@@ -324,7 +324,7 @@ impl Runtime {
                 () = tokio::task::yield_now(), if busy => self.core.now = Now::read(),
             }
             // Take in whatever else already happened before deciding again.
-            while let Ok(event) = self.agents_rx.try_recv() {
+            while let Some(event) = self.agents.next_now() {
                 self.agent_event(event);
             }
         }
@@ -422,12 +422,7 @@ impl Runtime {
         while let Some(action) = self.core.sched.poll_action() {
             match action {
                 Action::Connect { conn, transport } => {
-                    deliver::spawn_connection(
-                        self.agents_tx.clone(),
-                        conn,
-                        &transport,
-                        self.core.p.daemon_timeout,
-                    );
+                    self.agents.connect(conn, &transport);
                     self.transports.insert(conn, transport);
                 }
                 Action::Deliver {
@@ -469,7 +464,7 @@ impl Runtime {
         rcpts: Vec<u32>,
         dest_flags: u32,
     ) {
-        let Some(request_tx) = self.ready.remove(&conn) else {
+        let Some(agent) = self.ready.remove(&conn) else {
             return;
         };
         let held = |m: &crate::message::ActiveMessage| {
@@ -509,30 +504,42 @@ impl Runtime {
             self.core.p.smtputf8_enable,
             self.core.compat.dialect,
         );
-        // The task is gone only if it failed, which it reports itself.
-        let _ = request_tx.send(request);
+        self.agents.deliver(conn, agent, request);
         self.delivering
             .insert(conn, (msg, rcpts, std::time::Instant::now()));
+    }
+
+    /// The transport's agent cannot be reached or did not take the
+    /// request (`qmgr_transport_throttle()` follows in the scheduler).
+    fn agent_unavailable(&mut self, conn: ConnId, why: &[u8]) {
+        self.core.log.warning(why);
+        self.transports.remove(&conn);
+        self.delivering.remove(&conn);
+        let dsn = Dsn::new("4.3.0", "mail transport unavailable");
+        let now = self.core.now.sched();
+        self.core
+            .sched
+            .handle(Event::AgentUnavailable { conn, dsn }, now);
     }
 
     fn agent_event(&mut self, event: AgentEvent) {
         let now = self.core.now.sched();
         match event {
-            AgentEvent::Ready(conn, request_tx) => {
-                self.ready.insert(conn, request_tx);
+            AgentEvent::Ready(conn, agent) => {
+                self.ready.insert(conn, agent);
                 self.core.sched.handle(Event::AgentReady { conn }, now);
             }
-            AgentEvent::Unavailable(conn, why) => {
-                self.core.log.warning(&why);
-                self.transports.remove(&conn);
-                self.delivering.remove(&conn);
-                self.core.sched.handle(
-                    Event::AgentUnavailable {
-                        conn,
-                        dsn: Dsn::new("4.3.0", "mail transport unavailable"),
-                    },
-                    now,
-                );
+            AgentEvent::Unreachable(conn, why) => self.agent_unavailable(conn, &why),
+            AgentEvent::NotSent(conn, e) => {
+                let transport = self.transports.get(&conn).map_or(&[][..], |t| &t[..]);
+                let why = [
+                    &b"write to process ("[..],
+                    transport,
+                    b"): ",
+                    e.to_string().as_bytes(),
+                ]
+                .concat();
+                self.agent_unavailable(conn, &why);
             }
             AgentEvent::Replied(conn, reply) => {
                 let transport = self.transports.remove(&conn).unwrap_or_default();
