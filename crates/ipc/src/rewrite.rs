@@ -85,7 +85,48 @@ struct Cached<K, V> {
     expires: Instant,
 }
 
-type ResolveKey = (bool, Vec<u8>, Vec<u8>);
+/// The last resolve's question and answer, kept as Postfix's
+/// resolve_clnt keeps them. It is overwritten in place, so that in the
+/// usual case (no hit: each recipient differs) keeping it costs no
+/// allocation.
+#[derive(Debug, Default)]
+struct LastResolve {
+    verify: bool,
+    sender: Vec<u8>,
+    address: Vec<u8>,
+    reply: ResolveReply,
+    /// `None` until the first answer.
+    expires: Option<Instant>,
+}
+
+impl LastResolve {
+    /// The kept answer, if it is to this question and still fresh.
+    fn answer(&self, verify: bool, sender: &[u8], address: &[u8]) -> Option<ResolveReply> {
+        let same = !address.is_empty()
+            && self.verify == verify
+            && self.address == address
+            && self.sender == sender;
+        let fresh = || self.expires.is_some_and(|at| Instant::now() < at);
+        (same && fresh()).then(|| self.reply.clone())
+    }
+
+    /// Keeps `reply` as the answer to this question.
+    fn remember(&mut self, verify: bool, sender: &[u8], address: &[u8], reply: &ResolveReply) {
+        fn refill(to: &mut Vec<u8>, from: &[u8]) {
+            to.clear();
+            to.extend_from_slice(from);
+        }
+        self.verify = verify;
+        refill(&mut self.sender, sender);
+        refill(&mut self.address, address);
+        refill(&mut self.reply.transport, &reply.transport);
+        refill(&mut self.reply.nexthop, &reply.nexthop);
+        refill(&mut self.reply.recipient, &reply.recipient);
+        self.reply.flags = reply.flags;
+        self.expires = Some(Instant::now() + CACHE_TTL);
+    }
+}
+
 type RewriteKey = (String, Vec<u8>);
 
 /// A persistent client of `private/rewrite`.
@@ -97,7 +138,7 @@ pub struct RewriteClient {
     ttl: Duration,
     /// `conns[0]` serves single requests; the others only batches.
     conns: [Option<Conn>; RESOLVE_CONNECTIONS],
-    resolve_cache: Option<Cached<ResolveKey, ResolveReply>>,
+    last_resolve: LastResolve,
     rewrite_cache: Option<Cached<RewriteKey, Vec<u8>>>,
 }
 
@@ -111,7 +152,7 @@ impl RewriteClient {
             idle,
             ttl,
             conns: Default::default(),
-            resolve_cache: None,
+            last_resolve: LastResolve::default(),
             rewrite_cache: None,
         }
     }
@@ -167,11 +208,6 @@ impl RewriteClient {
         w
     }
 
-    fn cached_resolve(&self, key: &ResolveKey) -> Option<ResolveReply> {
-        let c = self.resolve_cache.as_ref()?;
-        (!key.2.is_empty() && c.key == *key && Instant::now() < c.expires).then(|| c.value.clone())
-    }
-
     /// Checks and caches the reply to a resolve sent on connection `slot`
     /// (already taken out), putting the connection back when the server
     /// wants it kept and the reply is good.
@@ -179,7 +215,7 @@ impl RewriteClient {
         &mut self,
         slot: usize,
         mut conn: Conn,
-        key: ResolveKey,
+        (verify, sender, address): (bool, &[u8], &[u8]),
         list: &AttrList,
     ) -> Result<ResolveReply, IpcError> {
         let mut r = list.strict();
@@ -195,26 +231,21 @@ impl RewriteClient {
             Ok((server_flags, reply))
         })();
         let (server_flags, reply) = parsed.map_err(|e| self.bad_reply(e))?;
-        let address = &key.2;
         if reply.transport.is_empty() {
             return Err(IpcError::NullTransport {
-                address: address.clone(),
+                address: address.to_vec(),
             });
         }
         if reply.recipient.is_empty() && !address.is_empty() {
             return Err(IpcError::NullRecipient {
-                address: address.clone(),
+                address: address.to_vec(),
             });
         }
         if server_flags == 0 {
             conn.last_used = Instant::now();
             self.conns[slot] = Some(conn);
         }
-        self.resolve_cache = Some(Cached {
-            key,
-            value: reply.clone(),
-            expires: Instant::now() + CACHE_TTL,
-        });
+        self.last_resolve.remember(verify, sender, address, &reply);
         Ok(reply)
     }
 
@@ -226,14 +257,13 @@ impl RewriteClient {
         sender: &[u8],
         address: &[u8],
     ) -> Result<ResolveReply, IpcError> {
-        let key: ResolveKey = (verify, sender.to_vec(), address.to_vec());
-        if let Some(reply) = self.cached_resolve(&key) {
+        if let Some(reply) = self.last_resolve.answer(verify, sender, address) {
             return Ok(reply);
         }
         let request = Self::resolve_request(verify, sender, address);
         let mut conn = self.checkout(0).await?;
         let list = conn.stream.request(request.as_bytes()).await?;
-        self.finish_resolve(0, conn, key, &list)
+        self.finish_resolve(0, conn, (verify, sender, address), &list)
     }
 
     /// Resolves up to [`RESOLVE_CONNECTIONS`] addresses at once, one
@@ -249,12 +279,11 @@ impl RewriteClient {
     ) -> Vec<Option<ResolveReply>> {
         enum Pending {
             Answered(ResolveReply),
-            Sent(usize, Conn, ResolveKey),
+            Sent(usize, Conn),
         }
         let mut pending = Vec::with_capacity(addresses.len());
         for (slot, address) in addresses.iter().take(RESOLVE_CONNECTIONS).enumerate() {
-            let key: ResolveKey = (verify, sender.to_vec(), address.to_vec());
-            if let Some(reply) = self.cached_resolve(&key) {
+            if let Some(reply) = self.last_resolve.answer(verify, sender, address) {
                 pending.push(Pending::Answered(reply));
                 continue;
             }
@@ -265,7 +294,7 @@ impl RewriteClient {
             if conn.stream.send(request.as_bytes()).await.is_err() {
                 break;
             }
-            pending.push(Pending::Sent(slot, conn, key));
+            pending.push(Pending::Sent(slot, conn));
         }
         let mut answers = Vec::with_capacity(addresses.len());
         let mut failed = false;
@@ -275,8 +304,11 @@ impl RewriteClient {
                 // After a failure the rest is read anyway (so no reply is
                 // left unread on a kept connection) but not trusted: the
                 // caller retries from the first failure on, in order.
-                Pending::Sent(slot, mut conn, key) => match conn.stream.read_list().await {
-                    Ok(list) => self.finish_resolve(slot, conn, key, &list).ok(),
+                Pending::Sent(slot, mut conn) => match conn.stream.read_list().await {
+                    Ok(list) => {
+                        let question = (verify, sender, addresses[slot]);
+                        self.finish_resolve(slot, conn, question, &list).ok()
+                    }
                     Err(_) => None,
                 },
             };

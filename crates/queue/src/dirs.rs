@@ -18,8 +18,10 @@
 //! Limits: a hash depth of 0 means "no hashing" (Postfix refuses it at
 //! configuration time); no `sane_rename` NFS heuristics beyond that check.
 
+use std::ffi::OsString;
 use std::fs::{self, DirBuilder, Metadata};
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -148,36 +150,41 @@ impl QueueLayout {
     /// logs and in its own paths (e.g. `deferred/1/154E7990181`).
     #[cfg(test)]
     fn relative_path(&self, q: QueueName, id: &QueueId) -> PathBuf {
-        PathBuf::from(self.relative_string(q, id))
+        let mut rel = Vec::new();
+        self.push_relative(&mut rel, q, id);
+        PathBuf::from(OsString::from_vec(rel))
     }
 
-    /// [`Self::relative_path`] as a string, built in one allocation: the
-    /// queue manager computes several paths per message.
-    fn relative_string(&self, q: QueueName, id: &QueueId) -> String {
-        let hashed = self.is_hashed(q);
-        let levels = if hashed { self.depth } else { 0 };
-        let mut s = String::with_capacity(q.as_str().len() + 2 * levels + 1 + id.as_str().len());
-        s.push_str(q.as_str());
-        if hashed {
+    /// Appends [`Self::relative_path`] to `out`.
+    fn push_relative(&self, out: &mut Vec<u8>, q: QueueName, id: &QueueId) {
+        out.extend_from_slice(q.as_str().as_bytes());
+        if self.is_hashed(q) {
             let key = id.hash_key_cow();
-            let mut chars = key.chars();
-            for _ in 0..levels {
-                s.push('/');
-                s.push(chars.next().unwrap_or('_'));
+            let mut chars = key.bytes();
+            for _ in 0..self.depth {
+                out.push(b'/');
+                out.push(chars.next().unwrap_or(b'_'));
             }
         }
-        s.push('/');
-        s.push_str(id.as_str());
-        s
+        out.push(b'/');
+        out.extend_from_slice(id.as_str().as_bytes());
     }
 
-    /// Absolute path of the file `id` in queue `q`.
+    /// Absolute path of the file `id` in queue `q`, built in one
+    /// allocation: the queue manager computes several paths per message.
     pub fn path(&self, q: QueueName, id: &QueueId) -> PathBuf {
-        let rel = self.relative_string(q, id);
-        let mut p = PathBuf::with_capacity(self.root.as_os_str().len() + 1 + rel.len());
-        p.push(&self.root);
-        p.push(rel);
-        p
+        let root = self.root.as_os_str().as_bytes();
+        let levels = if self.is_hashed(q) { self.depth } else { 0 };
+        let len = root.len() + 1 + q.as_str().len() + 2 * levels + 1 + id.as_str().len();
+        let mut p = Vec::with_capacity(len);
+        // As `Path::push` joins them: no separator after an empty root or
+        // one that ends in a slash.
+        p.extend_from_slice(root);
+        if !root.is_empty() && !root.ends_with(b"/") {
+            p.push(b'/');
+        }
+        self.push_relative(&mut p, q, id);
+        PathBuf::from(OsString::from_vec(p))
     }
 
     /// Moves `id` from queue `from` to queue `to`.

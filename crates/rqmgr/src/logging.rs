@@ -361,28 +361,32 @@ impl Logger {
             held_ends,
             ..
         } = state;
-        let records: Vec<&[u8]> = held_ends
-            .iter()
-            .scan(0, |start, &end| {
-                let r = &held[*start..end];
-                *start = end;
-                Some(r)
-            })
-            .collect();
         if socket.is_none() {
             *socket = self.connect();
         }
-        let mut sent = 0;
-        if let Some(sock) = socket.as_ref() {
-            while sent < records.len() {
-                match send_many(sock, &records[sent..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sent += n,
+        // At most HELD_MAX records are held (`log` sends them then), so
+        // they fit in arrays on the stack; a flush allocates nothing but
+        // what `sendmmsg`'s headers need.
+        let mut records: [&[u8]; HELD_MAX] = [&[]; HELD_MAX];
+        let mut start = 0;
+        for ends in held_ends.chunks(HELD_MAX) {
+            for (slot, &end) in records.iter_mut().zip(ends) {
+                *slot = &held[start..end];
+                start = end;
+            }
+            let records = &records[..ends.len()];
+            let mut sent = 0;
+            if let Some(sock) = socket.as_ref() {
+                while sent < records.len() {
+                    match send_many(sock, &records[sent..]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => sent += n,
+                    }
                 }
             }
-        }
-        for r in &records[sent..] {
-            self.send(socket, r);
+            for r in &records[sent..] {
+                self.send(socket, r);
+            }
         }
         held.clear();
         held_ends.clear();
@@ -430,20 +434,24 @@ impl Logger {
     }
 }
 
-/// One `sendmmsg(2)` of `records` on a connected datagram socket; returns
-/// how many the kernel took.
+/// One `sendmmsg(2)` of the first [`HELD_MAX`] of `records` on a
+/// connected datagram socket; returns how many the kernel took.
 fn send_many(sock: &UnixDatagram, records: &[&[u8]]) -> nix::Result<usize> {
     use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, UnixAddr};
     use std::io::IoSlice;
     use std::os::fd::AsRawFd;
-    let slices: Vec<[IoSlice<'_>; 1]> = records.iter().map(|r| [IoSlice::new(r)]).collect();
-    let addrs: Vec<Option<UnixAddr>> = vec![None; records.len()];
+    let records = &records[..records.len().min(HELD_MAX)];
+    let mut slices = [[IoSlice::new(&[])]; HELD_MAX];
+    for (slice, record) in slices.iter_mut().zip(records) {
+        *slice = [IoSlice::new(record)];
+    }
+    let addrs: [Option<UnixAddr>; HELD_MAX] = [None; HELD_MAX];
     let mut headers = MultiHeaders::<UnixAddr>::preallocate(records.len(), None);
     let results = sendmmsg(
         sock.as_raw_fd(),
         &mut headers,
-        &slices,
-        &addrs,
+        &slices[..records.len()],
+        &addrs[..records.len()],
         [],
         MsgFlags::empty(),
     )?;

@@ -29,7 +29,7 @@ const MAX_SERIES: usize = 1_000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabel {
-    queue: String,
+    queue: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,7 +40,7 @@ struct TransportLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
     transport: String,
-    status: String,
+    status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,10 +133,8 @@ impl Metrics {
     }
 
     /// A message entered the active queue from `queue`.
-    pub(crate) fn inserted(&self, queue: &str) {
-        let label = QueueLabel {
-            queue: queue.to_owned(),
-        };
+    pub(crate) fn inserted(&self, queue: &'static str) {
+        let label = QueueLabel { queue };
         self.inserted.get_or_create(&label).inc();
     }
 
@@ -151,7 +149,7 @@ impl Metrics {
     }
 
     /// A delivery request ended with `status` after `seconds`.
-    pub(crate) fn delivery(&self, transport: &[u8], status: &str, seconds: f64) {
+    pub(crate) fn delivery(&self, transport: &[u8], status: &'static str, seconds: f64) {
         let transport = String::from_utf8_lossy(transport).into_owned();
         let status = if status == "sent" && transport == "error" {
             "bounced"
@@ -160,7 +158,7 @@ impl Metrics {
         };
         let labels = DeliveryLabels {
             transport: transport.clone(),
-            status: status.to_owned(),
+            status,
         };
         self.deliveries.get_or_create(&labels).inc();
         self.delivery_seconds
@@ -179,10 +177,8 @@ impl Metrics {
     }
 
     /// A scan of `queue` went through the whole directory.
-    pub(crate) fn scan_done(&self, queue: &str, seconds: f64) {
-        let label = QueueLabel {
-            queue: queue.to_owned(),
-        };
+    pub(crate) fn scan_done(&self, queue: &'static str, seconds: f64) {
+        let label = QueueLabel { queue };
         self.scan_seconds.get_or_create(&label).observe(seconds);
     }
 

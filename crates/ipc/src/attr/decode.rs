@@ -83,6 +83,9 @@ pub fn decode_item(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, AttrError> {
     decode_item_at(buf, 0)
 }
 
+/// Spans a new list makes room for at its first attribute.
+const SPANS_AT_ONCE: usize = 16;
+
 /// Incremental decoder for one list at a time.  Feed it the unconsumed
 /// input (starting where the current list starts) each time more arrives;
 /// it remembers how far it got so total work stays linear.
@@ -158,6 +161,11 @@ impl ListDecoder {
                     // u32::MAX, so the offsets fit.
                     let at = |off: usize| u32::try_from(self.pos + off).unwrap_or(u32::MAX);
                     let value_start = name.len() + 1;
+                    if self.spans.capacity() == 0 {
+                        // Room for a delivery reply's dozen attributes at
+                        // once, rather than growing through 4 and 8.
+                        self.spans.reserve_exact(SPANS_AT_ONCE);
+                    }
                     self.spans.push(Span {
                         name: (at(0), at(name.len())),
                         value: (at(value_start), at(value_start + value.len())),
