@@ -318,7 +318,7 @@ impl Runtime {
                     let _ = query.reply.send(answer);
                 }
                 // Busy: like event_loop(0), let the I/O driver and the
-                // connection tasks run once before the next pass, so that
+                // other tasks run once before the next pass, so that
                 // replies are taken in between feeds rather than only when
                 // a feed happens to block.
                 () = tokio::task::yield_now(), if busy => self.core.now = Now::read(),
