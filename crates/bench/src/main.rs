@@ -56,6 +56,10 @@ struct Cli {
     /// Record every queue manager with `perf record -g` into this directory.
     #[arg(long)]
     perf_dir: Option<PathBuf>,
+    /// Sampling rate of `--perf-dir`, in Hz: higher for the short
+    /// workloads, which give few samples at the default.
+    #[arg(long, default_value_t = 499)]
+    perf_freq: u32,
     /// Watch every queue manager with `strace -c -f` into this directory
     /// (for syscall counts; the timings of such a run mean nothing).
     #[arg(long)]
@@ -150,6 +154,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
         poll: Duration::from_millis(cli.poll_ms.max(1)),
         ticks: probe::clock_ticks(),
         perf_dir: cli.perf_dir.clone(),
+        perf_freq: cli.perf_freq,
         strace_dir: cli.strace_dir.clone(),
         scrape_every: cli.scrape_every_ms.map(Duration::from_millis),
         main_cf: cli

@@ -178,6 +178,8 @@ pub(crate) struct RunConfig {
     /// When set, every queue manager is recorded with `perf record -g` into
     /// this directory.
     pub perf_dir: Option<PathBuf>,
+    /// `perf record`'s sampling rate, in Hz.
+    pub perf_freq: u32,
     /// When set, every queue manager is watched by `strace -c` into this
     /// directory (syscall counts; slows the queue manager down).
     pub strace_dir: Option<PathBuf>,
@@ -552,9 +554,9 @@ impl<'a> Run<'a> {
                 "record",
                 "-q",
                 // DWARF unwinding: Rust release code has no frame
-                // pointers; a low rate keeps the files manageable.
+                // pointers; the default rate keeps the files manageable.
                 "-F",
-                "499",
+                &self.cfg.perf_freq.to_string(),
                 "--call-graph",
                 "dwarf,8192",
                 "-p",
