@@ -101,17 +101,28 @@ struct LastResolve {
 
 impl LastResolve {
     /// The kept answer, if it is to this question and still fresh.
-    fn answer(&self, verify: bool, sender: &[u8], address: &[u8]) -> Option<ResolveReply> {
+    fn answer(
+        &self,
+        verify: bool,
+        sender: &[u8],
+        address: &[u8],
+        now: Instant,
+    ) -> Option<ResolveReply> {
         let same = !address.is_empty()
             && self.verify == verify
             && self.address == address
             && self.sender == sender;
-        let fresh = || self.expires.is_some_and(|at| Instant::now() < at);
+        let fresh = || self.expires.is_some_and(|at| now < at);
         (same && fresh()).then(|| self.reply.clone())
     }
 
     /// Keeps `reply` as the answer to this question.
-    fn remember(&mut self, verify: bool, sender: &[u8], address: &[u8], reply: &ResolveReply) {
+    fn remember(
+        &mut self,
+        (verify, sender, address): (bool, &[u8], &[u8]),
+        reply: &ResolveReply,
+        now: Instant,
+    ) {
         fn refill(to: &mut Vec<u8>, from: &[u8]) {
             to.clear();
             to.extend_from_slice(from);
@@ -123,7 +134,7 @@ impl LastResolve {
         refill(&mut self.reply.nexthop, &reply.nexthop);
         refill(&mut self.reply.recipient, &reply.recipient);
         self.reply.flags = reply.flags;
-        self.expires = Some(Instant::now() + CACHE_TTL);
+        self.expires = Some(now + CACHE_TTL);
     }
 }
 
@@ -166,8 +177,8 @@ impl RewriteClient {
     /// Takes connection `slot` out for a request, reconnecting first when
     /// it is missing, idle or old. The caller puts it back after a good
     /// reply; after an error it is simply dropped.
-    async fn checkout(&mut self, slot: usize) -> Result<Conn, IpcError> {
-        let now = Instant::now();
+    /// `now` is the time the request began: a batch reads the clock once.
+    async fn checkout(&mut self, slot: usize, now: Instant) -> Result<Conn, IpcError> {
         if let Some(c) = self.conns[slot].take() {
             if now.duration_since(c.last_used) < self.idle
                 && now.duration_since(c.created) < self.ttl
@@ -186,7 +197,7 @@ impl RewriteClient {
 
     /// One request/reply on the first connection.
     async fn exchange(&mut self, request: &[u8]) -> Result<AttrList, IpcError> {
-        let mut conn = self.checkout(0).await?;
+        let mut conn = self.checkout(0, Instant::now()).await?;
         let list = conn.stream.request(request).await?;
         conn.last_used = Instant::now();
         self.conns[0] = Some(conn);
@@ -200,7 +211,9 @@ impl RewriteClient {
     }
 
     fn resolve_request(verify: bool, sender: &[u8], address: &[u8]) -> AttrWriter {
-        let mut w = AttrWriter::new();
+        // The names, values and NULs come to 40 bytes besides the two
+        // addresses; room for all at once spares the buffer's regrowth.
+        let mut w = AttrWriter::with_capacity(48 + sender.len() + address.len());
         w.str("request", if verify { b"verify" } else { b"resolve" })
             .str("sender", sender)
             .str("address", address)
@@ -210,14 +223,17 @@ impl RewriteClient {
 
     /// Checks and caches the reply to a resolve sent on connection `slot`
     /// (already taken out), putting the connection back when the server
-    /// wants it kept and the reply is good.
+    /// wants it kept and the reply is good. `now` is when the request
+    /// began.
     fn finish_resolve(
         &mut self,
         slot: usize,
         mut conn: Conn,
-        (verify, sender, address): (bool, &[u8], &[u8]),
+        question: (bool, &[u8], &[u8]),
         list: &AttrList,
+        now: Instant,
     ) -> Result<ResolveReply, IpcError> {
+        let address = question.2;
         let mut r = list.strict();
         let parsed = (|| {
             let server_flags = r.expect_int("flags")?;
@@ -242,10 +258,10 @@ impl RewriteClient {
             });
         }
         if server_flags == 0 {
-            conn.last_used = Instant::now();
+            conn.last_used = now;
             self.conns[slot] = Some(conn);
         }
-        self.last_resolve.remember(verify, sender, address, &reply);
+        self.last_resolve.remember(question, &reply, now);
         Ok(reply)
     }
 
@@ -257,13 +273,14 @@ impl RewriteClient {
         sender: &[u8],
         address: &[u8],
     ) -> Result<ResolveReply, IpcError> {
-        if let Some(reply) = self.last_resolve.answer(verify, sender, address) {
+        let now = Instant::now();
+        if let Some(reply) = self.last_resolve.answer(verify, sender, address, now) {
             return Ok(reply);
         }
         let request = Self::resolve_request(verify, sender, address);
-        let mut conn = self.checkout(0).await?;
+        let mut conn = self.checkout(0, now).await?;
         let list = conn.stream.request(request.as_bytes()).await?;
-        self.finish_resolve(0, conn, (verify, sender, address), &list)
+        self.finish_resolve(0, conn, (verify, sender, address), &list, now)
     }
 
     /// Resolves up to [`RESOLVE_CONNECTIONS`] addresses at once, one
@@ -281,13 +298,14 @@ impl RewriteClient {
             Answered(ResolveReply),
             Sent(usize, Conn),
         }
+        let now = Instant::now();
         let mut pending = Vec::with_capacity(addresses.len());
         for (slot, address) in addresses.iter().take(RESOLVE_CONNECTIONS).enumerate() {
-            if let Some(reply) = self.last_resolve.answer(verify, sender, address) {
+            if let Some(reply) = self.last_resolve.answer(verify, sender, address, now) {
                 pending.push(Pending::Answered(reply));
                 continue;
             }
-            let Ok(mut conn) = self.checkout(slot).await else {
+            let Ok(mut conn) = self.checkout(slot, now).await else {
                 break;
             };
             let request = Self::resolve_request(verify, sender, address);
@@ -307,7 +325,7 @@ impl RewriteClient {
                 Pending::Sent(slot, mut conn) => match conn.stream.read_list().await {
                     Ok(list) => {
                         let question = (verify, sender, addresses[slot]);
-                        self.finish_resolve(slot, conn, question, &list).ok()
+                        self.finish_resolve(slot, conn, question, &list, now).ok()
                     }
                     Err(_) => None,
                 },

@@ -32,6 +32,13 @@ const ATTR_PROTOCOL: &str = "protocol";
 
 /// Read buffer growth step; also the compaction threshold.
 const READ_CHUNK: usize = 8192;
+/// The first read buffer of a stream. Most streams live for one
+/// announcement and one short reply (a delivery agent's), so the buffer
+/// starts small enough for the allocator's per-thread cache; a long list
+/// grows it by [`READ_CHUNK`].
+const FIRST_READ: usize = 512;
+/// Less room than this left in the buffer before a read: grow it first.
+const MIN_READ: usize = 256;
 
 /// The short service name Postfix logs for a socket path: its last two
 /// components ("private/smtp"), or the whole path when shorter.
@@ -185,7 +192,14 @@ impl AttrStream {
                 }
                 Ok(None) => {}
             }
-            self.buf.reserve(READ_CHUNK);
+            if self.buf.capacity() - self.buf.len() < MIN_READ {
+                let grow = if self.buf.capacity() == 0 {
+                    FIRST_READ
+                } else {
+                    READ_CHUNK
+                };
+                self.buf.reserve(grow);
+            }
             let n = match timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
                 Err(_) => {
                     let (context, _) = self.decoder.eof_context(&self.buf[self.start..]);
