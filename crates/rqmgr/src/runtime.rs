@@ -230,6 +230,10 @@ impl Runtime {
         // (operator.rs), so that a planned restart loses no index entry.
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        // The scheduler's next timer, kept registered across turns: most
+        // turns ask for the same time as the turn before, and making a
+        // new timer each turn would enter and cancel it in tokio's wheel.
+        let mut wake_timer = WakeTimer::new();
         loop {
             dog.pet();
             let busy = self.pass().await;
@@ -286,7 +290,7 @@ impl Runtime {
                     self.trigger_readers = self.trigger_readers.saturating_sub(1);
                     self.trigger(&letters, &master);
                 }
-                () = sleep_until(wake) => {
+                () = wake_timer.at(wake) => {
                     self.core.now = Now::read();
                     self.core.sched.handle_timeout(self.core.now.sched());
                 }
@@ -498,6 +502,7 @@ impl Runtime {
             return;
         };
         let request = m.request_bytes(
+            self.agents.request_buffer(),
             &rcpts,
             nexthop,
             dest_flags,
@@ -645,6 +650,36 @@ async fn next_query(rx: &mut Option<UnboundedReceiver<AdminQuery>>) -> Option<Ad
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// A timer that stays registered while its deadline stays the same.
+struct WakeTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The deadline it is set to; `None` once it fired (or before it was
+    /// first set), when it must be set again whatever the deadline.
+    armed: Option<tokio::time::Instant>,
+}
+
+impl WakeTimer {
+    fn new() -> WakeTimer {
+        WakeTimer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+        }
+    }
+
+    /// Waits until `when`; never, for `None`.
+    async fn at(&mut self, when: Option<tokio::time::Instant>) {
+        let Some(when) = when else {
+            return std::future::pending().await;
+        };
+        if self.armed != Some(when) {
+            self.sleep.as_mut().reset(when);
+            self.armed = Some(when);
+        }
+        (&mut self.sleep).await;
+        self.armed = None;
     }
 }
 
