@@ -411,9 +411,16 @@ impl DeliveryRequestRef<'_> {
 
     /// The whole request encoded, in a buffer sized for it.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode_into(Vec::new())
+    }
+
+    /// The whole request encoded into `buf`'s memory (its bytes are
+    /// dropped): the daemon passes the buffer of an earlier request, as a
+    /// request is often too large for the allocator's per-thread cache.
+    pub fn encode_into(&self, buf: Vec<u8>) -> Vec<u8> {
         // The fixed part (names, numbers, statistics) is about 450 bytes;
         // sizing the buffer up front avoids regrowing it.
-        let mut w = AttrWriter::with_capacity(512 + self.approx_len());
+        let mut w = AttrWriter::reuse(buf, 512 + self.approx_len());
         self.encode(&mut w);
         w.into_bytes()
     }

@@ -48,11 +48,24 @@ pub(crate) enum AgentEvent {
     Replied(ConnId, Result<DeliveryReply, IpcError>),
 }
 
+/// Request buffers kept for the next requests: as many as deliveries are
+/// commonly in flight at once.
+const SPARE_BUFFERS: usize = 16;
+/// A buffer larger than this (a request of very many recipients) is freed
+/// rather than kept.
+const SPARE_BUFFER_MAX: usize = 64 * 1024;
+
 /// The phases in progress, polled by the event loop.
 pub(crate) struct Agents {
-    phases: FuturesUnordered<LocalBoxFuture<'static, AgentEvent>>,
+    /// Each phase ends with its event and, after a request was sent, the
+    /// request's buffer.
+    phases: FuturesUnordered<LocalBoxFuture<'static, (AgentEvent, Option<Vec<u8>>)>>,
     /// `daemon_timeout`: the limit of each phase.
     timeout: Duration,
+    /// Buffers of requests sent, for the next ones (a request is often
+    /// too large for the allocator's per-thread cache, and there is one
+    /// per delivery).
+    spare: Vec<Vec<u8>>,
 }
 
 impl Agents {
@@ -60,7 +73,23 @@ impl Agents {
         Agents {
             phases: FuturesUnordered::new(),
             timeout,
+            spare: Vec::new(),
         }
+    }
+
+    /// A buffer to encode the next request into.
+    pub(crate) fn request_buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Takes a phase's end: keeps its buffer, returns its event.
+    fn ended(&mut self, (event, buf): (AgentEvent, Option<Vec<u8>>)) -> AgentEvent {
+        if let Some(buf) = buf {
+            if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_MAX {
+                self.spare.push(buf);
+            }
+        }
+        event
     }
 
     /// Starts a connection to a transport's delivery agent (phase 1).
@@ -96,6 +125,7 @@ impl Agents {
                     Err(e) => unreachable(&[shown, b": ", e.to_string().as_bytes()]),
                 }
             }
+            .map(|event| (event, None))
             .boxed_local(),
         );
     }
@@ -107,12 +137,12 @@ impl Agents {
             async move {
                 agent.set_deadline(Some(Instant::now() + timeout));
                 if let Err(e) = agent.send_encoded(&request).await {
-                    return AgentEvent::NotSent(conn, e);
+                    return (AgentEvent::NotSent(conn, e), Some(request));
                 }
                 let reply = agent.read_reply().await;
                 // Closing is the agent's cue that we are done with it.
                 drop(agent);
-                AgentEvent::Replied(conn, reply)
+                (AgentEvent::Replied(conn, reply), Some(request))
             }
             .boxed_local(),
         );
@@ -121,14 +151,15 @@ impl Agents {
     /// The next phase to end; never, while none is in progress.
     pub(crate) async fn next(&mut self) -> AgentEvent {
         match self.phases.next().await {
-            Some(event) => event,
+            Some(end) => self.ended(end),
             None => std::future::pending().await,
         }
     }
 
     /// A phase that has ended already, without waiting for one.
     pub(crate) fn next_now(&mut self) -> Option<AgentEvent> {
-        self.phases.next().now_or_never().flatten()
+        let end = self.phases.next().now_or_never().flatten()?;
+        Some(self.ended(end))
     }
 }
 

@@ -317,9 +317,10 @@ impl ActiveMessage {
     /// The encoded delivery request for these recipients
     /// (`qmgr_deliver_send_request()`). It is encoded straight from the
     /// message's fields rather than from an owned copy of them, because
-    /// this runs once per delivery.
+    /// this runs once per delivery. It is written into `buf`'s memory.
     pub(crate) fn request_bytes(
         &self,
+        buf: Vec<u8>,
         rcpts: &[u32],
         nexthop: &[u8],
         dest_flags: u32,
@@ -384,7 +385,7 @@ impl ActiveMessage {
             rewrite_context: &env.rewrite_context,
             recipients,
         }
-        .to_bytes()
+        .encode_into(buf)
     }
 }
 
@@ -510,7 +511,7 @@ mod tests {
         assert!(m.recipient_out(0).is_none());
         assert_eq!(m.recipient_out(1).unwrap().address, b"b@x");
         assert_eq!(m.address(0), b"");
-        let request = m.request_bytes(&[0, 1], b"x", 0, false, Dialect::Postfix37);
+        let request = m.request_bytes(Vec::new(), &[0, 1], b"x", 0, false, Dialect::Postfix37);
         let text = String::from_utf8_lossy(&request);
         assert!(text.contains("b@x") && !text.contains("a@x"), "{text:?}");
     }
@@ -528,11 +529,11 @@ mod tests {
             let at = text.find(&format!("\0{name}\0")).expect(name) + name.len() + 2;
             text[at..].split('\0').next().unwrap().to_owned()
         };
-        let ascii = m.request_bytes(&[0], b"x", 0, true, Dialect::Postfix311);
+        let ascii = m.request_bytes(Vec::new(), &[0], b"x", 0, true, Dialect::Postfix311);
         assert_eq!(attr(&ascii, "sendopts"), "48");
-        let utf8 = m.request_bytes(&[1], b"x", 0, true, Dialect::Postfix310);
+        let utf8 = m.request_bytes(Vec::new(), &[1], b"x", 0, true, Dialect::Postfix310);
         assert_eq!(attr(&utf8, "sendopts"), "56");
-        let off = m.request_bytes(&[1], b"x", 0, false, Dialect::Postfix37);
+        let off = m.request_bytes(Vec::new(), &[1], b"x", 0, false, Dialect::Postfix37);
         assert_eq!(attr(&off, "smtputf8"), "48");
     }
 
@@ -546,7 +547,14 @@ mod tests {
         let held = m.rcpts.get_mut(0).unwrap();
         held.rcpt.address = b"j\xfcrgen@b\xe4d.example".to_vec();
         held.rcpt.orig_rcpt = b"J\xfcrgen@B\xe4d.example".to_vec();
-        let request = m.request_bytes(&[0], b"b\xe4d.example", 0, true, Dialect::Postfix37);
+        let request = m.request_bytes(
+            Vec::new(),
+            &[0],
+            b"b\xe4d.example",
+            0,
+            true,
+            Dialect::Postfix37,
+        );
         for attr in [
             &b"\0nexthop\0b\xe4d.example\0"[..],
             b"\0smtputf8\x000\0",

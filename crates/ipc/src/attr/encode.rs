@@ -41,6 +41,14 @@ impl AttrWriter {
         }
     }
 
+    /// An empty writer over `buf`'s memory (its bytes are dropped), with
+    /// room for `bytes` bytes: a buffer used again spares an allocation.
+    pub(crate) fn reuse(mut buf: Vec<u8>, bytes: usize) -> Self {
+        buf.clear();
+        buf.reserve(bytes);
+        AttrWriter { buf }
+    }
+
     fn name(&mut self, name: &str) {
         self.buf.extend_from_slice(c_string(name.as_bytes()));
         self.buf.push(0);
