@@ -178,7 +178,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
             let mut f = std::fs::File::create(p)?;
             writeln!(
                 f,
-                "round\tworkload\tqm\tunits\twall_s\tcpu_s\tuser_s\tcpu_per_unit_us\thwm_kb\trestarts\tctxsw"
+                "round\tworkload\tqm\tunits\twall_s\tcpu_s\tuser_s\tcpu_per_unit_us\thwm_kb\trestarts\tctxsw\tsteal_s"
             )?;
             Some(f)
         }
@@ -199,7 +199,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                     Ok(ms) => {
                         for m in ms {
                             eprint!(
-                                "[{}: wall {:.2}s cpu {:.2}s (user {:.2}s) {:.0}us/unit rss {}kB ctxsw/unit {:.1}{}] ",
+                                "[{}: wall {:.2}s cpu {:.2}s (user {:.2}s) {:.0}us/unit rss {}kB ctxsw/unit {:.1} steal {:.2}s{}] ",
                                 m.row,
                                 m.wall,
                                 m.cpu,
@@ -207,6 +207,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                                 per_unit_us(&m),
                                 m.hwm_kb,
                                 m.ctxsw as f64 / m.units.max(1) as f64,
+                                m.steal,
                                 if m.restarts > 0 {
                                     format!(" restarts {}", m.restarts)
                                 } else {
@@ -216,7 +217,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                             if let Some(f) = tsv.as_mut() {
                                 writeln!(
                                     f,
-                                    "{}\t{}\t{label}\t{}\t{:.3}\t{:.3}\t{:.3}\t{:.1}\t{}\t{}\t{}",
+                                    "{}\t{}\t{label}\t{}\t{:.3}\t{:.3}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{:.2}",
                                     round + 1,
                                     m.row,
                                     m.units,
@@ -226,7 +227,8 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                                     per_unit_us(&m),
                                     m.hwm_kb,
                                     m.restarts,
-                                    m.ctxsw
+                                    m.ctxsw,
+                                    m.steal
                                 )?;
                             }
                             results.push((label.clone(), m));

@@ -92,6 +92,20 @@ fn uptime() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time the hypervisor gave to others while this machine's CPUs
+/// wanted it (the `steal` column of `/proc/stat`), in seconds since boot.
+/// A run during which it grows was slowed by the host, not by the code.
+fn machine_steal(ticks: f64) -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            // cpu user nice system idle iowait irq softirq steal ...
+            let line = s.lines().next()?;
+            line.split_whitespace().nth(8)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |t| t / ticks)
+}
+
 /// Follows the queue manager process(es) of one instance across restarts.
 #[derive(Debug)]
 pub(crate) struct QmgrTracker {
@@ -111,6 +125,8 @@ pub(crate) struct QmgrTracker {
     /// When the first queue manager process started (its /proc start time,
     /// converted to this process's monotonic clock).
     pub started: Instant,
+    /// [`machine_steal`] when following began.
+    steal_at_start: f64,
 }
 
 impl QmgrTracker {
@@ -132,7 +148,14 @@ impl QmgrTracker {
             dead_ctxsw: 0,
             restarts: 0,
             started,
+            steal_at_start: machine_steal(ticks),
         })
+    }
+
+    /// Seconds of CPU the host took from this machine since following
+    /// began (all CPUs together).
+    pub(crate) fn steal(&self) -> f64 {
+        (machine_steal(self.ticks) - self.steal_at_start).max(0.0)
     }
 
     /// The pid currently followed.

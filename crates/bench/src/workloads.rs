@@ -164,6 +164,10 @@ pub(crate) struct Measurement {
     pub restarts: u32,
     /// Context switches of the queue manager.
     pub ctxsw: u64,
+    /// CPU seconds the host took from this machine (steal, all CPUs)
+    /// from the queue manager's start to the measurement: a run with
+    /// much of it was slowed from outside.
+    pub steal: f64,
 }
 
 /// Settings shared by all runs.
@@ -678,6 +682,7 @@ impl<'a> Run<'a> {
             hwm_kb: t.hwm_kb(),
             restarts: t.restarts,
             ctxsw: t.ctxsw(),
+            steal: t.steal(),
         }
     }
 }
