@@ -145,6 +145,17 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_buffer_starts_empty() {
+        let mut old = AttrWriter::new();
+        old.str("stale", b"bytes").end();
+        let buf = old.into_bytes();
+        let mut w = AttrWriter::reuse(buf, 64);
+        w.str("a", b"1").end();
+        assert_eq!(w.as_bytes(), b"a\x001\0\0");
+        assert!(w.into_bytes().capacity() >= 64);
+    }
+
+    #[test]
     fn number_edges() {
         let mut w = AttrWriter::with_capacity(8);
         w.int("a", 0)

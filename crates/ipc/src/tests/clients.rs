@@ -520,3 +520,25 @@ async fn stream_keeps_bytes_after_a_list() {
     let e = s.read_list().await.unwrap_err();
     assert!(matches!(e, IpcError::UnexpectedEof { .. }));
 }
+
+#[tokio::test]
+async fn stream_reads_a_list_longer_than_its_first_buffer() {
+    // The first read buffer is small (most lists are); a long list, sent
+    // in pieces, grows it and arrives whole, and the next list after it too.
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let long = vec![b'x'; 20_000];
+    let mut bytes = b"a\0".to_vec();
+    bytes.extend_from_slice(&long);
+    bytes.extend_from_slice(b"\0\0b\x002\0\0");
+    let writer = tokio::spawn(async move {
+        for piece in bytes.chunks(700) {
+            b.write_all(piece).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        b
+    });
+    let mut s = AttrStream::from_stream_named(a, "private/x".into(), T);
+    assert_eq!(s.read_list().await.unwrap().get("a"), Some(&long[..]));
+    assert_eq!(s.read_list().await.unwrap().get("b"), Some(&b"2"[..]));
+    drop(writer.await.unwrap());
+}
