@@ -268,23 +268,18 @@ mod tests {
     #[test]
     fn request_buffers_are_kept_for_the_next_requests() {
         let mut agents = Agents::new(Duration::from_secs(1));
-        let ended = |n| (AgentEvent::Unreachable(ConnId(n), Vec::new()), None);
-        agents.ended(ended(1));
+        let unreachable = |n| AgentEvent::Unreachable(ConnId(n), Vec::new());
+        agents.ended((unreachable(1), None));
         assert_eq!(agents.request_buffer().capacity(), 0);
-        let buf = Vec::with_capacity(1500);
-        let event = agents.ended((AgentEvent::Unreachable(ConnId(2), Vec::new()), Some(buf)));
+        let event = agents.ended((unreachable(2), Some(Vec::with_capacity(1500))));
         assert!(matches!(event, AgentEvent::Unreachable(ConnId(2), _)));
         assert_eq!(agents.request_buffer().capacity(), 1500);
         // A huge one is not kept, and only so many are.
         let huge = Vec::with_capacity(SPARE_BUFFER_MAX + 1);
-        agents.ended((AgentEvent::Unreachable(ConnId(3), Vec::new()), Some(huge)));
+        agents.ended((unreachable(3), Some(huge)));
         assert_eq!(agents.request_buffer().capacity(), 0);
         for n in 0..SPARE_BUFFERS + 4 {
-            let buf = Vec::with_capacity(100);
-            agents.ended((
-                AgentEvent::Unreachable(ConnId(n as u64), Vec::new()),
-                Some(buf),
-            ));
+            agents.ended((unreachable(n as u64), Some(Vec::with_capacity(100))));
         }
         assert_eq!(agents.spare.len(), SPARE_BUFFERS);
     }

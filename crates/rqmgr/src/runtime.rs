@@ -230,9 +230,11 @@ impl Runtime {
         // (operator.rs), so that a planned restart loses no index entry.
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        // The scheduler's next timer, kept registered across turns: most
-        // turns ask for the same time as the turn before, and making a
-        // new timer each turn would enter and cancel it in tokio's wheel.
+        // The next wake-up, kept registered across turns while its time
+        // stays the same: the intake recheck keeps its time until it
+        // passes, so a held intake no longer enters and cancels a timer in
+        // tokio's wheel every turn. (A scheduler timer is reckoned anew
+        // from the clock each turn, so it still resets the timer.)
         let mut wake_timer = WakeTimer::new();
         loop {
             dog.pet();
