@@ -21,6 +21,13 @@
 //! process wake-ups per recipient.  Resolving is a pure query, so the
 //! order in which trivial-rewrite answers changes nothing.
 //!
+//! The client blocks, as Postfix's resolve client does: a queue manager
+//! can do nothing with a message until its recipients are resolved, and
+//! asleep in `read(2)` on the reply (see `stream/blocking.rs`) it is
+//! woken by that reply alone, not by every delivery agent that answers
+//! meanwhile; those answers are taken together at the event loop's next
+//! wait.
+//!
 //! How it fails: one attempt per call.  Errors drop the connection; the
 //! caller retries forever with a one-second pause, warning "problem talking
 //! to service rewrite" (see [`IpcError::quiet_on_first_attempt`]).  An empty
@@ -28,13 +35,11 @@
 //! too, because Postfix retries those as well.
 
 use std::path::PathBuf;
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::attr::{AttrList, AttrWriter};
 use crate::error::IpcError;
-use crate::stream::AttrStream;
+use crate::stream::BlockingAttrStream;
 
 /// Protocol trivial-rewrite announces.
 const PROTOCOL: &str = "trivial_rewrite_protocol";
@@ -73,7 +78,7 @@ pub struct ResolveReply {
 
 #[derive(Debug)]
 struct Conn {
-    stream: AttrStream,
+    stream: BlockingAttrStream,
     created: Instant,
     last_used: Instant,
 }
@@ -178,7 +183,7 @@ impl RewriteClient {
     /// it is missing, idle or old. The caller puts it back after a good
     /// reply; after an error it is simply dropped.
     /// `now` is the time the request began: a batch reads the clock once.
-    async fn checkout(&mut self, slot: usize, now: Instant) -> Result<Conn, IpcError> {
+    fn checkout(&mut self, slot: usize, now: Instant) -> Result<Conn, IpcError> {
         if let Some(c) = self.conns[slot].take() {
             if now.duration_since(c.last_used) < self.idle
                 && now.duration_since(c.created) < self.ttl
@@ -186,8 +191,8 @@ impl RewriteClient {
                 return Ok(c);
             }
         }
-        let mut stream = AttrStream::connect(&self.path, self.io_timeout).await?;
-        stream.expect_announcement(PROTOCOL).await?;
+        let mut stream = BlockingAttrStream::connect(&self.path, self.io_timeout)?;
+        stream.expect_announcement(PROTOCOL)?;
         Ok(Conn {
             stream,
             created: now,
@@ -196,9 +201,9 @@ impl RewriteClient {
     }
 
     /// One request/reply on the first connection.
-    async fn exchange(&mut self, request: &[u8]) -> Result<AttrList, IpcError> {
-        let mut conn = self.checkout(0, Instant::now()).await?;
-        let list = conn.stream.request(request).await?;
+    fn exchange(&mut self, request: &[u8]) -> Result<AttrList, IpcError> {
+        let mut conn = self.checkout(0, Instant::now())?;
+        let list = conn.stream.request(request)?;
         conn.last_used = Instant::now();
         self.conns[0] = Some(conn);
         Ok(list)
@@ -267,7 +272,7 @@ impl RewriteClient {
 
     /// Resolves `address` for `sender`; `verify` sends request `verify`
     /// (address probes) instead of `resolve`.
-    pub async fn resolve(
+    pub fn resolve(
         &mut self,
         verify: bool,
         sender: &[u8],
@@ -278,8 +283,8 @@ impl RewriteClient {
             return Ok(reply);
         }
         let request = Self::resolve_request(verify, sender, address);
-        let mut conn = self.checkout(0, now).await?;
-        let list = conn.stream.request(request.as_bytes()).await?;
+        let mut conn = self.checkout(0, now)?;
+        let list = conn.stream.request(request.as_bytes())?;
         self.finish_resolve(0, conn, (verify, sender, address), &list, now)
     }
 
@@ -288,7 +293,7 @@ impl RewriteClient {
     /// in the order of `addresses`; `None` where that resolve failed or was
     /// not tried because an earlier one failed: the caller resolves those
     /// one at a time, with [`resolve`](Self::resolve)'s errors and retries.
-    pub async fn resolve_several(
+    pub fn resolve_several(
         &mut self,
         verify: bool,
         sender: &[u8],
@@ -305,11 +310,11 @@ impl RewriteClient {
                 pending.push(Pending::Answered(reply));
                 continue;
             }
-            let Ok(mut conn) = self.checkout(slot, now).await else {
+            let Ok(mut conn) = self.checkout(slot, now) else {
                 break;
             };
             let request = Self::resolve_request(verify, sender, address);
-            if conn.stream.send(request.as_bytes()).await.is_err() {
+            if conn.stream.send(request.as_bytes()).is_err() {
                 break;
             }
             pending.push(Pending::Sent(slot, conn));
@@ -322,7 +327,7 @@ impl RewriteClient {
                 // After a failure the rest is read anyway (so no reply is
                 // left unread on a kept connection) but not trusted: the
                 // caller retries from the first failure on, in order.
-                Pending::Sent(slot, mut conn) => match conn.stream.read_list().await {
+                Pending::Sent(slot, mut conn) => match conn.stream.read_list() {
                     Ok(list) => {
                         let question = (verify, sender, addresses[slot]);
                         self.finish_resolve(slot, conn, question, &list, now).ok()
@@ -338,7 +343,7 @@ impl RewriteClient {
     }
 
     /// Rewrites `address` under `rule` (`local` or `remote`).
-    pub async fn rewrite(&mut self, rule: &str, address: &[u8]) -> Result<Vec<u8>, IpcError> {
+    pub fn rewrite(&mut self, rule: &str, address: &[u8]) -> Result<Vec<u8>, IpcError> {
         let key: RewriteKey = (rule.to_owned(), address.to_vec());
         if let Some(c) = &self.rewrite_cache {
             if c.key == key && Instant::now() < c.expires {
@@ -350,7 +355,7 @@ impl RewriteClient {
             .str("rule", rule.as_bytes())
             .str("address", address)
             .end();
-        let list = self.exchange(w.as_bytes()).await?;
+        let list = self.exchange(w.as_bytes())?;
         let mut r = list.strict();
         let parsed = (|| {
             let server_flags = r.expect_int("flags")?;

@@ -12,9 +12,14 @@
 //! next call.  Errors name the service ("private/smtp") and use Postfix's
 //! wording.
 //!
+//! [`BlockingAttrStream`] does the same on a blocking socket, for a
+//! request the caller cannot go on without (trivial-rewrite's answers).
+//!
 //! How it fails: after any error the stream's state is unspecified (a list
 //! may be half consumed); callers drop the stream, as Postfix closes it.
 //! Limits: lists are capped by [`crate::attr::MAX_LIST_BYTES`].
+
+mod blocking;
 
 use std::io;
 use std::path::Path;
@@ -26,6 +31,8 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::attr::{AttrList, ListDecoder};
 use crate::error::{AttrError, IpcError};
+
+pub(crate) use blocking::BlockingAttrStream;
 
 /// Attribute name of a server's protocol announcement.
 const ATTR_PROTOCOL: &str = "protocol";
@@ -80,6 +87,109 @@ fn connect_now(path: &Path) -> io::Result<Option<UnixStream>> {
     UnixStream::from_std(std::os::unix::net::UnixStream::from(fd)).map(Some)
 }
 
+/// Bytes read from a stream and not yet taken as lists: what both
+/// streams (this async one and [`blocking::BlockingAttrStream`]) keep
+/// between reads.
+#[derive(Debug, Default)]
+struct ListBuffer {
+    buf: Vec<u8>,
+    /// Index in `buf` of the first unconsumed byte.
+    start: usize,
+    /// Stream offset of `buf[start]`, for error messages.
+    offset: usize,
+    decoder: ListDecoder,
+}
+
+impl ListBuffer {
+    /// Takes the next complete list out of the buffer, if one is there.
+    fn next_list(&mut self) -> Result<Option<AttrList>, AttrError> {
+        let Some((list, used)) = self.decoder.feed(&self.buf[self.start..], self.offset)? else {
+            return Ok(None);
+        };
+        self.start += used;
+        self.offset += used;
+        self.compact();
+        Ok(Some(list))
+    }
+
+    /// The buffer to read into, with room for at least [`MIN_READ`] bytes
+    /// after its contents.
+    fn room(&mut self) -> &mut Vec<u8> {
+        if self.buf.capacity() - self.buf.len() < MIN_READ {
+            let grow = if self.buf.capacity() == 0 {
+                FIRST_READ
+            } else {
+                READ_CHUNK
+            };
+            self.buf.reserve(grow);
+        }
+        &mut self.buf
+    }
+
+    /// Drops consumed bytes once they dominate the buffer.
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start >= READ_CHUNK {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// The error for a read that timed out, naming where in a list it was.
+    fn timeout(&self, service: &str) -> IpcError {
+        let (context, _) = self.decoder.eof_context(&self.buf[self.start..]);
+        let doing = match context {
+            crate::error::ReadContext::Name => "reading input attribute name",
+            crate::error::ReadContext::Value => "reading input attribute value",
+        };
+        IpcError::Timeout {
+            service: service.to_owned(),
+            doing,
+        }
+    }
+
+    /// The error for the end of input before a list was complete.
+    fn eof(&self, service: &str) -> IpcError {
+        let rest = &self.buf[self.start..];
+        let (context, partial) = self.decoder.eof_context(rest);
+        let list_start = rest.is_empty() && self.decoder.at_list_start();
+        let service = service.to_owned();
+        if partial {
+            IpcError::UnexpectedEof { service, context }
+        } else {
+            IpcError::PrematureDisconnect {
+                service,
+                context,
+                list_start,
+            }
+        }
+    }
+}
+
+/// Checks a server's `protocol\0<name>\0\0` announcement, as Postfix
+/// clients do before sending a request.
+fn check_announcement(list: &AttrList, protocol: &str, service: &str) -> Result<(), IpcError> {
+    let attr_error = |error| IpcError::Attr {
+        service: service.to_owned(),
+        error,
+    };
+    let mut r = list.strict();
+    match r.expect_streq(ATTR_PROTOCOL, protocol) {
+        Ok(()) => {}
+        Err(AttrError::ValueMismatch { got, expected, .. }) => {
+            return Err(IpcError::Announcement {
+                service: service.to_owned(),
+                expected,
+                got,
+            })
+        }
+        Err(e) => return Err(attr_error(e)),
+    }
+    r.finish().map_err(attr_error)
+}
+
 /// A connected client stream speaking the attribute protocol.
 #[derive(Debug)]
 pub(crate) struct AttrStream {
@@ -88,12 +198,7 @@ pub(crate) struct AttrStream {
     timeout: Duration,
     /// When set, bounds every operation instead of `timeout`.
     deadline: Option<Instant>,
-    buf: Vec<u8>,
-    /// Index in `buf` of the first unconsumed byte.
-    start: usize,
-    /// Stream offset of `buf[start]`, for error messages.
-    offset: usize,
-    decoder: ListDecoder,
+    lists: ListBuffer,
 }
 
 impl AttrStream {
@@ -136,10 +241,7 @@ impl AttrStream {
             service,
             timeout,
             deadline: None,
-            buf: Vec::new(),
-            start: 0,
-            offset: 0,
-            decoder: ListDecoder::new(),
+            lists: ListBuffer::default(),
         }
     }
 
@@ -182,36 +284,14 @@ impl AttrStream {
     pub(crate) async fn read_list(&mut self) -> Result<AttrList, IpcError> {
         let deadline = self.op_deadline();
         loop {
-            match self.decoder.feed(&self.buf[self.start..], self.offset) {
+            match self.lists.next_list() {
                 Err(e) => return Err(self.attr_error(e)),
-                Ok(Some((list, used))) => {
-                    self.start += used;
-                    self.offset += used;
-                    self.compact();
-                    return Ok(list);
-                }
+                Ok(Some(list)) => return Ok(list),
                 Ok(None) => {}
             }
-            if self.buf.capacity() - self.buf.len() < MIN_READ {
-                let grow = if self.buf.capacity() == 0 {
-                    FIRST_READ
-                } else {
-                    READ_CHUNK
-                };
-                self.buf.reserve(grow);
-            }
-            let n = match timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Err(_) => {
-                    let (context, _) = self.decoder.eof_context(&self.buf[self.start..]);
-                    let doing = match context {
-                        crate::error::ReadContext::Name => "reading input attribute name",
-                        crate::error::ReadContext::Value => "reading input attribute value",
-                    };
-                    return Err(IpcError::Timeout {
-                        service: self.service.clone(),
-                        doing,
-                    });
-                }
+            let room = self.lists.room();
+            let n = match timeout_at(deadline, self.stream.read_buf(room)).await {
+                Err(_) => return Err(self.lists.timeout(&self.service)),
                 Ok(Err(source)) => {
                     return Err(IpcError::Read {
                         service: self.service.clone(),
@@ -221,51 +301,15 @@ impl AttrStream {
                 Ok(Ok(n)) => n,
             };
             if n == 0 {
-                let rest = &self.buf[self.start..];
-                let (context, partial) = self.decoder.eof_context(rest);
-                let list_start = rest.is_empty() && self.decoder.at_list_start();
-                let service = self.service.clone();
-                return Err(if partial {
-                    IpcError::UnexpectedEof { service, context }
-                } else {
-                    IpcError::PrematureDisconnect {
-                        service,
-                        context,
-                        list_start,
-                    }
-                });
+                return Err(self.lists.eof(&self.service));
             }
         }
     }
 
-    /// Drops consumed bytes once they dominate the buffer.
-    fn compact(&mut self) {
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start >= READ_CHUNK {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-    }
-
-    /// Reads a server's `protocol\0<name>\0\0` announcement and checks the
-    /// name, as Postfix clients do before sending a request.
+    /// Reads a server's announcement and checks the protocol name.
     pub(crate) async fn expect_announcement(&mut self, protocol: &str) -> Result<(), IpcError> {
         let list = self.read_list().await?;
-        let mut r = list.strict();
-        match r.expect_streq(ATTR_PROTOCOL, protocol) {
-            Ok(()) => {}
-            Err(AttrError::ValueMismatch { got, expected, .. }) => {
-                return Err(IpcError::Announcement {
-                    service: self.service.clone(),
-                    expected,
-                    got,
-                })
-            }
-            Err(e) => return Err(self.attr_error(e)),
-        }
-        r.finish().map_err(|e| self.attr_error(e))
+        check_announcement(&list, protocol, &self.service)
     }
 
     /// Writes `bytes` completely.

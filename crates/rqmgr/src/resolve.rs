@@ -95,7 +95,7 @@ impl Resolving<'_> {
             let reply = match source {
                 Source::Resolver => {
                     if batch.is_empty() {
-                        batch = self.resolve_batch(m, i, tflags).await.into();
+                        batch = self.resolve_batch(m, i, tflags).into();
                     }
                     match batch.pop_front().flatten() {
                         Some(r) => routing::resolver_verdict(r),
@@ -156,7 +156,7 @@ impl Resolving<'_> {
         let verify = tflags & DEL_REQ_FLAG_MTA_VRFY != 0;
         let mut trouble = RewriteTrouble::default();
         let reply = loop {
-            match self.rewrite.resolve(verify, &m.env.sender, address).await {
+            match self.rewrite.resolve(verify, &m.env.sender, address) {
                 Ok(r) => break r,
                 Err(e) => {
                     let pause = self.rewrite_trouble(&e, &mut trouble);
@@ -170,7 +170,7 @@ impl Resolving<'_> {
     /// Asks trivial-rewrite about the recipients from index `first` on, a
     /// few at once (see `rqmgr_ipc::rewrite` on why that is faster and
     /// changes nothing). `None`: resolve that one with [`Self::resolve_one`].
-    async fn resolve_batch(
+    fn resolve_batch(
         &mut self,
         m: &ActiveMessage,
         first: usize,
@@ -184,13 +184,12 @@ impl Resolving<'_> {
             .collect();
         self.rewrite
             .resolve_several(verify, &m.env.sender, &addresses)
-            .await
     }
 
     async fn rewrite_canonical(&mut self, address: &[u8]) -> Vec<u8> {
         let mut trouble = RewriteTrouble::default();
         loop {
-            match self.rewrite.rewrite("canonicalize", address).await {
+            match self.rewrite.rewrite("canonicalize", address) {
                 Ok(r) => return r,
                 Err(e) => {
                     let pause = self.rewrite_trouble(&e, &mut trouble);

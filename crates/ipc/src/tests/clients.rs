@@ -1,9 +1,9 @@
 //! Async tests of the service clients against fake Postfix servers on
 //! UNIX sockets in a temporary directory.
 
-use std::cell::Cell;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attr::ListDecoder;
@@ -12,7 +12,7 @@ use crate::deliver::{AgentConnection, DeliveryRequest, DsnAttrs, RecipientOut};
 use crate::error::IpcError;
 use crate::error::ReadContext;
 use crate::rewrite::{resolve_flags, RewriteClient, RESOLVE_CONNECTIONS};
-use crate::stream::AttrStream;
+use crate::stream::{AttrStream, BlockingAttrStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -187,18 +187,18 @@ async fn connect_failure_names_the_service() {
 
 /// A fake trivial-rewrite: answers resolve/verify/rewrite requests; the
 /// reply's server flags come from the address ("bye@" asks to reconnect).
-async fn fake_rewrite(listener: UnixListener, accepts: Rc<Cell<u32>>, requests: Rc<Cell<u32>>) {
+async fn fake_rewrite(listener: UnixListener, counts: Counts) {
     loop {
         let (mut s, _) = listener.accept().await.unwrap();
-        accepts.set(accepts.get() + 1);
-        let requests = requests.clone();
+        counts.accepts.fetch_add(1, Ordering::SeqCst);
+        let requests = Arc::clone(&counts.requests);
         tokio::task::spawn_local(async move {
             s.write_all(&announce("trivial_rewrite_protocol"))
                 .await
                 .unwrap();
             let mut pending = Vec::new();
             while let Some(raw) = read_raw_list(&mut s, &mut pending).await {
-                requests.set(requests.get() + 1);
+                requests.fetch_add(1, Ordering::SeqCst);
                 let (list, _) = crate::attr::AttrList::decode(&raw).unwrap().unwrap();
                 let req = list.get("request").unwrap().to_vec();
                 let addr = list.get("address").unwrap().to_vec();
@@ -234,130 +234,155 @@ async fn fake_rewrite(listener: UnixListener, accepts: Rc<Cell<u32>>, requests: 
     }
 }
 
-/// Starts [`fake_rewrite`] on `private/rewrite` in a fresh directory (on
-/// the current `LocalSet`); returns the directory (keep it alive), the
-/// socket path, and its accept and request counters.
-fn start_fake_rewrite() -> (tempfile::TempDir, PathBuf, Rc<Cell<u32>>, Rc<Cell<u32>>) {
+/// A fake server's connections and requests so far.
+#[derive(Clone, Default)]
+struct Counts {
+    accepts: Arc<AtomicU32>,
+    requests: Arc<AtomicU32>,
+}
+
+impl Counts {
+    fn now(&self) -> (u32, u32) {
+        (
+            self.accepts.load(Ordering::SeqCst),
+            self.requests.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Serves `socket name` in `dir` with `serve` on a thread of its own, with
+/// a runtime of its own: the rewrite client sleeps in `read` until it has
+/// its answer, so its server cannot share its thread. The thread ends
+/// with the test program.
+fn serve_on_own_thread<F, Fut>(dir: &tempfile::TempDir, name: &str, serve: F) -> PathBuf
+where
+    F: FnOnce(UnixListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let private = dir.path().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let path = private.join(name);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            serve(UnixListener::from_std(listener).unwrap()).await;
+        });
+    });
+    path
+}
+
+/// Starts [`fake_rewrite`] on `private/rewrite` in a fresh directory;
+/// returns the directory (keep it alive), the socket path, and its
+/// counters.
+fn start_fake_rewrite() -> (tempfile::TempDir, PathBuf, Counts) {
     let dir = tempfile::tempdir().unwrap();
-    let (path, listener) = socket(&dir, "rewrite");
-    let accepts = Rc::new(Cell::new(0));
-    let requests = Rc::new(Cell::new(0));
-    tokio::task::spawn_local(fake_rewrite(listener, accepts.clone(), requests.clone()));
-    (dir, path, accepts, requests)
+    let counts = Counts::default();
+    let served = counts.clone();
+    let path = serve_on_own_thread(&dir, "rewrite", move |l| fake_rewrite(l, served));
+    (dir, path, counts)
 }
 
-#[tokio::test]
-async fn rewrite_client_connection_reuse_cache_and_reconnects() {
-    let local = tokio::task::LocalSet::new();
-    local
-        .run_until(async {
-            let (_dir, path, accepts, requests) = start_fake_rewrite();
-            let mut c = RewriteClient::new(
-                path,
-                T,
-                Duration::from_millis(300),
-                Duration::from_secs(1000),
-            );
+#[test]
+fn rewrite_client_connection_reuse_cache_and_reconnects() {
+    let (_dir, path, counts) = start_fake_rewrite();
+    let mut c = RewriteClient::new(
+        path,
+        T,
+        Duration::from_millis(300),
+        Duration::from_secs(1000),
+    );
 
-            let r = c.resolve(false, b"s@x", b"a@example.com").await.unwrap();
-            assert_eq!(r.transport, b"smtp");
-            assert_eq!(r.nexthop, b"[127.0.0.1]:2527");
-            assert_eq!(r.recipient, b"a@example.com");
-            assert_eq!(r.flags, resolve_flags::CLASS_DEFAULT);
-            // Same key: served from the cache.
-            c.resolve(false, b"s@x", b"a@example.com").await.unwrap();
-            assert_eq!(requests.get(), 1);
-            // Verify is a different key and request word.
-            let v = c.resolve(true, b"s@x", b"a@example.com").await.unwrap();
-            assert_eq!(v.transport, b"verify");
-            assert_eq!((accepts.get(), requests.get()), (1, 2));
-            assert_eq!(
-                c.rewrite("local", b"user").await.unwrap(),
-                b"user@rewritten"
-            );
-            assert_eq!((accepts.get(), requests.get()), (1, 3));
+    let r = c.resolve(false, b"s@x", b"a@example.com").unwrap();
+    assert_eq!(r.transport, b"smtp");
+    assert_eq!(r.nexthop, b"[127.0.0.1]:2527");
+    assert_eq!(r.recipient, b"a@example.com");
+    assert_eq!(r.flags, resolve_flags::CLASS_DEFAULT);
+    // Same key: served from the cache.
+    c.resolve(false, b"s@x", b"a@example.com").unwrap();
+    assert_eq!(counts.now().1, 1);
+    // Verify is a different key and request word.
+    let v = c.resolve(true, b"s@x", b"a@example.com").unwrap();
+    assert_eq!(v.transport, b"verify");
+    assert_eq!(counts.now(), (1, 2));
+    assert_eq!(c.rewrite("local", b"user").unwrap(), b"user@rewritten");
+    assert_eq!(counts.now(), (1, 3));
 
-            // Server-requested disconnect.
-            c.resolve(false, b"", b"bye@example.com").await.unwrap();
-            assert!(!c.is_connected());
-            c.resolve(false, b"", b"b@example.com").await.unwrap();
-            assert_eq!(accepts.get(), 2);
+    // Server-requested disconnect.
+    c.resolve(false, b"", b"bye@example.com").unwrap();
+    assert!(!c.is_connected());
+    c.resolve(false, b"", b"b@example.com").unwrap();
+    assert_eq!(counts.now().0, 2);
 
-            // Idle limit.
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            c.resolve(false, b"", b"c@example.com").await.unwrap();
-            assert_eq!(accepts.get(), 3);
+    // Idle limit.
+    std::thread::sleep(Duration::from_millis(400));
+    c.resolve(false, b"", b"c@example.com").unwrap();
+    assert_eq!(counts.now().0, 3);
 
-            // Null transport is an error and drops the connection.
-            let e = c
-                .resolve(false, b"", b"null@example.com")
-                .await
-                .unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                "resolve_clnt: null transport result for: <null@example.com>"
-            );
-            assert!(!c.is_connected());
-        })
-        .await;
+    // Null transport is an error and drops the connection.
+    let e = c.resolve(false, b"", b"null@example.com").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "resolve_clnt: null transport result for: <null@example.com>"
+    );
+    assert!(!c.is_connected());
 }
 
-#[tokio::test]
-async fn rewrite_client_resolves_several_over_parallel_connections() {
-    let local = tokio::task::LocalSet::new();
-    local
-        .run_until(async {
-            let (_dir, path, accepts, requests) = start_fake_rewrite();
-            let mut c = RewriteClient::new(path, T, T, T);
-            let names: Vec<Vec<u8>> = (0..RESOLVE_CONNECTIONS + 2)
-                .map(|i| format!("u{i}@example.com").into_bytes())
-                .collect();
-            let addresses: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+#[test]
+fn rewrite_client_resolves_several_over_parallel_connections() {
+    let (_dir, path, counts) = start_fake_rewrite();
+    let mut c = RewriteClient::new(path, T, T, T);
+    let names: Vec<Vec<u8>> = (0..RESOLVE_CONNECTIONS + 2)
+        .map(|i| format!("u{i}@example.com").into_bytes())
+        .collect();
+    let addresses: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
 
-            // One request per connection; answers in the order asked; what
-            // does not fit is left to the caller.
-            let answers = c.resolve_several(false, b"s@x", &addresses).await;
-            assert_eq!(answers.len(), addresses.len());
-            for (i, a) in answers.iter().enumerate() {
-                match a {
-                    Some(r) if i < RESOLVE_CONNECTIONS => {
-                        assert_eq!(r.recipient, addresses[i]);
-                        assert_eq!(r.transport, b"smtp");
-                    }
-                    None if i >= RESOLVE_CONNECTIONS => {}
-                    other => panic!("answer {i}: {other:?}"),
-                }
+    // One request per connection; answers in the order asked; what
+    // does not fit is left to the caller.
+    let answers = c.resolve_several(false, b"s@x", &addresses);
+    assert_eq!(answers.len(), addresses.len());
+    for (i, a) in answers.iter().enumerate() {
+        match a {
+            Some(r) if i < RESOLVE_CONNECTIONS => {
+                assert_eq!(r.recipient, addresses[i]);
+                assert_eq!(r.transport, b"smtp");
             }
-            let n = u32::try_from(RESOLVE_CONNECTIONS).unwrap();
-            assert_eq!((accepts.get(), requests.get()), (n, n));
+            None if i >= RESOLVE_CONNECTIONS => {}
+            other => panic!("answer {i}: {other:?}"),
+        }
+    }
+    let n = u32::try_from(RESOLVE_CONNECTIONS).unwrap();
+    assert_eq!(counts.now(), (n, n));
 
-            // The connections are kept; the last answer is cached.
-            let again = c.resolve_several(true, b"s@x", &addresses[..2]).await;
-            assert!(again
-                .iter()
-                .all(|a| a.as_ref().unwrap().transport == b"verify"));
-            assert_eq!((accepts.get(), requests.get()), (n, n + 2));
-            c.resolve(true, b"s@x", addresses[1]).await.unwrap();
-            assert_eq!(requests.get(), n + 2);
+    // The connections are kept; the last answer is cached.
+    let again = c.resolve_several(true, b"s@x", &addresses[..2]);
+    assert!(again
+        .iter()
+        .all(|a| a.as_ref().unwrap().transport == b"verify"));
+    assert_eq!(counts.now(), (n, n + 2));
+    c.resolve(true, b"s@x", addresses[1]).unwrap();
+    assert_eq!(counts.now().1, n + 2);
 
-            // From the first failure on, nothing is trusted, and the failed
-            // connection is dropped (and made again next time).
-            let bad: [&[u8]; 3] = [b"a@example.com", b"null@example.com", b"c@example.com"];
-            let answers = c.resolve_several(false, b"", &bad).await;
-            assert!(answers[0].is_some());
-            assert_eq!(&answers[1..], &[None, None]);
-            assert_eq!(accepts.get(), n);
-            c.resolve_several(false, b"", &bad[..2]).await;
-            assert_eq!(accepts.get(), n + 1);
-        })
-        .await;
+    // From the first failure on, nothing is trusted, and the failed
+    // connection is dropped (and made again next time).
+    let bad: [&[u8]; 3] = [b"a@example.com", b"null@example.com", b"c@example.com"];
+    let answers = c.resolve_several(false, b"", &bad);
+    assert!(answers[0].is_some());
+    assert_eq!(&answers[1..], &[None, None]);
+    assert_eq!(counts.now().0, n);
+    c.resolve_several(false, b"", &bad[..2]);
+    assert_eq!(counts.now().0, n + 1);
 }
 
-#[tokio::test]
-async fn rewrite_client_rejects_malformed_reply() {
+#[test]
+fn rewrite_client_rejects_malformed_reply() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, listener) = socket(&dir, "rewrite");
-    tokio::spawn(async move {
+    let path = serve_on_own_thread(&dir, "rewrite", |listener| async move {
         let (mut s, _) = listener.accept().await.unwrap();
         s.write_all(&announce("trivial_rewrite_protocol"))
             .await
@@ -368,7 +393,7 @@ async fn rewrite_client_rejects_malformed_reply() {
         let _ = s.read(&mut [0u8; 16]).await;
     });
     let mut c = RewriteClient::new(path, T, T, T);
-    let e = c.resolve(false, b"", b"a@b").await.unwrap_err();
+    let e = c.resolve(false, b"", b"a@b").unwrap_err();
     assert_eq!(
         e.to_string(),
         "unexpected attribute nexthop from private/rewrite socket (expecting: transport)"
@@ -541,4 +566,66 @@ async fn stream_reads_a_list_longer_than_its_first_buffer() {
     assert_eq!(s.read_list().await.unwrap().get("a"), Some(&long[..]));
     assert_eq!(s.read_list().await.unwrap().get("b"), Some(&b"2"[..]));
     drop(writer.await.unwrap());
+}
+
+/// Writes `pieces` to the first client of `private/rewrite`, pausing
+/// `pause` before each, then keeps the connection open without a word
+/// until the client goes away.
+fn trickling_rewrite(
+    dir: &tempfile::TempDir,
+    pieces: Vec<&'static [u8]>,
+    pause: Duration,
+) -> PathBuf {
+    serve_on_own_thread(dir, "rewrite", move |listener| async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        for piece in pieces {
+            tokio::time::sleep(pause).await;
+            s.write_all(piece).await.unwrap();
+        }
+        let _ = s.read(&mut [0u8; 16]).await;
+    })
+}
+
+#[test]
+fn blocking_stream_reads_lists_in_pieces_and_times_out() {
+    // The announcement in three pieces, each well within the timeout and
+    // all together too: read whole. Then silence: a timeout, worded as
+    // Postfix words it, at the start of a list.
+    let dir = tempfile::tempdir().unwrap();
+    let pieces: Vec<&'static [u8]> = vec![b"proto", b"col\0trivial_rew", b"rite_protocol\0\0"];
+    let path = trickling_rewrite(&dir, pieces, Duration::from_millis(30));
+    let mut s = BlockingAttrStream::connect(&path, Duration::from_millis(400)).unwrap();
+    s.expect_announcement("trivial_rewrite_protocol").unwrap();
+    let e = s.read_list().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "timeout on private/rewrite socket while reading input attribute name"
+    );
+}
+
+#[test]
+fn blocking_stream_bounds_a_whole_list_by_the_timeout() {
+    // Each piece comes within the timeout, but the list as a whole does
+    // not: the read times out in the middle of a value rather than
+    // waiting a timeout per piece.
+    let dir = tempfile::tempdir().unwrap();
+    let pieces: Vec<&'static [u8]> = vec![b"protocol\0triv", b"ial", b"_rewrite", b"_protocol\0\0"];
+    let path = trickling_rewrite(&dir, pieces, Duration::from_millis(150));
+    let mut s = BlockingAttrStream::connect(&path, Duration::from_millis(400)).unwrap();
+    let e = s
+        .expect_announcement("trivial_rewrite_protocol")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "timeout on private/rewrite socket while reading input attribute value"
+    );
+}
+
+#[test]
+fn blocking_stream_connect_failure_names_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = BlockingAttrStream::connect(&dir.path().join("private/rewrite"), T).unwrap_err();
+    assert!(matches!(e, IpcError::Connect { .. }));
+    assert!(e.to_string().starts_with("connect to private/rewrite: "));
+    assert!(e.quiet_on_first_attempt(), "ENOENT is quiet");
 }
