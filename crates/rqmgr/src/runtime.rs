@@ -236,6 +236,10 @@ impl Runtime {
         // tokio's wheel every turn. (A scheduler timer is reckoned anew
         // from the clock each turn, so it still resets the timer.)
         let mut wake_timer = WakeTimer::new();
+        // The chores' time (the next state save) stays the same for
+        // minutes: kept registered too, rather than a new timer entered
+        // into tokio's wheel and taken out again on every turn.
+        let mut chores_timer = WakeTimer::new();
         loop {
             dog.pet();
             let busy = self.pass().await;
@@ -309,7 +313,7 @@ impl Runtime {
                 () = sleep_until(self.trigger_pause), if self.trigger_pause.is_some() => {
                     self.trigger_pause = None;
                 }
-                () = sleep_until(chores), if chores.is_some() => {
+                () = chores_timer.at(chores) => {
                     self.core.now = Now::read();
                     self.core.expire_overrides();
                     self.core.save_state(Save::WhenDue);
