@@ -12,7 +12,8 @@
 //! queues that have room in their window: they wait only for an agent to
 //! take them, not for the destination (an entry behind a full window or a
 //! dead or suspended destination is not counted). Its *start rate* is a
-//! decaying average of deliveries handed to its agents per second.
+//! decaying average of deliveries handed to its agents per second,
+//! corrected for the first moments of a run of starts (see [`StartRate`]).
 //!
 //! The ready work *suffices* when the live transports together hold at
 //! least [`READY_AHEAD`] of work at their start rates (and at least
@@ -51,12 +52,34 @@ pub const RECHECK: Duration = Duration::from_millis(20);
 /// The start rate's time constant.
 const RATE_SPAN: Duration = Duration::from_millis(250);
 
-/// Deliveries started per second, decaying exponentially over
-/// [`RATE_SPAN`].
+/// A pause in starts this long ends a run: what came before has decayed
+/// to under 2% of the rate, and the next start begins a new measurement.
+const RUN_GAP: Duration = Duration::from_secs(1);
+
+/// The shortest run the rate is worked out over, so that the first
+/// starts of a run do not claim an absurd rate.
+const RUN_MIN: Duration = Duration::from_millis(25);
+
+/// Deliveries started per second: a decaying average over [`RATE_SPAN`],
+/// corrected for how long the current run of starts has lasted.
+///
+/// The plain decaying average starts at zero and reaches a steady rate
+/// only after a few time constants. While it lags, a transport seems to
+/// start its ready backlog far more slowly than it does, and a backlog
+/// built in that time (a drain of many-recipient messages adds several
+/// entries per message read) never looks short enough to hold reading
+/// back: the active queue then grows as long as `incoming/` has mail.
+/// Dividing by the weight the average has had time to gather, `1 -
+/// e^(-run/RATE_SPAN)`, measures a steady rate as that rate from the
+/// first starts on; it changes nothing once a run is long.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StartRate {
+    /// The uncorrected average as of `at`.
     per_sec: f64,
+    /// The latest start.
     at: Time,
+    /// The first start of the current run.
+    since: Time,
 }
 
 impl Default for StartRate {
@@ -64,20 +87,36 @@ impl Default for StartRate {
         StartRate {
             per_sec: 0.0,
             at: Time::ZERO,
+            since: Time::ZERO,
         }
     }
 }
 
 impl StartRate {
-    /// The rate as of `now`.
-    pub(crate) fn at(&self, now: Time) -> f64 {
+    /// The uncorrected average as of `now`.
+    fn decayed(&self, now: Time) -> f64 {
         let elapsed = now.saturating_since(self.at).as_secs_f64();
         self.per_sec * (-elapsed / RATE_SPAN.as_secs_f64()).exp()
     }
 
+    /// The rate as of `now`.
+    pub(crate) fn at(&self, now: Time) -> f64 {
+        let decayed = self.decayed(now);
+        if decayed == 0.0 {
+            return 0.0;
+        }
+        let run = now.saturating_since(self.since).max(RUN_MIN);
+        let weight = 1.0 - (-run.as_secs_f64() / RATE_SPAN.as_secs_f64()).exp();
+        decayed / weight
+    }
+
     /// One delivery started at `now`.
     pub(crate) fn record(&mut self, now: Time) {
-        self.per_sec = self.at(now) + 1.0 / RATE_SPAN.as_secs_f64();
+        if self.per_sec == 0.0 || now.saturating_since(self.at) >= RUN_GAP {
+            self.per_sec = 0.0;
+            self.since = now;
+        }
+        self.per_sec = self.decayed(now) + 1.0 / RATE_SPAN.as_secs_f64();
         self.at = self.at.max(now);
     }
 }
@@ -198,6 +237,82 @@ mod tests {
         r.record(t(50));
         assert!(r.at(t(100)) > 0.0);
         assert_eq!(r.at, t(100));
+    }
+
+    #[test]
+    fn a_run_is_measured_at_its_rate_from_its_first_starts() {
+        let mut r = StartRate::default();
+        for i in 0..50 {
+            r.record(t(10_000 + i)); // 1000 per second, for 50 ms only
+        }
+        let rate = r.at(t(10_050));
+        assert!((800.0..1200.0).contains(&rate), "{rate}");
+        // The first start alone does not claim a huge rate.
+        let mut one = StartRate::default();
+        one.record(t(10_000));
+        assert!(one.at(t(10_000)) < 50.0, "{}", one.at(t(10_000)));
+        // After a pause a new run is measured afresh.
+        r.record(t(20_000));
+        for i in 1..50 {
+            r.record(t(20_000 + 2 * i)); // 500 per second
+        }
+        let rate = r.at(t(20_100));
+        assert!((400.0..600.0).contains(&rate), "{rate}");
+    }
+
+    /// Reading far faster than agents start, messages of five recipients
+    /// in five domains: the backlog stays near what the agents start in
+    /// [`READY_AHEAD`] from the first deliveries on, instead of growing
+    /// while the start rate is being measured.
+    #[test]
+    fn many_recipient_messages_are_held_back_from_the_first_starts() {
+        let mut s = Scheduler::new(Config::default());
+        let mut waiting = std::collections::VecDeque::new();
+        let (mut read, mut started, mut peak) = (0u64, 0u32, 0u64);
+        // One step is 0.1 ms: a message may be read at every step, an
+        // agent announces itself at every fourth (2,500 per second).
+        for step in 0..3_000u64 {
+            let now = Time::from_micros(step * 100);
+            if !s.ready_work_suffices(now) {
+                let routes = (0..5)
+                    .map(|j| route(j, "discard", &format!("d{j}.example")))
+                    .collect();
+                let msg = MessageId(read);
+                read += 1;
+                let (more, flush_each, single_rcpt) = (false, false, false);
+                s.handle(
+                    Event::Message {
+                        msg,
+                        routes,
+                        more,
+                        flush_each,
+                        single_rcpt,
+                    },
+                    now,
+                );
+            }
+            if step % 4 == 0 {
+                if let Some(conn) = waiting.pop_front() {
+                    s.handle(Event::AgentReady { conn }, now);
+                }
+            }
+            while let Some(action) = s.poll_action() {
+                match action {
+                    Action::Connect { conn, .. } => waiting.push_back(conn),
+                    Action::Deliver { conn, .. } => {
+                        started += 1;
+                        let outcome = Outcome::Final;
+                        s.handle(Event::Delivered { conn, outcome }, now);
+                    }
+                    _ => {}
+                }
+            }
+            peak = peak.max(s.ready_backlog());
+        }
+        assert!(started >= 700, "{started} deliveries started");
+        // At 2,500 starts per second, 100 ms of work is 250 entries.
+        assert!(peak < 600, "the ready backlog reached {peak}");
+        assert!(read < 400, "{read} messages read");
     }
 
     #[test]
