@@ -101,13 +101,10 @@ impl StartRate {
 
     /// The rate as of `now`.
     pub(crate) fn at(&self, now: Time) -> f64 {
-        let decayed = self.decayed(now);
-        if decayed == 0.0 {
-            return 0.0;
-        }
+        // RUN_MIN keeps the weight above zero.
         let run = now.saturating_since(self.since).max(RUN_MIN);
         let weight = 1.0 - (-run.as_secs_f64() / RATE_SPAN.as_secs_f64()).exp();
-        decayed / weight
+        self.decayed(now) / weight
     }
 
     /// One delivery started at `now`.
@@ -158,26 +155,30 @@ impl Scheduler {
 mod tests {
     use super::*;
     use crate::tests::route;
-    use crate::{Action, Config, Event, MessageId, Outcome};
+    use crate::{Action, Config, Event, MessageId, Outcome, Route};
 
     /// A scheduler with `n` one-recipient messages for `discard:host`.
     fn with_messages(n: u64, now: Time) -> Scheduler {
         let mut s = Scheduler::new(Config::default());
         for i in 0..n {
             let msg = MessageId(i);
-            let routes = vec![route(0, "discard", "host")];
-            s.handle(
-                Event::Message {
-                    msg,
-                    routes,
-                    more: false,
-                    flush_each: false,
-                    single_rcpt: false,
-                },
-                now,
-            );
+            arrive(&mut s, msg, vec![route(0, "discard", "host")], now);
         }
         s
+    }
+
+    /// A whole message, all its recipients routed, arrives at `now`.
+    fn arrive(s: &mut Scheduler, msg: MessageId, routes: Vec<Route>, now: Time) {
+        s.handle(
+            Event::Message {
+                msg,
+                routes,
+                more: false,
+                flush_each: false,
+                single_rcpt: false,
+            },
+            now,
+        );
     }
 
     /// Agents that announce at once; `finish` says whether deliveries
@@ -277,19 +278,8 @@ mod tests {
                 let routes = (0..5)
                     .map(|j| route(j, "discard", &format!("d{j}.example")))
                     .collect();
-                let msg = MessageId(read);
+                arrive(&mut s, MessageId(read), routes, now);
                 read += 1;
-                let (more, flush_each, single_rcpt) = (false, false, false);
-                s.handle(
-                    Event::Message {
-                        msg,
-                        routes,
-                        more,
-                        flush_each,
-                        single_rcpt,
-                    },
-                    now,
-                );
             }
             if step % 4 == 0 {
                 if let Some(conn) = waiting.pop_front() {
