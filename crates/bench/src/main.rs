@@ -178,7 +178,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
             let mut f = std::fs::File::create(p)?;
             writeln!(
                 f,
-                "round\tworkload\tqm\tunits\twall_s\tcpu_s\tuser_s\tcpu_per_unit_us\thwm_kb\trestarts\tctxsw\tsteal_s"
+                "round\tworkload\tqm\tunits\twall_s\tcpu_s\tuser_s\tcpu_per_unit_us\thwm_kb\trestarts\tctxsw\tsteal_s\tbusy_s"
             )?;
             Some(f)
         }
@@ -199,7 +199,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                     Ok(ms) => {
                         for m in ms {
                             eprint!(
-                                "[{}: wall {:.2}s cpu {:.2}s (user {:.2}s) {:.0}us/unit rss {}kB ctxsw/unit {:.1} steal {:.2}s{}] ",
+                                "[{}: wall {:.2}s cpu {:.2}s (user {:.2}s) {:.0}us/unit rss {}kB ctxsw/unit {:.1} steal {:.2}s busy {:.2}s{}] ",
                                 m.row,
                                 m.wall,
                                 m.cpu,
@@ -208,6 +208,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                                 m.hwm_kb,
                                 m.ctxsw as f64 / m.units.max(1) as f64,
                                 m.steal,
+                                m.busy,
                                 if m.restarts > 0 {
                                     format!(" restarts {}", m.restarts)
                                 } else {
@@ -217,7 +218,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                             if let Some(f) = tsv.as_mut() {
                                 writeln!(
                                     f,
-                                    "{}\t{}\t{label}\t{}\t{:.3}\t{:.3}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{:.2}",
+                                    "{}\t{}\t{label}\t{}\t{:.3}\t{:.3}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{:.2}\t{:.2}",
                                     round + 1,
                                     m.row,
                                     m.units,
@@ -228,7 +229,8 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                                     m.hwm_kb,
                                     m.restarts,
                                     m.ctxsw,
-                                    m.steal
+                                    m.steal,
+                                    m.busy
                                 )?;
                             }
                             results.push((label.clone(), m));

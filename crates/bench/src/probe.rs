@@ -92,18 +92,42 @@ fn uptime() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// CPU time the hypervisor gave to others while this machine's CPUs
-/// wanted it (the `steal` column of `/proc/stat`), in seconds since boot.
-/// A run during which it grows was slowed by the host, not by the code.
-fn machine_steal(ticks: f64) -> f64 {
-    std::fs::read_to_string("/proc/stat")
+/// The machine's CPU counters (first line of `/proc/stat`, all CPUs
+/// together), in seconds since boot.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineCpu {
+    /// Time spent running anything: user, nice, system, irq and softirq.
+    /// Over a run it says whether the whole instance kept both vCPUs busy,
+    /// which bounds a drain's wall time more than the queue manager does.
+    busy: f64,
+    /// Time the hypervisor gave to others while this machine's CPUs
+    /// wanted it (`steal`). A run during which it grows was slowed by the
+    /// host, not by the code.
+    steal: f64,
+}
+
+fn machine_cpu(ticks: f64) -> MachineCpu {
+    let fields: Vec<f64> = std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| {
             // cpu user nice system idle iowait irq softirq steal ...
-            let line = s.lines().next()?;
-            line.split_whitespace().nth(8)?.parse::<f64>().ok()
+            let line = s.lines().next()?.to_owned();
+            Some(
+                line.split_whitespace()
+                    .skip(1)
+                    .take(8)
+                    .map(|f| f.parse::<f64>().unwrap_or(0.0) / ticks)
+                    .collect(),
+            )
         })
-        .map_or(0.0, |t| t / ticks)
+        .unwrap_or_default();
+    if fields.len() < 8 {
+        return MachineCpu::default();
+    }
+    MachineCpu {
+        busy: fields[0] + fields[1] + fields[2] + fields[5] + fields[6],
+        steal: fields[7],
+    }
 }
 
 /// Follows the queue manager process(es) of one instance across restarts.
@@ -125,8 +149,8 @@ pub(crate) struct QmgrTracker {
     /// When the first queue manager process started (its /proc start time,
     /// converted to this process's monotonic clock).
     pub started: Instant,
-    /// [`machine_steal`] when following began.
-    steal_at_start: f64,
+    /// [`machine_cpu`] when following began.
+    machine_at_start: MachineCpu,
 }
 
 impl QmgrTracker {
@@ -148,14 +172,21 @@ impl QmgrTracker {
             dead_ctxsw: 0,
             restarts: 0,
             started,
-            steal_at_start: machine_steal(ticks),
+            machine_at_start: machine_cpu(ticks),
         })
     }
 
     /// Seconds of CPU the host took from this machine since following
     /// began (all CPUs together).
     pub(crate) fn steal(&self) -> f64 {
-        (machine_steal(self.ticks) - self.steal_at_start).max(0.0)
+        (machine_cpu(self.ticks).steal - self.machine_at_start.steal).max(0.0)
+    }
+
+    /// Seconds of CPU the whole machine spent running anything since
+    /// following began (all CPUs together): the queue manager, Postfix's
+    /// other daemons, the bench's own poller.
+    pub(crate) fn busy(&self) -> f64 {
+        (machine_cpu(self.ticks).busy - self.machine_at_start.busy).max(0.0)
     }
 
     /// The pid currently followed.

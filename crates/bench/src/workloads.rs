@@ -168,6 +168,10 @@ pub(crate) struct Measurement {
     /// from the queue manager's start to the measurement: a run with
     /// much of it was slowed from outside.
     pub steal: f64,
+    /// CPU seconds the whole machine ran anything (all CPUs) over the
+    /// same span as `cpu`: with two vCPUs, a drain whose `busy` is near
+    /// twice its wall time was bound by CPU, one well below it waited.
+    pub busy: f64,
 }
 
 /// Settings shared by all runs.
@@ -360,6 +364,7 @@ fn deferred(
     let cpu0 = r.tracker()?.cpu();
     let ctx0 = scan.ctxsw;
     let user0 = r.tracker()?.user();
+    let (busy0, steal0) = (r.tracker()?.busy(), r.tracker()?.steal());
     let t0 = Instant::now();
     r.inst.postqueue_flush()?;
     let end = r.wait(|l| l.removed >= n)?;
@@ -369,6 +374,8 @@ fn deferred(
     flush.cpu -= cpu0;
     flush.user -= user0;
     flush.ctxsw -= ctx0;
+    flush.busy -= busy0;
+    flush.steal = (flush.steal - steal0).max(0.0);
     Ok(vec![scan, flush])
 }
 
@@ -441,6 +448,7 @@ fn flush_one(
     }
     let cpu0 = r.tracker()?.cpu();
     let user0 = r.tracker()?.user();
+    let busy0 = r.tracker()?.busy();
     let t0 = Instant::now();
     let path = format!("/flush?transport=discard&nexthop=d{}.example", dests / 2);
     let answer = crate::scrape::request(&socket, "POST", &path).ok_or("flush failed")?;
@@ -466,6 +474,7 @@ fn flush_one(
     );
     m.wall = end.duration_since(t0).as_secs_f64();
     m.cpu -= cpu0;
+    m.busy -= busy0;
     m.user -= user0;
     Ok(m)
 }
@@ -683,6 +692,7 @@ impl<'a> Run<'a> {
             restarts: t.restarts,
             ctxsw: t.ctxsw(),
             steal: t.steal(),
+            busy: t.busy(),
         }
     }
 }
