@@ -93,40 +93,47 @@ fn uptime() -> f64 {
 }
 
 /// The machine's CPU counters (first line of `/proc/stat`, all CPUs
-/// together), in seconds since boot.
+/// together), in seconds: since boot, or over a span.
 #[derive(Debug, Clone, Copy, Default)]
-struct MachineCpu {
+pub(crate) struct MachineCpu {
     /// Time spent running anything: user, nice, system, irq and softirq.
     /// Over a run it says whether the whole instance kept both vCPUs busy,
     /// which bounds a drain's wall time more than the queue manager does.
-    busy: f64,
+    pub busy: f64,
     /// Time the hypervisor gave to others while this machine's CPUs
     /// wanted it (`steal`). A run during which it grows was slowed by the
     /// host, not by the code.
-    steal: f64,
+    pub steal: f64,
 }
 
-fn machine_cpu(ticks: f64) -> MachineCpu {
-    let fields: Vec<f64> = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            // cpu user nice system idle iowait irq softirq steal ...
-            let line = s.lines().next()?.to_owned();
-            Some(
-                line.split_whitespace()
-                    .skip(1)
-                    .take(8)
-                    .map(|f| f.parse::<f64>().unwrap_or(0.0) / ticks)
-                    .collect(),
-            )
-        })
-        .unwrap_or_default();
-    if fields.len() < 8 {
-        return MachineCpu::default();
+impl MachineCpu {
+    fn now(ticks: f64) -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu user nice system idle iowait irq softirq steal ...
+        let f: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|v| v.parse::<f64>().unwrap_or(0.0) / ticks)
+            .collect();
+        match f[..] {
+            [user, nice, system, _idle, _iowait, irq, softirq, steal] => MachineCpu {
+                busy: user + nice + system + irq + softirq,
+                steal,
+            },
+            _ => MachineCpu::default(),
+        }
     }
-    MachineCpu {
-        busy: fields[0] + fields[1] + fields[2] + fields[5] + fields[6],
-        steal: fields[7],
+
+    /// What was spent since `earlier`.
+    pub(crate) fn since(self, earlier: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy: (self.busy - earlier.busy).max(0.0),
+            steal: (self.steal - earlier.steal).max(0.0),
+        }
     }
 }
 
@@ -149,7 +156,7 @@ pub(crate) struct QmgrTracker {
     /// When the first queue manager process started (its /proc start time,
     /// converted to this process's monotonic clock).
     pub started: Instant,
-    /// [`machine_cpu`] when following began.
+    /// The machine's counters when following began.
     machine_at_start: MachineCpu,
 }
 
@@ -172,21 +179,15 @@ impl QmgrTracker {
             dead_ctxsw: 0,
             restarts: 0,
             started,
-            machine_at_start: machine_cpu(ticks),
+            machine_at_start: MachineCpu::now(ticks),
         })
     }
 
-    /// Seconds of CPU the host took from this machine since following
-    /// began (all CPUs together).
-    pub(crate) fn steal(&self) -> f64 {
-        (machine_cpu(self.ticks).steal - self.machine_at_start.steal).max(0.0)
-    }
-
-    /// Seconds of CPU the whole machine spent running anything since
-    /// following began (all CPUs together): the queue manager, Postfix's
-    /// other daemons, the bench's own poller.
-    pub(crate) fn busy(&self) -> f64 {
-        (machine_cpu(self.ticks).busy - self.machine_at_start.busy).max(0.0)
+    /// What the whole machine spent since following began: the queue
+    /// manager, Postfix's other daemons, the bench's own poller, and the
+    /// host's steal.
+    pub(crate) fn machine(&self) -> MachineCpu {
+        MachineCpu::now(self.ticks).since(self.machine_at_start)
     }
 
     /// The pid currently followed.

@@ -364,7 +364,7 @@ fn deferred(
     let cpu0 = r.tracker()?.cpu();
     let ctx0 = scan.ctxsw;
     let user0 = r.tracker()?.user();
-    let (busy0, steal0) = (r.tracker()?.busy(), r.tracker()?.steal());
+    let machine0 = r.tracker()?.machine();
     let t0 = Instant::now();
     r.inst.postqueue_flush()?;
     let end = r.wait(|l| l.removed >= n)?;
@@ -374,8 +374,8 @@ fn deferred(
     flush.cpu -= cpu0;
     flush.user -= user0;
     flush.ctxsw -= ctx0;
-    flush.busy -= busy0;
-    flush.steal = (flush.steal - steal0).max(0.0);
+    flush.busy = (flush.busy - machine0.busy).max(0.0);
+    flush.steal = (flush.steal - machine0.steal).max(0.0);
     Ok(vec![scan, flush])
 }
 
@@ -448,7 +448,7 @@ fn flush_one(
     }
     let cpu0 = r.tracker()?.cpu();
     let user0 = r.tracker()?.user();
-    let busy0 = r.tracker()?.busy();
+    let busy0 = r.tracker()?.machine().busy;
     let t0 = Instant::now();
     let path = format!("/flush?transport=discard&nexthop=d{}.example", dests / 2);
     let answer = crate::scrape::request(&socket, "POST", &path).ok_or("flush failed")?;
@@ -474,7 +474,7 @@ fn flush_one(
     );
     m.wall = end.duration_since(t0).as_secs_f64();
     m.cpu -= cpu0;
-    m.busy -= busy0;
+    m.busy = (m.busy - busy0).max(0.0);
     m.user -= user0;
     Ok(m)
 }
@@ -682,6 +682,7 @@ impl<'a> Run<'a> {
                 scraper.finish().summary()
             );
         }
+        let machine = t.machine();
         Measurement {
             row,
             units,
@@ -691,8 +692,8 @@ impl<'a> Run<'a> {
             hwm_kb: t.hwm_kb(),
             restarts: t.restarts,
             ctxsw: t.ctxsw(),
-            steal: t.steal(),
-            busy: t.busy(),
+            steal: machine.steal,
+            busy: machine.busy,
         }
     }
 }
