@@ -448,7 +448,7 @@ fn flush_one(
     }
     let cpu0 = r.tracker()?.cpu();
     let user0 = r.tracker()?.user();
-    let busy0 = r.tracker()?.machine().busy;
+    let machine0 = r.tracker()?.machine();
     let t0 = Instant::now();
     let path = format!("/flush?transport=discard&nexthop=d{}.example", dests / 2);
     let answer = crate::scrape::request(&socket, "POST", &path).ok_or("flush failed")?;
@@ -474,7 +474,8 @@ fn flush_one(
     );
     m.wall = end.duration_since(t0).as_secs_f64();
     m.cpu -= cpu0;
-    m.busy = (m.busy - busy0).max(0.0);
+    m.busy = (m.busy - machine0.busy).max(0.0);
+    m.steal = (m.steal - machine0.steal).max(0.0);
     m.user -= user0;
     Ok(m)
 }
