@@ -167,8 +167,9 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
             .collect(),
     };
     eprintln!(
-        "rqmgr-bench: Postfix {}, {} round(s), {} mode, rqmgr = {}",
+        "rqmgr-bench: Postfix {} on {}, {} round(s), {} mode, rqmgr = {}",
         install.version,
+        probe::cpu_model(),
         cli.rounds,
         if cli.quick { "quick" } else { "full" },
         rqmgr.display()

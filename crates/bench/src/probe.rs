@@ -92,6 +92,21 @@ fn uptime() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The host's CPU model as the guest sees it (`model name` in
+/// `/proc/cpuinfo`), for the run's header: hosts of one kind differ by
+/// CPU, and their results only compare within one.
+pub(crate) fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    model_name(&info).unwrap_or("unknown CPU").to_owned()
+}
+
+fn model_name(cpuinfo: &str) -> Option<&str> {
+    cpuinfo.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        (key.trim() == "model name").then(|| value.trim())
+    })
+}
+
 /// The machine's CPU counters (first line of `/proc/stat`, all CPUs
 /// together), in seconds: since boot, or over a span.
 #[derive(Debug, Clone, Copy, Default)]
@@ -304,5 +319,18 @@ impl LogCounter {
             }
         }
         self.partial = buf[complete..].to_vec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_name;
+
+    #[test]
+    fn model_name_is_the_first_cpus() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n\
+                    \nprocessor\t: 1\nmodel name\t: Other\n";
+        assert_eq!(model_name(info), Some("AMD EPYC"));
+        assert_eq!(model_name("processor\t: 0\n"), None);
     }
 }
