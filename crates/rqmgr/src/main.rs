@@ -22,6 +22,7 @@ mod control;
 mod deliver;
 mod disposition;
 mod finish;
+mod flow;
 mod logging;
 mod message;
 mod metrics;

@@ -48,6 +48,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::admin::{self, AdminQuery};
 use crate::clock::Now;
 use crate::deliver::{self, AgentEvent, Agents};
+use crate::flow::{After, Change, FlowTokens, Turn};
 use crate::logging::{os_error, Logger};
 use crate::metrics::Metrics;
 use crate::notify::NoticeDone;
@@ -96,6 +97,8 @@ pub(crate) struct Runtime {
     notices_rx: UnboundedReceiver<NoticeDone>,
     /// The last pass imported a message from `incoming/`.
     fed_incoming: bool,
+    /// The in-flow tokens given back for turns that read nothing.
+    flow_tokens: FlowTokens,
     /// The last pass read nothing because the active queue holds enough
     /// work ready for agents (`Scheduler::ready_work_suffices`).
     intake_held: bool,
@@ -180,6 +183,7 @@ impl Runtime {
             triggers_rx,
             notices_rx,
             fed_incoming: false,
+            flow_tokens: FlowTokens::default(),
             trigger_backoff: triggers::Backoff::default(),
             trigger_pause: None,
             trigger_readers: 0,
@@ -405,7 +409,8 @@ impl Runtime {
     }
 
     /// Keeps the in-flow token pipe near `default_process_limit`, so that
-    /// cleanup and smtpd never wait `in_flow_delay` while we keep up.
+    /// cleanup and smtpd never wait `in_flow_delay` while we keep up
+    /// (see flow.rs on a turn that waits to read).
     fn flow_control(&mut self, master: &MasterLink) {
         let Some(flow) = &master.flow else {
             return;
@@ -413,19 +418,29 @@ impl Runtime {
         if self.core.p.in_flow_delay.is_zero() {
             return;
         }
-        let limit = usize::try_from(self.core.p.default_process_limit).unwrap_or(100);
-        let Ok(count) = flow.pending() else {
+        let Ok(pending) = flow.pending() else {
             return;
         };
-        if count < limit {
-            if self.fed_incoming {
-                let _ = flow.put(1);
-            } else if !self.scans[INCOMING].is_running() {
-                let _ = flow.put(limit - count);
-            }
-        } else if count > limit {
-            let _ = flow.take(count - limit);
-        }
+        let turn = if self.fed_incoming {
+            Turn::ReadIncoming
+        } else if self.intake_held {
+            Turn::Held
+        } else {
+            Turn::Other
+        };
+        let change = self.flow_tokens.after_turn(After {
+            turn,
+            scanning_incoming: self.scans[INCOMING].is_running(),
+            pending,
+            limit: usize::try_from(self.core.p.default_process_limit).unwrap_or(100),
+            active: self.core.sched.message_count(),
+            active_limit: self.core.sched.config().message_active_limit,
+        });
+        let _ = match change {
+            Change::Put(n) => flow.put(n),
+            Change::Take(n) => flow.take(n),
+            Change::Keep => Ok(0),
+        };
     }
 
     async fn run_actions(&mut self) {

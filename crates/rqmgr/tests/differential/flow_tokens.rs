@@ -13,6 +13,11 @@
 //! run, and the outcomes (deliveries, queue manager log) are the same.
 //! No absolute speed is asserted.
 //!
+//! A second scenario sends messages of many domains each, discarded, so
+//! that rqmgr's active queue holds enough ready work for it to wait before
+//! reading more (the scheduler's intake module); the wait must not cost
+//! senders tokens that the stock qmgr, reading on, would give back.
+//!
 //! The pipe is empty until the queue manager's first loop fills it, and
 //! the instance counts as up once smtpd listens, which can be earlier; so
 //! one untimed message is delivered first, and only the transactions after
@@ -25,10 +30,12 @@ use std::time::{Duration, Instant};
 use crate::common::{instance_with_sink, ok, rqmgr, GUARD};
 use crate::compare::{assert_same, snapshot, Outcome};
 use crate::kick::wait_count;
-use rqmgr_harness::{QueueManager, SinkMode};
+use rqmgr_harness::{Instance, QueueManager, SinkMode};
 
 const MESSAGES: usize = 40;
 const IN_FLOW_DELAY: Duration = Duration::from_secs(3);
+/// Recipients (and domains) per message in the busy-agents scenario.
+const WIDE: usize = 200;
 
 /// Reads one (possibly multi-line) SMTP reply and checks its class.
 fn reply(r: &mut impl BufRead, class: u8, after: &str) {
@@ -49,9 +56,15 @@ fn command(w: &mut TcpStream, r: &mut impl BufRead, text: &str, class: u8) {
     reply(r, class, text);
 }
 
-/// Sends messages `numbers` in one SMTP session; returns each
-/// transaction's duration (MAIL FROM to the reply after the final dot).
-fn transactions(port: u16, from: &str, numbers: std::ops::Range<usize>) -> Vec<Duration> {
+/// Sends messages `numbers` in one SMTP session, message `n` to the
+/// recipients `rcpts(n)`; returns each transaction's duration (MAIL FROM
+/// to the reply after the final dot).
+fn transactions(
+    port: u16,
+    from: &str,
+    numbers: std::ops::Range<usize>,
+    rcpts: &impl Fn(usize) -> Vec<String>,
+) -> Vec<Duration> {
     let mut w = TcpStream::connect(("127.0.0.1", port)).expect("connect to smtpd");
     w.set_read_timeout(Some(GUARD)).expect("read timeout");
     let mut r = BufReader::new(w.try_clone().expect("clone stream"));
@@ -61,12 +74,9 @@ fn transactions(port: u16, from: &str, numbers: std::ops::Range<usize>) -> Vec<D
     for n in numbers {
         let start = Instant::now();
         command(&mut w, &mut r, &format!("MAIL FROM:<{from}>"), b'2');
-        command(
-            &mut w,
-            &mut r,
-            &format!("RCPT TO:<r{n:02}@remote.example>"),
-            b'2',
-        );
+        for rcpt in rcpts(n) {
+            command(&mut w, &mut r, &format!("RCPT TO:<{rcpt}>"), b'2');
+        }
         command(&mut w, &mut r, "DATA", b'3');
         let body = format!("Subject: m{n:02}\r\n\r\nmessage {n:02}\r\n.");
         command(&mut w, &mut r, &body, b'2');
@@ -76,28 +86,48 @@ fn transactions(port: u16, from: &str, numbers: std::ops::Range<usize>) -> Vec<D
     times
 }
 
-fn scenario(qm: QueueManager) -> (usize, Outcome) {
-    let (sink, inst) = instance_with_sink(qm, SinkMode::Accept, |b| {
-        b.main_cf("in_flow_delay", &format!("{}s", IN_FLOW_DELAY.as_secs()))
-            .main_cf("default_process_limit", "10")
-    });
+/// One recipient at the sink's domain.
+fn one_remote(n: usize) -> Vec<String> {
+    vec![format!("r{n:02}@remote.example")]
+}
+
+/// `WIDE` recipients, each in a domain of its own: as many entries in
+/// the active queue, each ready for an agent at once.
+fn many_domains(n: usize) -> Vec<String> {
+    (0..WIDE)
+        .map(|d| format!("r{n:02}@d{d:03}.example"))
+        .collect()
+}
+
+/// Sends one untimed message, waits until the queue manager has removed
+/// it (so it certainly runs), then times messages 1 to `MESSAGES`; returns
+/// the numbers of those that waited for a flow token.
+fn timed_burst(inst: &Instance, rcpts: impl Fn(usize) -> Vec<String>) -> Vec<usize> {
     let from = inst.local_address("sender");
-    transactions(inst.smtpd_port(), &from, 0..1);
-    ok(sink.wait_received(1, GUARD));
-    wait_count(&inst, ": removed", 1);
-    let times = transactions(inst.smtpd_port(), &from, 1..MESSAGES + 1);
+    transactions(inst.smtpd_port(), &from, 0..1, &rcpts);
+    wait_count(inst, ": removed", 1);
+    let times = transactions(inst.smtpd_port(), &from, 1..MESSAGES + 1, &rcpts);
     let waited: Vec<usize> = (1..)
         .zip(&times)
         .filter(|(_, t)| **t >= IN_FLOW_DELAY)
         .map(|(n, _)| n)
         .collect();
-    ok(sink.wait_received(MESSAGES + 1, GUARD));
     ok(inst.wait_queue_empty(GUARD));
-    wait_count(&inst, ": removed", MESSAGES + 1);
+    wait_count(inst, ": removed", MESSAGES + 1);
     eprintln!(
         "{:?}: messages {waited:?} of 1..={MESSAGES} waited for a flow token",
         inst.queue_manager()
     );
+    waited
+}
+
+fn scenario(qm: QueueManager) -> (usize, Outcome) {
+    let (sink, inst) = instance_with_sink(qm, SinkMode::Accept, |b| {
+        b.main_cf("in_flow_delay", &format!("{}s", IN_FLOW_DELAY.as_secs()))
+            .main_cf("default_process_limit", "10")
+    });
+    let waited = timed_burst(&inst, one_remote);
+    ok(sink.wait_received(MESSAGES + 1, GUARD));
     (waited.len(), snapshot(&inst, &[&sink], &[]))
 }
 
@@ -110,4 +140,31 @@ fn cleanup_never_waits_for_flow_tokens() {
         "with rqmgr {our_waits} transactions waited in_flow_delay, with the stock qmgr {stock_waits}"
     );
     assert_same("in-flow tokens", &stock, &ours);
+}
+
+/// Messages of many domains each, discarded: the active queue holds
+/// hundreds of entries ready for fast agents, enough for rqmgr to stop
+/// reading `incoming/` for a moment (the scheduler's intake module). The
+/// stock qmgr reads on and returns a token for each message it reads;
+/// rqmgr must keep cleanup as free of waits while it holds its reading.
+fn busy_agents_scenario(qm: QueueManager) -> (usize, Outcome) {
+    let inst = ok(Instance::builder()
+        .queue_manager(qm)
+        .main_cf("in_flow_delay", &format!("{}s", IN_FLOW_DELAY.as_secs()))
+        .main_cf("default_process_limit", "10")
+        .main_cf("default_transport", "discard")
+        .start());
+    let waited = timed_burst(&inst, many_domains);
+    (waited.len(), snapshot(&inst, &[], &[]))
+}
+
+#[test]
+fn cleanup_never_waits_while_agents_are_busy() {
+    let (stock_waits, stock) = busy_agents_scenario(QueueManager::Stock);
+    let (our_waits, ours) = busy_agents_scenario(rqmgr());
+    assert!(
+        our_waits <= stock_waits,
+        "with rqmgr {our_waits} transactions waited in_flow_delay, with the stock qmgr {stock_waits}"
+    );
+    assert_same("in-flow tokens, busy agents", &stock, &ours);
 }
