@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::common::{instance_with_sink, ok, rqmgr, GUARD};
 use crate::compare::{assert_same, snapshot, Outcome};
 use crate::kick::wait_count;
-use rqmgr_harness::{Instance, QueueManager, SinkMode};
+use rqmgr_harness::{Instance, InstanceBuilder, QueueManager, SinkMode};
 
 const MESSAGES: usize = 40;
 const IN_FLOW_DELAY: Duration = Duration::from_secs(3);
@@ -121,11 +121,26 @@ fn timed_burst(inst: &Instance, rcpts: impl Fn(usize) -> Vec<String>) -> Vec<usi
     waited
 }
 
+/// A pipe of 10 tokens, and a wait long enough to tell from a transaction.
+fn small_pipe(b: InstanceBuilder) -> InstanceBuilder {
+    b.main_cf("in_flow_delay", &format!("{}s", IN_FLOW_DELAY.as_secs()))
+        .main_cf("default_process_limit", "10")
+}
+
+/// Runs `scenario` with both queue managers: rqmgr's run has no more
+/// waits than the stock run, and the same outcome.
+fn compare_waits(what: &str, scenario: fn(QueueManager) -> (usize, Outcome)) {
+    let (stock_waits, stock) = scenario(QueueManager::Stock);
+    let (our_waits, ours) = scenario(rqmgr());
+    assert!(
+        our_waits <= stock_waits,
+        "{what}: with rqmgr {our_waits} transactions waited in_flow_delay, with the stock qmgr {stock_waits}"
+    );
+    assert_same(what, &stock, &ours);
+}
+
 fn scenario(qm: QueueManager) -> (usize, Outcome) {
-    let (sink, inst) = instance_with_sink(qm, SinkMode::Accept, |b| {
-        b.main_cf("in_flow_delay", &format!("{}s", IN_FLOW_DELAY.as_secs()))
-            .main_cf("default_process_limit", "10")
-    });
+    let (sink, inst) = instance_with_sink(qm, SinkMode::Accept, small_pipe);
     let waited = timed_burst(&inst, one_remote);
     ok(sink.wait_received(MESSAGES + 1, GUARD));
     (waited.len(), snapshot(&inst, &[&sink], &[]))
@@ -133,13 +148,7 @@ fn scenario(qm: QueueManager) -> (usize, Outcome) {
 
 #[test]
 fn cleanup_never_waits_for_flow_tokens() {
-    let (stock_waits, stock) = scenario(QueueManager::Stock);
-    let (our_waits, ours) = scenario(rqmgr());
-    assert!(
-        our_waits <= stock_waits,
-        "with rqmgr {our_waits} transactions waited in_flow_delay, with the stock qmgr {stock_waits}"
-    );
-    assert_same("in-flow tokens", &stock, &ours);
+    compare_waits("in-flow tokens", scenario);
 }
 
 /// Messages of many domains each, discarded: the active queue holds
@@ -148,10 +157,7 @@ fn cleanup_never_waits_for_flow_tokens() {
 /// stock qmgr reads on and returns a token for each message it reads;
 /// rqmgr must keep cleanup as free of waits while it holds its reading.
 fn busy_agents_scenario(qm: QueueManager) -> (usize, Outcome) {
-    let inst = ok(Instance::builder()
-        .queue_manager(qm)
-        .main_cf("in_flow_delay", &format!("{}s", IN_FLOW_DELAY.as_secs()))
-        .main_cf("default_process_limit", "10")
+    let inst = ok(small_pipe(Instance::builder().queue_manager(qm))
         .main_cf("default_transport", "discard")
         .start());
     let waited = timed_burst(&inst, many_domains);
@@ -160,11 +166,5 @@ fn busy_agents_scenario(qm: QueueManager) -> (usize, Outcome) {
 
 #[test]
 fn cleanup_never_waits_while_agents_are_busy() {
-    let (stock_waits, stock) = busy_agents_scenario(QueueManager::Stock);
-    let (our_waits, ours) = busy_agents_scenario(rqmgr());
-    assert!(
-        our_waits <= stock_waits,
-        "with rqmgr {our_waits} transactions waited in_flow_delay, with the stock qmgr {stock_waits}"
-    );
-    assert_same("in-flow tokens, busy agents", &stock, &ours);
+    compare_waits("in-flow tokens, busy agents", busy_agents_scenario);
 }
