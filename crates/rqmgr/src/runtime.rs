@@ -35,14 +35,15 @@
 //! This loop and the modules it calls are the only places that read the
 //! clock, touch queue files or talk to sockets.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rqmgr_ipc::master::{InFlowPipe, StatusChannel, TriggerEndpoint};
 use rqmgr_ipc::rewrite::RewriteClient;
 use rqmgr_queue::dirs::{QueueLayout, QueueName};
-use rqmgr_sched::{Action, ByteString, ConnId, Dsn, Event, MessageId, Outcome, Scheduler};
+use rqmgr_sched::{
+    Action, ByteString, ConnId, Dsn, Event, FxHashMap, MessageId, Outcome, Scheduler,
+};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::admin::{self, AdminQuery};
@@ -80,14 +81,14 @@ pub(crate) struct Runtime {
     /// The scan the next pass tries first (round robin).
     first_scan: usize,
     /// Connections whose agent announced itself, waiting for a request.
-    ready: HashMap<ConnId, rqmgr_ipc::deliver::AgentConnection>,
+    ready: FxHashMap<ConnId, rqmgr_ipc::deliver::AgentConnection>,
     /// The transport of each open connection, for its error messages.
-    transports: HashMap<ConnId, ByteString>,
+    transports: FxHashMap<ConnId, ByteString>,
     /// The message and recipients of each request sent and not yet
     /// answered: they are released with the reply. (A connection that
     /// fails first puts its entry back in the scheduler's hands, so they
     /// stay.)
-    delivering: HashMap<ConnId, (MessageId, Vec<u32>, std::time::Instant)>,
+    delivering: FxHashMap<ConnId, (MessageId, Vec<u32>, std::time::Instant)>,
     /// Agent connections connecting, or delivering.
     agents: Agents,
     /// Where trigger readers report the letters they read.
@@ -158,7 +159,7 @@ impl Runtime {
             spool: Spool::new(layout, Arc::clone(&log)),
             log,
             sched,
-            messages: HashMap::new(),
+            messages: FxHashMap::default(),
             next_msg: 0,
             rewrite,
             now: Now::read(),
@@ -175,9 +176,9 @@ impl Runtime {
             first_scan: INCOMING,
             intake_held: false,
             intake_recheck: None,
-            ready: HashMap::new(),
-            transports: HashMap::new(),
-            delivering: HashMap::new(),
+            ready: FxHashMap::default(),
+            transports: FxHashMap::default(),
+            delivering: FxHashMap::default(),
             agents: Agents::new(p_daemon_timeout),
             triggers_tx,
             triggers_rx,

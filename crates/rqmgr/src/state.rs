@@ -12,11 +12,10 @@
 //! knows a message exactly while it is there. [`Core::now`] is the time of
 //! the event being handled (see clock.rs); the loop renews it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rqmgr_ipc::rewrite::RewriteClient;
-use rqmgr_sched::{MessageId, Scheduler};
+use rqmgr_sched::{FxHashMap, MessageId, Scheduler};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::clock::Now;
@@ -46,7 +45,7 @@ pub(crate) struct Core {
     /// Boxed: a message is some 750 bytes, and a hash table keeps up to
     /// twice as many slots as entries, so unboxed the empty slots alone
     /// would cost more than the messages in a full active queue.
-    pub(crate) messages: HashMap<MessageId, Box<ActiveMessage>>,
+    pub(crate) messages: FxHashMap<MessageId, Box<ActiveMessage>>,
     /// The number the next message gets.
     pub(crate) next_msg: u64,
     /// trivial-rewrite, for resolving recipients.

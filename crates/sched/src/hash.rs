@@ -5,7 +5,8 @@
 //! out itself (connections, `(job, queue)` slab pairs) or that the daemon
 //! chooses (message ids) are looked up several times per delivery and
 //! cannot be flooded from outside, so they use this multiply-rotate hash
-//! (rustc's FxHash). Maps keyed by names that arrive in mail (queue names)
+//! (rustc's FxHash); so do the daemon's maps keyed by the same connection
+//! and message ids. Maps keyed by names that arrive in mail (queue names)
 //! keep SipHash.
 //!
 //! Invariant: the hash is a pure function of the key (no random seed), so
@@ -19,7 +20,7 @@ const K: u64 = 0xf135_7aea_2e62_a9c5;
 
 /// FxHash: one rotate, xor and multiply per word.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct FxHasher {
+pub struct FxHasher {
     hash: u64,
 }
 
@@ -76,7 +77,7 @@ impl Hasher for FxHasher {
 }
 
 /// A `HashMap` with [`FxHasher`].
-pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 #[cfg(test)]
 mod tests {

@@ -78,6 +78,7 @@ pub use bytestring::ByteString;
 pub use config::{Config, Feedback, LiveLimit, TransportConfig, TransportLookup};
 pub use control::{LearnedDestination, Target};
 pub use event::{Action, ConnId, Dsn, Event, MessageId, Outcome, Route};
+pub use hash::{FxHashMap, FxHasher};
 pub use intake::RECHECK;
 pub use retry::next_attempt;
 pub use snapshot::{
@@ -89,7 +90,6 @@ pub use time::Time;
 use conn::{Conn, Conns};
 use control::Controls;
 use entry::Entry;
-use hash::FxHashMap;
 use job::Job;
 use list::{ix, NIL};
 use message::Message;
