@@ -179,7 +179,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
             let mut f = std::fs::File::create(p)?;
             writeln!(
                 f,
-                "round\tworkload\tqm\tunits\twall_s\tcpu_s\tuser_s\tcpu_per_unit_us\thwm_kb\trestarts\tctxsw\tsteal_s\tbusy_s"
+                "round\tworkload\tqm\tunits\twall_s\tcpu_s\tuser_s\tcpu_per_unit_us\thwm_kb\trestarts\tctxsw\tsteal_s\tbusy_s\tpeak_active"
             )?;
             Some(f)
         }
@@ -200,13 +200,14 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                     Ok(ms) => {
                         for m in ms {
                             eprint!(
-                                "[{}: wall {:.2}s cpu {:.2}s (user {:.2}s) {:.0}us/unit rss {}kB ctxsw/unit {:.1} steal {:.2}s busy {:.2}s{}] ",
+                                "[{}: wall {:.2}s cpu {:.2}s (user {:.2}s) {:.0}us/unit rss {}kB active {} ctxsw/unit {:.1} steal {:.2}s busy {:.2}s{}] ",
                                 m.row,
                                 m.wall,
                                 m.cpu,
                                 m.user,
                                 per_unit_us(&m),
                                 m.hwm_kb,
+                                m.peak_active,
                                 m.ctxsw as f64 / m.units.max(1) as f64,
                                 m.steal,
                                 m.busy,
@@ -219,7 +220,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                             if let Some(f) = tsv.as_mut() {
                                 writeln!(
                                     f,
-                                    "{}\t{}\t{label}\t{}\t{:.3}\t{:.3}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{:.2}\t{:.2}",
+                                    "{}\t{}\t{label}\t{}\t{:.3}\t{:.3}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{:.2}\t{:.2}\t{}",
                                     round + 1,
                                     m.row,
                                     m.units,
@@ -231,7 +232,8 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                                     m.restarts,
                                     m.ctxsw,
                                     m.steal,
-                                    m.busy
+                                    m.busy,
+                                    m.peak_active
                                 )?;
                             }
                             results.push((label.clone(), m));
@@ -279,6 +281,7 @@ struct Cell {
     cpu: f64,
     per_unit: f64,
     hwm_mb: f64,
+    peak_active: f64,
     restarts: u32,
     runs: usize,
 }
@@ -304,19 +307,20 @@ fn report(results: &[(String, Measurement)], labels: &[String]) -> String {
             cpu: median(ms.iter().map(|m| m.cpu).collect()),
             per_unit: median(ms.iter().map(|m| per_unit_us(m)).collect()),
             hwm_mb: median(ms.iter().map(|m| m.hwm_kb as f64 / 1024.0).collect()),
+            peak_active: median(ms.iter().map(|m| m.peak_active as f64).collect()),
             restarts: ms.iter().map(|m| m.restarts).sum(),
             runs: ms.len(),
         })
     };
     let mut out = String::new();
-    out.push_str("\n| workload | queue manager | wall s | qmgr CPU s | CPU/unit µs | peak RSS MB | runs | restarts |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("\n| workload | queue manager | wall s | qmgr CPU s | CPU/unit µs | peak RSS MB | peak active | runs | restarts |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for row in &rows {
         for label in labels {
             if let Some(c) = cell(row, label) {
                 out.push_str(&format!(
-                    "| {row} | {label} | {:.2} | {:.3} | {:.1} | {:.1} | {} | {} |\n",
-                    c.wall, c.cpu, c.per_unit, c.hwm_mb, c.runs, c.restarts
+                    "| {row} | {label} | {:.2} | {:.3} | {:.1} | {:.1} | {:.0} | {} | {} |\n",
+                    c.wall, c.cpu, c.per_unit, c.hwm_mb, c.peak_active, c.runs, c.restarts
                 ));
             }
         }

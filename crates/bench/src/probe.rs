@@ -272,6 +272,11 @@ pub(crate) struct LogCounter {
     pub removed: usize,
     /// Queue manager `(queue active)` lines so far.
     pub activated: usize,
+    /// The most messages in the active queue at once, as the log tells
+    /// it: `activated - removed` after each line. Exact for the drains,
+    /// where every message read is removed before the run ends and none
+    /// is read twice.
+    pub peak_active: usize,
 }
 
 impl LogCounter {
@@ -284,6 +289,7 @@ impl LogCounter {
             tag: format!(" {program}["),
             removed: 0,
             activated: 0,
+            peak_active: 0,
         }
     }
 
@@ -316,6 +322,8 @@ impl LogCounter {
                 self.removed += 1;
             } else if line.ends_with("(queue active)") {
                 self.activated += 1;
+                let active = self.activated.saturating_sub(self.removed);
+                self.peak_active = self.peak_active.max(active);
             }
         }
         self.partial = buf[complete..].to_vec();
@@ -324,7 +332,34 @@ impl LogCounter {
 
 #[cfg(test)]
 mod tests {
-    use super::model_name;
+    use super::{model_name, LogCounter};
+
+    #[test]
+    fn log_counter_keeps_the_peak_of_the_active_queue() {
+        let path = std::env::temp_dir().join(format!("rqmgr-bench-log-{}", std::process::id()));
+        let line =
+            |id: &str, what: &str| format!("Dec  3 10:00:00 h postfix/qmgr[7]: {id}: {what}\n");
+        let active = "from=<a@b>, size=600, nrcpt=1 (queue active)";
+        let mut text = String::new();
+        for id in ["A", "B", "C"] {
+            text.push_str(&line(id, active));
+        }
+        text.push_str(&line("A", "removed"));
+        text.push_str(&line("B", "removed"));
+        text.push_str(&line("D", active));
+        // Another program's lines do not count.
+        text.push_str("Dec  3 10:00:00 h postfix/discard[9]: E: removed\n");
+        // The last line is cut short: it counts once complete.
+        text.push_str("Dec  3 10:00:00 h postfix/qmgr[7]: C: rem");
+        std::fs::write(&path, &text).unwrap();
+        let mut log = LogCounter::new(&path, "postfix/qmgr");
+        log.poll();
+        assert_eq!((log.activated, log.removed, log.peak_active), (4, 2, 3));
+        std::fs::write(&path, [text.as_bytes(), b"oved\n"].concat()).unwrap();
+        log.poll();
+        assert_eq!((log.activated, log.removed, log.peak_active), (4, 3, 3));
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn model_name_is_the_first_cpus() {

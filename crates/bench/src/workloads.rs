@@ -172,6 +172,10 @@ pub(crate) struct Measurement {
     /// same span as `cpu`: with two vCPUs, a drain whose `busy` is near
     /// twice its wall time was bound by CPU, one well below it waited.
     pub busy: f64,
+    /// The most messages in the active queue at once, from the queue
+    /// manager's log lines (see `LogCounter::peak_active`; exact for the
+    /// drains, an upper bound where messages are deferred).
+    pub peak_active: usize,
 }
 
 /// Settings shared by all runs.
@@ -559,6 +563,7 @@ impl<'a> Run<'a> {
         self.log.poll();
         self.log.removed = 0;
         self.log.activated = 0;
+        self.log.peak_active = 0;
         self.inst.restart()?;
         let t = QmgrTracker::attach(&self.inst, self.cfg.ticks)?;
         let name = self.observer_file_name();
@@ -695,6 +700,7 @@ impl<'a> Run<'a> {
             ctxsw: t.ctxsw(),
             steal: machine.steal,
             busy: machine.busy,
+            peak_active: self.log.peak_active,
         }
     }
 }
