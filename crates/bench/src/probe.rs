@@ -293,6 +293,14 @@ impl LogCounter {
         }
     }
 
+    /// Starts the counts afresh from what is read next (the lines so far
+    /// are passed over, not counted again).
+    pub(crate) fn reset_counts(&mut self) {
+        self.removed = 0;
+        self.activated = 0;
+        self.peak_active = 0;
+    }
+
     /// Reads what was appended since the last call and counts its lines.
     pub(crate) fn poll(&mut self) {
         let Ok(mut f) = File::open(&self.path) else {

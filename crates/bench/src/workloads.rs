@@ -561,9 +561,7 @@ impl<'a> Run<'a> {
     fn start(&mut self) -> BenchResult<()> {
         // Skip what the first start logged.
         self.log.poll();
-        self.log.removed = 0;
-        self.log.activated = 0;
-        self.log.peak_active = 0;
+        self.log.reset_counts();
         self.inst.restart()?;
         let t = QmgrTracker::attach(&self.inst, self.cfg.ticks)?;
         let name = self.observer_file_name();
