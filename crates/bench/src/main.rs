@@ -179,7 +179,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
             let mut f = std::fs::File::create(p)?;
             writeln!(
                 f,
-                "round\tworkload\tqm\tunits\twall_s\tcpu_s\tuser_s\tcpu_per_unit_us\thwm_kb\trestarts\tctxsw\tsteal_s\tbusy_s\tpeak_active"
+                "round\tworkload\tqm\tunits\twall_s\tcpu_s\tuser_s\tcpu_per_unit_us\thwm_kb\trestarts\tctxsw\tsteal_s\tbusy_s\tpeak_active\tmean_active"
             )?;
             Some(f)
         }
@@ -200,7 +200,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                     Ok(ms) => {
                         for m in ms {
                             eprint!(
-                                "[{}: wall {:.2}s cpu {:.2}s (user {:.2}s) {:.0}us/unit rss {}kB active {} ctxsw/unit {:.1} steal {:.2}s busy {:.2}s{}] ",
+                                "[{}: wall {:.2}s cpu {:.2}s (user {:.2}s) {:.0}us/unit rss {}kB active {} (mean {:.0}) ctxsw/unit {:.1} steal {:.2}s busy {:.2}s{}] ",
                                 m.row,
                                 m.wall,
                                 m.cpu,
@@ -208,6 +208,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                                 per_unit_us(&m),
                                 m.hwm_kb,
                                 m.peak_active,
+                                m.mean_active,
                                 m.ctxsw as f64 / m.units.max(1) as f64,
                                 m.steal,
                                 m.busy,
@@ -220,7 +221,7 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                             if let Some(f) = tsv.as_mut() {
                                 writeln!(
                                     f,
-                                    "{}\t{}\t{label}\t{}\t{:.3}\t{:.3}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{:.2}\t{:.2}\t{}",
+                                    "{}\t{}\t{label}\t{}\t{:.3}\t{:.3}\t{:.3}\t{:.1}\t{}\t{}\t{}\t{:.2}\t{:.2}\t{}\t{:.1}",
                                     round + 1,
                                     m.row,
                                     m.units,
@@ -233,7 +234,8 @@ fn real_main(cli: Cli) -> BenchResult<bool> {
                                     m.ctxsw,
                                     m.steal,
                                     m.busy,
-                                    m.peak_active
+                                    m.peak_active,
+                                    m.mean_active
                                 )?;
                             }
                             results.push((label.clone(), m));
@@ -282,6 +284,7 @@ struct Cell {
     per_unit: f64,
     hwm_mb: f64,
     peak_active: f64,
+    mean_active: f64,
     restarts: u32,
     runs: usize,
 }
@@ -308,19 +311,27 @@ fn report(results: &[(String, Measurement)], labels: &[String]) -> String {
             per_unit: median(ms.iter().map(|m| per_unit_us(m)).collect()),
             hwm_mb: median(ms.iter().map(|m| m.hwm_kb as f64 / 1024.0).collect()),
             peak_active: median(ms.iter().map(|m| m.peak_active as f64).collect()),
+            mean_active: median(ms.iter().map(|m| m.mean_active).collect()),
             restarts: ms.iter().map(|m| m.restarts).sum(),
             runs: ms.len(),
         })
     };
     let mut out = String::new();
-    out.push_str("\n| workload | queue manager | wall s | qmgr CPU s | CPU/unit µs | peak RSS MB | peak active | runs | restarts |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("\n| workload | queue manager | wall s | qmgr CPU s | CPU/unit µs | peak RSS MB | peak active | mean active | runs | restarts |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for row in &rows {
         for label in labels {
             if let Some(c) = cell(row, label) {
                 out.push_str(&format!(
-                    "| {row} | {label} | {:.2} | {:.3} | {:.1} | {:.1} | {:.0} | {} | {} |\n",
-                    c.wall, c.cpu, c.per_unit, c.hwm_mb, c.peak_active, c.runs, c.restarts
+                    "| {row} | {label} | {:.2} | {:.3} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {} |\n",
+                    c.wall,
+                    c.cpu,
+                    c.per_unit,
+                    c.hwm_mb,
+                    c.peak_active,
+                    c.mean_active,
+                    c.runs,
+                    c.restarts
                 ));
             }
         }

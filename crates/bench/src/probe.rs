@@ -277,6 +277,12 @@ pub(crate) struct LogCounter {
     /// where every message read is removed before the run ends and none
     /// is read twice.
     pub peak_active: usize,
+    /// `activated - removed` summed after each counted line, and the
+    /// number of such lines: their quotient is the mean occupancy over
+    /// the queue manager's events. A peak says little where one burst
+    /// fills `active/` for a moment; the mean says how full it kept it.
+    active_sum: u64,
+    active_samples: u64,
 }
 
 impl LogCounter {
@@ -290,6 +296,20 @@ impl LogCounter {
             removed: 0,
             activated: 0,
             peak_active: 0,
+            active_sum: 0,
+            active_samples: 0,
+        }
+    }
+
+    /// The mean number of messages in the active queue over the counted
+    /// lines (0 before any).
+    pub(crate) fn mean_active(&self) -> f64 {
+        // Precision: counts far below 2^52.
+        #[allow(clippy::cast_precision_loss)]
+        if self.active_samples == 0 {
+            0.0
+        } else {
+            self.active_sum as f64 / self.active_samples as f64
         }
     }
 
@@ -299,6 +319,8 @@ impl LogCounter {
         self.removed = 0;
         self.activated = 0;
         self.peak_active = 0;
+        self.active_sum = 0;
+        self.active_samples = 0;
     }
 
     /// Reads what was appended since the last call and counts its lines.
@@ -330,9 +352,13 @@ impl LogCounter {
                 self.removed += 1;
             } else if line.ends_with("(queue active)") {
                 self.activated += 1;
-                let active = self.activated.saturating_sub(self.removed);
-                self.peak_active = self.peak_active.max(active);
+            } else {
+                continue;
             }
+            let active = self.activated.saturating_sub(self.removed);
+            self.peak_active = self.peak_active.max(active);
+            self.active_sum += active as u64;
+            self.active_samples += 1;
         }
         self.partial = buf[complete..].to_vec();
     }
@@ -363,9 +389,14 @@ mod tests {
         let mut log = LogCounter::new(&path, "postfix/qmgr");
         log.poll();
         assert_eq!((log.activated, log.removed, log.peak_active), (4, 2, 3));
+        // After each line: 1, 2, 3, 2, 1, 2.
+        assert!((log.mean_active() - 11.0 / 6.0).abs() < 1e-9);
         std::fs::write(&path, [text.as_bytes(), b"oved\n"].concat()).unwrap();
         log.poll();
         assert_eq!((log.activated, log.removed, log.peak_active), (4, 3, 3));
+        assert!((log.mean_active() - 12.0 / 7.0).abs() < 1e-9);
+        log.reset_counts();
+        assert_eq!(log.mean_active(), 0.0);
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -176,6 +176,9 @@ pub(crate) struct Measurement {
     /// manager's log lines (see `LogCounter::peak_active`; exact for the
     /// drains, an upper bound where messages are deferred).
     pub peak_active: usize,
+    /// The mean number of messages in the active queue over the queue
+    /// manager's events (see `LogCounter::mean_active`).
+    pub mean_active: f64,
 }
 
 /// Settings shared by all runs.
@@ -699,6 +702,7 @@ impl<'a> Run<'a> {
             steal: machine.steal,
             busy: machine.busy,
             peak_active: self.log.peak_active,
+            mean_active: self.log.mean_active(),
         }
     }
 }
