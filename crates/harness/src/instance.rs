@@ -424,8 +424,10 @@ impl Instance {
         procs::pids_under(&self.root)
     }
 
-    /// The live queue manager process(es): the chosen one, or another
-    /// queue manager a test switched the instance to (rqmgrctl).
+    /// The live queue manager process(es) that master runs: the chosen
+    /// one, or another queue manager a test switched the instance to
+    /// (rqmgrctl). A child a queue manager forked is not one, even while
+    /// it still runs the queue manager's executable.
     pub fn qmgr_pids(&self) -> Vec<i32> {
         let chosen = self.queue_manager.command();
         let mut paths = vec![self.daemon_path(chosen)];
@@ -436,7 +438,7 @@ impl Instance {
             paths.push(self.daemon_path(other));
         }
         let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-        procs::pids_with_any_exe(&paths)
+        procs::children_with_any_exe(&self.daemon_path("master"), &paths)
     }
 
     /// The live processes running `daemon_directory/program`.

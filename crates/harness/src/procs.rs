@@ -38,18 +38,21 @@ fn all_pids() -> Vec<i32> {
         .collect()
 }
 
+/// The state letter and the parent's pid from `/proc/PID/stat`.
+fn state_and_parent(pid: i32) -> Option<(String, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // They follow the parenthesised command name, which may itself contain
+    // spaces or parentheses.
+    let mut rest = s[s.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.to_string();
+    let parent = rest.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
 /// True when the process is a zombie (exited, waiting to be reaped): it holds
 /// no resources and cannot be killed, so it does not count as running.
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // The state follows the parenthesised command name, which may
-            // itself contain spaces or parentheses.
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|st| st == "Z")
-        })
-        .unwrap_or(false)
+    state_and_parent(pid).is_some_and(|(state, _)| state == "Z")
 }
 
 /// True when the process's command line mentions `root` followed by `/`
@@ -97,6 +100,21 @@ pub fn pids_with_any_exe(exes: &[&Path]) -> Vec<i32> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
+/// Like [`pids_with_any_exe`], but only processes whose parent runs
+/// `parent_exe`. A daemon that master started is one; a child that the
+/// daemon forks is not, although it runs the daemon's executable until it
+/// executes another program (rqmgr runs `postconf` at start-up).
+pub fn children_with_any_exe(parent_exe: &Path, exes: &[&Path]) -> Vec<i32> {
+    pids_with_any_exe(exes)
+        .into_iter()
+        .filter(|&p| {
+            state_and_parent(p)
+                .and_then(|(_, parent)| proc_link(parent, "exe"))
+                .is_some_and(|exe| exe == parent_exe)
+        })
+        .collect()
+}
+
 /// Polls until no process lies under `root` or `timeout` passes; returns the
 /// survivors (empty on success).
 pub fn wait_gone(root: &Path, timeout: Duration) -> Vec<i32> {
@@ -123,5 +141,44 @@ pub fn kill_all_under(root: &Path, timeout: Duration) -> Vec<i32> {
             kill_pid(*p, Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kills and reaps the child when dropped, also when an assertion fails.
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn children_are_told_apart_by_their_parent() {
+        let child = Reaped(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .expect("sleep"),
+        );
+        let pid = child.0.id() as i32;
+        // Until it has executed sleep, the child runs this program.
+        let me = std::env::current_exe().expect("own executable");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let exe = loop {
+            match proc_link(pid, "exe") {
+                Some(e) if e != me => break e,
+                _ if Instant::now() > deadline => panic!("the child never ran sleep"),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        assert!(pids_with_any_exe(&[&exe]).contains(&pid));
+        assert!(children_with_any_exe(&me, &[&exe]).contains(&pid));
+        assert!(!children_with_any_exe(&exe, &[&exe]).contains(&pid));
     }
 }

@@ -438,12 +438,46 @@ fn scenario(qm: QueueManager) {
     let killed_line = |pid: i32| format!(" pid {pid} killed by signal 9");
     // (Not inst.wait_for_log: its health check counts master's throttling
     // after a kill at start-up as a failure.)
-    let log = ok(rqmgr_harness::poll(GUARD, || {
+    let log = rqmgr_harness::poll(GUARD, || {
         let l = inst.log();
         let complete = kills.iter().all(|k| l.text().contains(&killed_line(k.pid)))
             && l.count(": client=") >= MESSAGES;
         Ok(complete.then_some(l))
-    }));
+    })
+    .unwrap_or_else(|e| {
+        // Say what is missing, and what the log says of each pid concerned.
+        let l = inst.log();
+        let missing: Vec<String> = kills
+            .iter()
+            .filter(|k| !l.text().contains(&killed_line(k.pid)))
+            .map(|k| {
+                let said: Vec<&str> = l
+                    .text()
+                    .lines()
+                    .filter(|line| {
+                        line.contains(&format!("[{}]", k.pid))
+                            || line.contains(&format!(" pid {} ", k.pid))
+                    })
+                    .collect();
+                format!(
+                    "pid {} (killed at {:.2} s; its last lines: {:?})",
+                    k.pid,
+                    k.at.as_secs_f64(),
+                    &said[said.len().saturating_sub(3)..]
+                )
+            })
+            .collect();
+        panic!(
+            "the log is incomplete ({e}): {} of {MESSAGES} client= lines; \
+             kills master did not log: {}",
+            l.count(": client="),
+            if missing.is_empty() {
+                "none".to_string()
+            } else {
+                missing.join("; ")
+            }
+        )
+    });
     let elapsed = start.elapsed();
 
     // Accepted: smtpd or pickup gave the message a queue id.
