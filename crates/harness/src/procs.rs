@@ -88,16 +88,7 @@ pub fn pids_with_exe(exe: &Path) -> Vec<i32> {
 /// Processes whose executable is exactly one of `exes`, those of the
 /// first executable first (one walk of `/proc`).
 pub fn pids_with_any_exe(exes: &[&Path]) -> Vec<i32> {
-    let mut found: Vec<(usize, i32)> = all_pids()
-        .into_iter()
-        .filter_map(|p| {
-            let exe = proc_link(p, "exe")?;
-            let which = exes.iter().position(|e| exe == *e)?;
-            (!is_zombie(p)).then_some((which, p))
-        })
-        .collect();
-    found.sort_by_key(|&(which, _)| which);
-    found.into_iter().map(|(_, p)| p).collect()
+    live_with_any_exe(exes, |_| true)
 }
 
 /// Like [`pids_with_any_exe`], but only processes whose parent runs
@@ -105,14 +96,26 @@ pub fn pids_with_any_exe(exes: &[&Path]) -> Vec<i32> {
 /// daemon forks is not, although it runs the daemon's executable until it
 /// executes another program (rqmgr runs `postconf` at start-up).
 pub fn children_with_any_exe(parent_exe: &Path, exes: &[&Path]) -> Vec<i32> {
-    pids_with_any_exe(exes)
+    live_with_any_exe(exes, |parent| {
+        proc_link(parent, "exe").is_some_and(|exe| exe == parent_exe)
+    })
+}
+
+/// The processes that run one of `exes`, are not zombies and whose
+/// parent's pid passes `parent_ok`, ordered as `exes`; each process's
+/// `stat` is read once.
+fn live_with_any_exe(exes: &[&Path], parent_ok: impl Fn(i32) -> bool) -> Vec<i32> {
+    let mut found: Vec<(usize, i32)> = all_pids()
         .into_iter()
-        .filter(|&p| {
-            state_and_parent(p)
-                .and_then(|(_, parent)| proc_link(parent, "exe"))
-                .is_some_and(|exe| exe == parent_exe)
+        .filter_map(|p| {
+            let exe = proc_link(p, "exe")?;
+            let which = exes.iter().position(|e| exe == *e)?;
+            let (state, parent) = state_and_parent(p)?;
+            (state != "Z" && parent_ok(parent)).then_some((which, p))
         })
-        .collect()
+        .collect();
+    found.sort_by_key(|&(which, _)| which);
+    found.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Polls until no process lies under `root` or `timeout` passes; returns the
