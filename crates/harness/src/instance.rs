@@ -472,7 +472,7 @@ impl Instance {
 
     /// The mail log text so far (empty if none yet).
     pub fn maillog(&self) -> String {
-        std::fs::read_to_string(self.maillog_path()).unwrap_or_default()
+        crate::text_file(&self.maillog_path())
     }
 
     /// The mail log so far, parsed.
@@ -482,7 +482,7 @@ impl Instance {
 
     /// The content of local user `user`'s mailbox file (empty if none).
     pub fn mailbox(&self, user: &str) -> String {
-        std::fs::read_to_string(self.root.join("mail").join(user)).unwrap_or_default()
+        crate::text_file(&self.root.join("mail").join(user))
     }
 
     // ----- waiting -----

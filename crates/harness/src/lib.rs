@@ -134,6 +134,20 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> R
     }
 }
 
+/// A file's text, empty if it cannot be read (not there yet). Bytes that
+/// are not UTF-8 (an 8-bit address in the mail log, a raw message body)
+/// become U+FFFD rather than making the whole file read as empty, which
+/// would let a check for a line's absence pass without looking.
+pub fn text_file(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        },
+        Err(_) => String::new(),
+    }
+}
+
 /// The parent directory of test directories.
 pub(crate) fn test_base() -> PathBuf {
     std::env::var_os(TMPDIR_ENV)
@@ -184,8 +198,20 @@ pub(crate) fn chown_to_user(path: &Path, user: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::PostfixInstall;
+    use super::{text_file, PostfixInstall};
     use std::path::PathBuf;
+
+    #[test]
+    fn a_byte_that_is_not_utf8_keeps_the_rest_of_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maillog");
+        std::fs::write(&path, b"one\nto=<\xe9@example.com>\nthree\n").unwrap();
+        let text = text_file(&path);
+        assert_eq!(text.lines().count(), 3, "{text:?}");
+        assert!(text.contains("one") && text.contains("three"), "{text:?}");
+        assert!(text.contains("to=<\u{fffd}@example.com>"), "{text:?}");
+        assert_eq!(text_file(&dir.path().join("absent")), "");
+    }
 
     #[test]
     fn release_comparison() {

@@ -171,7 +171,7 @@ impl SmtpSink {
     pub fn recipients_received(&self) -> usize {
         self.messages()
             .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|p| crate::text_file(p))
             .map(|t| t.lines().filter(|l| l.starts_with("X-Rcpt-Args:")).count())
             .sum()
     }
