@@ -20,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use rqmgr_sched::{DestinationSelect, DestinationState, Scheduler};
+use rqmgr_sched::{DestinationSelect, DestinationState, FxHashMap, Scheduler};
 
 /// Destinations with per-destination gauges, besides the throttled ones.
 const DEFAULT_TOP: usize = 50;
@@ -78,6 +78,27 @@ struct BuildLabels {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// How a delivery request ended (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeliveryStatus {
+    Sent,
+    Deferred,
+    Failed,
+}
+
+/// The `status` labels, by [`TransportSeries::deliveries`]' index.
+const STATUS_LABELS: [&str; 4] = ["sent", "deferred", "failed", "bounced"];
+
+/// One transport's delivery series, kept at hand: the families would
+/// otherwise build a label string and hash it under a lock twice per
+/// delivery. The handles share their atomics with the families' series.
+#[derive(Clone, Debug)]
+struct TransportSeries {
+    seconds: Histogram,
+    /// By the index of the label in [`STATUS_LABELS`], once seen.
+    deliveries: [Option<Counter>; 4],
+}
+
 fn delivery_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 18))
 }
@@ -94,6 +115,8 @@ pub(crate) struct Metrics {
     expired: Counter,
     deliveries: Family<DeliveryLabels, Counter>,
     delivery_seconds: Histograms<TransportLabel>,
+    /// The series of each transport delivered to so far.
+    by_transport: FxHashMap<Box<[u8]>, TransportSeries>,
     triggers: Family<RequestLabel, Counter>,
     scan_seconds: Histograms<QueueLabel>,
     admin_seconds: Histograms<EndpointLabel>,
@@ -112,6 +135,7 @@ impl Metrics {
             expired: Counter::default(),
             deliveries: Family::default(),
             delivery_seconds: Family::new_with_constructor(delivery_histogram),
+            by_transport: FxHashMap::default(),
             triggers: Family::default(),
             scan_seconds: Family::new_with_constructor(scan_histogram),
             admin_seconds: Family::new_with_constructor(scan_histogram),
@@ -149,21 +173,38 @@ impl Metrics {
     }
 
     /// A delivery request ended with `status` after `seconds`.
-    pub(crate) fn delivery(&self, transport: &[u8], status: &'static str, seconds: f64) {
-        let transport = String::from_utf8_lossy(transport).into_owned();
-        let status = if status == "sent" && transport == "error" {
-            "bounced"
-        } else {
-            status
+    pub(crate) fn delivery(&mut self, transport: &[u8], status: DeliveryStatus, seconds: f64) {
+        let idx = match status {
+            DeliveryStatus::Sent if transport == b"error" => 3,
+            DeliveryStatus::Sent => 0,
+            DeliveryStatus::Deferred => 1,
+            DeliveryStatus::Failed => 2,
         };
-        let labels = DeliveryLabels {
-            transport: transport.clone(),
-            status,
+        if !self.by_transport.contains_key(transport) {
+            let label = TransportLabel {
+                transport: String::from_utf8_lossy(transport).into_owned(),
+            };
+            let seconds = self.delivery_seconds.get_or_create(&label).clone();
+            self.by_transport.insert(
+                transport.into(),
+                TransportSeries {
+                    seconds,
+                    deliveries: Default::default(),
+                },
+            );
+        }
+        let Some(series) = self.by_transport.get_mut(transport) else {
+            return;
         };
-        self.deliveries.get_or_create(&labels).inc();
-        self.delivery_seconds
-            .get_or_create(&TransportLabel { transport })
-            .observe(seconds);
+        series.seconds.observe(seconds);
+        let counter = series.deliveries[idx].get_or_insert_with(|| {
+            let labels = DeliveryLabels {
+                transport: String::from_utf8_lossy(transport).into_owned(),
+                status: STATUS_LABELS[idx],
+            };
+            self.deliveries.get_or_create(&labels).clone()
+        });
+        counter.inc();
     }
 
     /// A trigger letter arrived.
@@ -437,4 +478,50 @@ fn register_gauges(r: &mut Registry, sched: &Scheduler, top: usize) {
         "1 when throttled (top destinations and throttled ones)",
         throttled,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(m: &Metrics) -> String {
+        m.encode(
+            &Scheduler::new(rqmgr_sched::Config::default()),
+            ControlCounts::default(),
+        )
+    }
+
+    #[test]
+    fn deliveries_are_counted_by_transport_and_status() {
+        let mut m = Metrics::new("3.7.11", "qmgr", None);
+        m.delivery(b"smtp", DeliveryStatus::Sent, 0.01);
+        m.delivery(b"smtp", DeliveryStatus::Sent, 0.02);
+        m.delivery(b"smtp", DeliveryStatus::Deferred, 0.5);
+        m.delivery(b"error", DeliveryStatus::Sent, 0.001);
+        m.delivery(b"error", DeliveryStatus::Failed, 0.001);
+        let text = scrape(&m);
+        for line in [
+            "rqmgr_deliveries_total{transport=\"smtp\",status=\"sent\"} 2",
+            "rqmgr_deliveries_total{transport=\"smtp\",status=\"deferred\"} 1",
+            "rqmgr_deliveries_total{transport=\"error\",status=\"bounced\"} 1",
+            "rqmgr_deliveries_total{transport=\"error\",status=\"failed\"} 1",
+            "rqmgr_delivery_seconds_count{transport=\"smtp\"} 3",
+            "rqmgr_delivery_seconds_count{transport=\"error\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("transport=\"error\",status=\"sent\""));
+    }
+
+    #[test]
+    fn a_transport_name_that_is_not_utf8_gets_its_series() {
+        let mut m = Metrics::new("3.7.11", "qmgr", None);
+        m.delivery(b"sm\xfftp", DeliveryStatus::Sent, 0.01);
+        m.delivery(b"sm\xfftp", DeliveryStatus::Sent, 0.01);
+        let text = scrape(&m);
+        assert!(
+            text.contains("rqmgr_deliveries_total{transport=\"sm\u{fffd}tp\",status=\"sent\"} 2"),
+            "{text}"
+        );
+    }
 }

@@ -51,7 +51,7 @@ use crate::clock::Now;
 use crate::deliver::{self, AgentEvent, Agents};
 use crate::flow::{After, Change, FlowTokens, Turn};
 use crate::logging::{os_error, Logger};
-use crate::metrics::Metrics;
+use crate::metrics::{DeliveryStatus, Metrics};
 use crate::notify::NoticeDone;
 use crate::operator::{Control, Save};
 use crate::params::QmgrParams;
@@ -587,9 +587,9 @@ impl Runtime {
                 };
                 let failed = !matches!(outcome, Outcome::Final);
                 let status = match &outcome {
-                    Outcome::Final => "sent",
-                    Outcome::Deferred { .. } => "deferred",
-                    Outcome::Crashed => "failed",
+                    Outcome::Final => DeliveryStatus::Sent,
+                    Outcome::Deferred { .. } => DeliveryStatus::Deferred,
+                    Outcome::Crashed => DeliveryStatus::Failed,
                 };
                 self.core
                     .sched

@@ -61,6 +61,10 @@ const RATE_SPAN: Duration = Duration::from_millis(250);
 /// to under 2% of the rate, and the next start begins a new measurement.
 const RUN_GAP: Duration = Duration::from_secs(1);
 
+/// A run this long has a weight of 1 within 1e-8 (`e^-20`), so the rate
+/// needs no correction.
+const RUN_SETTLED: Duration = Duration::from_secs(5);
+
 /// The shortest run the rate is worked out over, so that the first
 /// starts of a run do not claim an absurd rate.
 const RUN_MIN: Duration = Duration::from_millis(25);
@@ -100,14 +104,22 @@ impl Default for StartRate {
 impl StartRate {
     /// The uncorrected average as of `now`.
     fn decayed(&self, now: Time) -> f64 {
-        let elapsed = now.saturating_since(self.at).as_secs_f64();
-        self.per_sec * (-elapsed / RATE_SPAN.as_secs_f64()).exp()
+        let elapsed = now.saturating_since(self.at);
+        // Asked at every turn of the loop, often in the same instant as
+        // the latest start.
+        if elapsed.is_zero() {
+            return self.per_sec;
+        }
+        self.per_sec * (-elapsed.as_secs_f64() / RATE_SPAN.as_secs_f64()).exp()
     }
 
     /// The rate as of `now`.
     pub(crate) fn at(&self, now: Time) -> f64 {
         // RUN_MIN keeps the weight above zero.
         let run = now.saturating_since(self.since).max(RUN_MIN);
+        if run >= RUN_SETTLED {
+            return self.decayed(now);
+        }
         let weight = 1.0 - (-run.as_secs_f64() / RATE_SPAN.as_secs_f64()).exp();
         self.decayed(now) / weight
     }
